@@ -1,0 +1,35 @@
+"""A Keras model zoo: registry, training, tuning, transfer and export.
+
+    import zoo
+    model = zoo.build("lenet5", num_classes=10)
+    zoo.list_models("resnet*")
+    result = zoo.train("lenet5", data="digits", epochs=10)
+
+Importing `zoo` does not import TensorFlow; `train`, `evaluate` and the
+export functions load it on first use.
+"""
+
+from zoo.registry import ModelSpec, Recipe, build, get_spec, list_models, register
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "train": "zoo.training",
+    "evaluate": "zoo.training",
+    "export_saved_model": "zoo.export",
+    "export_run": "zoo.export",
+    "standard_callbacks": "zoo.callbacks",
+    "load_data": ("zoo.data", "load"),
+}
+
+__all__ = ["ModelSpec", "Recipe", "build", "get_spec", "list_models", "register",
+           *_LAZY]
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    import importlib
+    target = _LAZY[name]
+    module, attr = target if isinstance(target, tuple) else (target, name)
+    return getattr(importlib.import_module(module), attr)

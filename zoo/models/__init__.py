@@ -1,0 +1,7 @@
+"""Model families. Importing a family module registers its models.
+
+One import line per family module; keep the list sorted.
+"""
+
+from zoo.models import lenet  # noqa: F401
+from zoo.models import mlp  # noqa: F401

@@ -1,0 +1,286 @@
+"""The model registry: `ModelSpec`, `register`, `list_models`, `get_spec`, `build`.
+
+A builder is a plain function with keyword-only arguments returning an
+uncompiled `keras.Model`.  `@register(...)` records its metadata; importing
+this module (and `zoo.models`, which registers the families) never imports
+TensorFlow, so `zoo list` stays fast.
+"""
+
+import dataclasses
+import difflib
+import fnmatch
+import inspect
+from typing import Callable, Optional
+
+from zoo import checks
+
+TASKS = ("classification", "regression", "sequence", "autoencoder", "generative")
+# What a model consumes: images (H, W, C), flat feature vectors, integer token
+# ids, raw strings, or numeric windows (steps, features).
+INPUT_KINDS = ("image", "vector", "tokens", "text", "timeseries")
+# How training picks the model's input shape from the data: "resize" keeps the
+# spec's spatial size and resizes/pads the data to it (channels follow the
+# data); "data" builds the model for the data's own shape.
+INPUT_POLICIES = ("resize", "data")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
+LOSSES = ("mse", "mae", "binary_crossentropy", "categorical_crossentropy",
+          "sparse_categorical_crossentropy")
+SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine", "reduce_on_plateau")
+
+_REGISTRY = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Default training recipe of a model (what `zoo train NAME` uses).
+
+    Args:
+        optimizer: one of `OPTIMIZERS`. Defaults to "adam".
+        learning_rate: initial learning rate. Defaults to 1e-3.
+        schedule: one of `SCHEDULES`. Defaults to "constant".
+        loss: one of `LOSSES`, or None to derive it from the task and the
+            number of classes. Defaults to None.
+        batch_size: Defaults to 32.
+        epochs: Defaults to 10.
+        weight_decay: decoupled weight decay (AdamW/SGD `weight_decay`).
+            Defaults to 0.
+        momentum: momentum for "momentum"/"nesterov"/"rmsprop". Defaults to 0.9.
+        label_smoothing: for categorical losses. Defaults to 0.
+        augment: augmentation names applied to the training split. Defaults to ().
+        early_stopping_patience: epochs without improvement before stopping,
+            or None to disable. Defaults to 10.
+    """
+
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    schedule: str = "constant"
+    loss: Optional[str] = None
+    batch_size: int = 32
+    epochs: int = 10
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    label_smoothing: float = 0.0
+    augment: tuple = ()
+    early_stopping_patience: Optional[int] = 10
+
+    def __post_init__(self):
+        checks.choice("optimizer", self.optimizer, OPTIMIZERS)
+        checks.positive_float("learning_rate", self.learning_rate)
+        checks.choice("schedule", self.schedule, SCHEDULES)
+        if self.loss is not None:
+            checks.choice("loss", self.loss, LOSSES)
+        checks.positive_int("batch_size", self.batch_size)
+        checks.positive_int("epochs", self.epochs)
+        checks.non_negative_float("weight_decay", self.weight_decay)
+        checks.fraction("momentum", self.momentum)
+        checks.fraction("label_smoothing", self.label_smoothing)
+        checks.positive_int("early_stopping_patience", self.early_stopping_patience,
+                            allow_none=True)
+        object.__setattr__(self, "augment", tuple(self.augment))
+
+    def replace(self, **changes):
+        """A copy with `changes` applied; `None` values leave a field as is."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"Unknown recipe fields {unknown}. Allowed: "
+                             f"{[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["augment"] = list(self.augment)
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Everything the package knows about one registered model.
+
+    `num_params` is the parameter count of `build(name)` with default
+    arguments (the reference a schema test recomputes); `params_note` says
+    which published variant that number is for.
+    """
+
+    name: str
+    builder: Callable
+    family: str
+    task: str
+    description: str
+    input_shape: tuple
+    min_input_shape: Optional[tuple]
+    test_input_shape: tuple
+    input_kind: str = "image"
+    input_policy: str = "resize"
+    input_dtype: str = "float32"
+    paper: str = ""
+    num_params: Optional[int] = None
+    params_note: str = ""
+    recipe: Recipe = Recipe()
+    search_space: Optional[Callable] = None
+    exportable: bool = True
+    trainable: bool = True
+    backbone: bool = False
+    hooks: Optional[str] = None
+    test_kwargs: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def arguments(self):
+        """Builder keyword arguments and their defaults."""
+        return {n: p.default for n, p in inspect.signature(self.builder).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    def build(self, **kwargs):
+        """Build an uncompiled model; unknown arguments raise `ValueError`."""
+        params = inspect.signature(self.builder).parameters
+        takes_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        if not takes_var_kw:
+            unknown = sorted(set(kwargs) - set(self.arguments))
+            if unknown:
+                raise ValueError(
+                    f"Unknown argument(s) {unknown} for model '{self.name}'. "
+                    f"Allowed: {sorted(self.arguments)}")
+        return self.builder(**kwargs)
+
+    def load_hooks(self):
+        """The object named by `hooks` ("module:attribute"), or None."""
+        if not self.hooks:
+            return None
+        import importlib
+        module, _, attr = self.hooks.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def to_dict(self):
+        """JSON-ready metadata (no callables)."""
+        args = {k: (v if isinstance(v, (int, float, str, bool, type(None), tuple, list)) else repr(v))
+                for k, v in self.arguments.items()}
+        return {
+            "name": self.name,
+            "family": self.family,
+            "task": self.task,
+            "description": self.description,
+            "input_shape": list(self.input_shape),
+            "min_input_shape": list(self.min_input_shape) if self.min_input_shape else None,
+            "test_input_shape": list(self.test_input_shape),
+            "input_kind": self.input_kind,
+            "input_policy": self.input_policy,
+            "input_dtype": self.input_dtype,
+            "paper": self.paper,
+            "num_params": self.num_params,
+            "params_note": self.params_note,
+            "recipe": self.recipe.to_dict(),
+            "has_search_space": self.search_space is not None,
+            "exportable": self.exportable,
+            "trainable": self.trainable,
+            "backbone": self.backbone,
+            "arguments": args,
+        }
+
+
+def register(*, family, task, test_input_shape, input_shape=None, min_input_shape=None,
+             input_kind="image", input_policy="resize", input_dtype="float32", paper="",
+             num_params=None, params_note="", recipe=None, search_space=None,
+             exportable=True, trainable=True, backbone=False, hooks=None, test_kwargs=None,
+             name=None):
+    """Decorator that records a builder in the registry and returns it unchanged.
+
+    Args:
+        family: model family, e.g. "resnet".
+        task: one of `TASKS`.
+        test_input_shape: a tiny input shape the tests build with.
+        input_shape: default input shape; defaults to the builder's own
+            `input_shape` default.
+        min_input_shape: smallest input the architecture accepts. Defaults to None.
+        input_kind: one of `INPUT_KINDS`. Defaults to "image".
+        input_policy: one of `INPUT_POLICIES`. Defaults to "resize".
+        input_dtype: dtype of the model input. Defaults to "float32".
+        paper: reference. Defaults to "".
+        num_params: parameter count with default arguments. Defaults to None.
+        params_note: which variant `num_params` is for. Defaults to "".
+        recipe: a `Recipe`. Defaults to `Recipe()`.
+        search_space: function of a KerasTuner `hp` returning builder kwargs,
+            every value with a default. Defaults to None.
+        exportable / trainable / backbone: capability flags.
+        hooks: "module:attribute" of an object with optional training,
+            evaluation and export hooks (see `zoo.training`). Defaults to None.
+        test_kwargs: builder kwargs the registry-driven tests use (small
+            sizes). Defaults to {}.
+        name: registry name; defaults to the function's name.
+    """
+    checks.choice("task", task, TASKS)
+    checks.choice("input_kind", input_kind, INPUT_KINDS)
+    checks.choice("input_policy", input_policy, INPUT_POLICIES)
+
+    def decorator(fn):
+        model_name = name or fn.__name__
+        if model_name in _REGISTRY:
+            raise ValueError(f"A model named '{model_name}' is already registered "
+                             f"(by {_REGISTRY[model_name].builder.__module__}).")
+        params = inspect.signature(fn).parameters
+        positional = [p for p in params.values()
+                      if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                    inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        if positional:
+            raise TypeError(f"Builder '{model_name}' must take keyword-only arguments; "
+                            f"positional: {[p.name for p in positional]}")
+        default_shape = input_shape
+        if default_shape is None and "input_shape" in params:
+            default_shape = params["input_shape"].default
+        if default_shape is None or default_shape is inspect.Parameter.empty:
+            default_shape = test_input_shape
+        doc = inspect.getdoc(fn) or ""
+        _REGISTRY[model_name] = ModelSpec(
+            name=model_name, builder=fn, family=family, task=task,
+            description=doc.splitlines()[0] if doc else "",
+            input_shape=tuple(default_shape),
+            min_input_shape=tuple(min_input_shape) if min_input_shape else None,
+            test_input_shape=tuple(test_input_shape), input_kind=input_kind,
+            input_policy=input_policy, input_dtype=input_dtype, paper=paper,
+            num_params=num_params, params_note=params_note, recipe=recipe or Recipe(),
+            search_space=search_space, exportable=exportable, trainable=trainable,
+            backbone=backbone, hooks=hooks, test_kwargs=dict(test_kwargs or {}))
+        return fn
+
+    return decorator
+
+
+def _ensure_loaded():
+    import zoo.models  # noqa: F401  (importing it registers every family)
+
+
+def list_models(pattern="*", family=None, task=None):
+    """Sorted names of registered models matching a glob and filters.
+
+    Args:
+        pattern: glob over names, e.g. "resnet*". Defaults to "*".
+        family: keep only this family. Defaults to None.
+        task: keep only this task (one of `TASKS`). Defaults to None.
+    """
+    _ensure_loaded()
+    if task is not None:
+        checks.choice("task", task, TASKS)
+    if family is not None:
+        families = sorted({s.family for s in _REGISTRY.values()})
+        checks.choice("family", family, families)
+    return sorted(n for n, s in _REGISTRY.items()
+                  if fnmatch.fnmatchcase(n, pattern)
+                  and (family is None or s.family == family)
+                  and (task is None or s.task == task))
+
+
+def get_spec(name):
+    """The `ModelSpec` of `name`; unknown names raise `ValueError` with close matches."""
+    _ensure_loaded()
+    if not isinstance(name, str):
+        raise TypeError(f"Model name must be a string. Received: name={name!r}")
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown model name. Received: name={name!r}.{hint} "
+                         f"`zoo list` shows all {len(_REGISTRY)} models.")
+    return _REGISTRY[name]
+
+
+def build(name, **kwargs):
+    """Build the registered model `name` (uncompiled) with builder kwargs."""
+    return get_spec(name).build(**kwargs)
