@@ -3,5 +3,10 @@
 One import line per family module; keep the list sorted.
 """
 
+from zoo.models import attention  # noqa: F401
+from zoo.models import autoencoder  # noqa: F401
+from zoo.models import gan  # noqa: F401
 from zoo.models import lenet  # noqa: F401
 from zoo.models import mlp  # noqa: F401
+from zoo.models import rnn  # noqa: F401
+from zoo.models import vae  # noqa: F401
