@@ -1,0 +1,316 @@
+"""Serializable custom objects of the generative families (VAE and GAN).
+
+Imported inside builder bodies only (it imports Keras at module level).
+
+`call` of every class here uses `keras.ops` only, so inference and export are
+backend-neutral.  `train_step`/`test_step` are the one exception: a VAE's
+loss needs the encoder's statistics from the same forward pass and a GAN
+alternates two optimizers, which Keras's generic step cannot express, so
+they follow the Keras guide "Customizing what happens in fit()" for the
+TensorFlow backend (the backend `zoo.train` runs on) and import TensorFlow
+inside the method.
+"""
+
+import keras
+from keras import ops
+
+
+def _unpack_x(data):
+    # fit/evaluate pass x, (x,), (x, y) or (x, y, sample_weight); the
+    # unsupervised models only read x.
+    if isinstance(data, (tuple, list)):
+        return data[0]
+    return data
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class GaussianSampler(keras.layers.Layer):
+    """Reparameterisation z = mean + exp(log_var / 2) * eps (Kingma & Welling 2013).
+
+    Samples only when `training=True`; otherwise returns the mean, so
+    inference, `.keras` round trips and exported endpoints are deterministic.
+
+    Args:
+        seed: seed of the layer's `keras.random.SeedGenerator`. Defaults to None.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        mean, log_var = inputs
+        if not training:
+            return mean
+        eps = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+        return mean + ops.exp(0.5 * log_var) * eps
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"seed": self.seed})
+        return config
+
+
+def kl_divergence(mean, log_var):
+    """KL(q(z|x) || N(0, I)) per example, in nats (closed form)."""
+    return -0.5 * ops.sum(1.0 + log_var - ops.square(mean) - ops.exp(log_var), axis=-1)
+
+
+def reconstruction_nll(x, reconstruction, kind):
+    """Per-example reconstruction negative log-likelihood (summed over pixels).
+
+    "bce": Bernoulli likelihood of pixels in [0, 1], in nats.  "mse": sum of
+    squared errors (a unit-variance Gaussian up to a constant and a factor 2).
+    """
+    batch = ops.shape(x)[0]
+    x = ops.reshape(x, (batch, -1))
+    reconstruction = ops.reshape(reconstruction, (batch, -1))
+    if kind == "bce":
+        eps = 1e-7
+        p = ops.clip(reconstruction, eps, 1.0 - eps)
+        return -ops.sum(x * ops.log(p) + (1.0 - x) * ops.log(1.0 - p), axis=-1)
+    return ops.sum(ops.square(x - reconstruction), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class VAE(keras.Model):
+    """Variational autoencoder: `encoder` x -> (z_mean, z_log_var), `decoder` z -> x.
+
+    Trained with `fit(x)` (or `fit((x, x))`) on the negative beta-ELBO
+    `reconstruction + beta * KL` (Higgins et al. 2017 for beta != 1).  The
+    history holds `loss`, `reconstruction_loss`, `kl_loss` and `elbo`
+    (the true ELBO, beta = 1, in nats per example; higher is better).
+
+    Args:
+        encoder: a model mapping images to [z_mean, z_log_var].
+        decoder: a model mapping latent vectors to images in [0, 1].
+        beta: weight of the KL term. Defaults to 1.
+        reconstruction_loss: "bce" or "mse". Defaults to "bce".
+        seed: seed of the sampler. Defaults to None.
+    """
+
+    def __init__(self, encoder, decoder, beta=1.0, reconstruction_loss="bce", seed=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.beta = beta
+        self.reconstruction_loss = reconstruction_loss
+        self.seed = seed
+        self.latent_dim = int(decoder.inputs[0].shape[-1])
+        self.sampler = GaussianSampler(seed=seed, name="sampler")
+        self._sample_seed = keras.random.SeedGenerator(None if seed is None else seed + 1)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
+        self.elbo_tracker = keras.metrics.Mean(name="elbo")
+
+    def call(self, inputs, training=None):
+        z_mean, z_log_var = self.encoder(inputs, training=training)
+        z = self.sampler([z_mean, z_log_var], training=training)
+        return self.decoder(z, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker,
+                self.elbo_tracker]
+
+    def _objective(self, x, training):
+        z_mean, z_log_var = self.encoder(x, training=training)
+        # Test ELBO is a one-sample estimate too, so sample in both steps.
+        z = self.sampler([z_mean, z_log_var], training=True)
+        reconstruction = self.decoder(z, training=training)
+        rec = ops.mean(reconstruction_nll(x, reconstruction, self.reconstruction_loss))
+        kl = ops.mean(kl_divergence(z_mean, z_log_var))
+        return rec + self.beta * kl, rec, kl
+
+    def _update(self, loss, rec, kl):
+        self.loss_tracker.update_state(loss)
+        self.reconstruction_tracker.update_state(rec)
+        self.kl_tracker.update_state(kl)
+        self.elbo_tracker.update_state(-(rec + kl))
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x = _unpack_x(data)
+        with tf.GradientTape() as tape:
+            loss, rec, kl = self._objective(x, training=True)
+        weights = self.trainable_weights
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return self._update(loss, rec, kl)
+
+    def test_step(self, data):
+        loss, rec, kl = self._objective(_unpack_x(data), training=False)
+        return self._update(loss, rec, kl)
+
+    def encode(self, x, sample=False):
+        """Posterior means (or samples with `sample=True`) of `x`, as a tensor."""
+        z_mean, z_log_var = self.encoder(x, training=False)
+        return self.sampler([z_mean, z_log_var], training=sample)
+
+    def decode(self, z):
+        """Images for latent vectors `z`."""
+        return self.decoder(z, training=False)
+
+    def sample(self, n, seed=None):
+        """`n` images decoded from z ~ N(0, I)."""
+        seed = self._sample_seed if seed is None else seed
+        z = keras.random.normal((n, self.latent_dim), seed=seed)
+        return self.decode(z)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            "beta": self.beta,
+            "reconstruction_loss": self.reconstruction_loss,
+            "seed": self.seed,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class GAN(keras.Model):
+    """Generative adversarial network (Goodfellow et al. 2014) trained by `fit(images)`.
+
+    `train_step` alternates one discriminator update (real vs generated
+    images) and one generator update (non-saturating loss, -log D(G(z))),
+    each with its own optimizer (see `compile`).  Calling the model on
+    images returns the discriminator's probability that they are real;
+    `generate(n)` / `generator(z)` make images in [-1, 1].
+
+    Args:
+        generator: a model mapping (latent_dim,) vectors to images.
+        discriminator: a model mapping images to one logit.
+        label_smoothing: one-sided label smoothing of the real targets
+            (Salimans et al. 2016), in [0, 0.5). Defaults to 0.
+        seed: seed of the latent noise. Defaults to None.
+    """
+
+    def __init__(self, generator, discriminator, label_smoothing=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.label_smoothing = label_smoothing
+        self.seed = seed
+        self.latent_dim = int(generator.inputs[0].shape[-1])
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.d_real_tracker = keras.metrics.Mean(name="d_real")
+        self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
+
+    def call(self, inputs, training=None):
+        return ops.sigmoid(self.discriminator(inputs, training=training))
+
+    def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
+        """Compile with one optimizer per player (Adam(2e-4, beta_1=0.5) each by default)."""
+        kwargs.pop("loss", None)
+        kwargs.pop("metrics", None)
+        optimizer = kwargs.pop("optimizer", None)
+        super().compile(optimizer=d_optimizer or optimizer or _dcgan_adam(), **kwargs)
+        self.d_optimizer = self.optimizer
+        if g_optimizer is None:
+            g_optimizer = (keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+                           if optimizer is not None and d_optimizer is None else _dcgan_adam())
+        self.g_optimizer = g_optimizer
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.d_loss_tracker, self.g_loss_tracker,
+                self.d_real_tracker, self.d_fake_tracker]
+
+    def _noise(self, batch):
+        return keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
+
+    def _d_loss(self, real_logits, fake_logits):
+        real_target = ops.ones_like(real_logits) * (1.0 - self.label_smoothing)
+        return (ops.mean(ops.binary_crossentropy(real_target, real_logits, from_logits=True))
+                + ops.mean(ops.binary_crossentropy(ops.zeros_like(fake_logits), fake_logits,
+                                                   from_logits=True)))
+
+    def _g_loss(self, fake_logits):
+        return ops.mean(ops.binary_crossentropy(ops.ones_like(fake_logits), fake_logits,
+                                                from_logits=True))
+
+    def _update(self, d_loss, g_loss, real_logits, fake_logits):
+        self.d_loss_tracker.update_state(d_loss)
+        self.g_loss_tracker.update_state(g_loss)
+        # The sum is logged as `loss` for generic tooling; neither it nor its
+        # parts measure sample quality (see the Frechet distance for that).
+        self.loss_tracker.update_state(d_loss + g_loss)
+        self.d_real_tracker.update_state(ops.mean(ops.sigmoid(real_logits)))
+        self.d_fake_tracker.update_state(ops.mean(ops.sigmoid(fake_logits)))
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        real = _unpack_x(data)
+        batch = ops.shape(real)[0]
+        with tf.GradientTape() as tape:
+            fake = self.generator(self._noise(batch), training=True)
+            real_logits = self.discriminator(real, training=True)
+            fake_logits = self.discriminator(fake, training=True)
+            d_loss = self._d_loss(real_logits, fake_logits)
+        d_weights = self.discriminator.trainable_weights
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_weights), d_weights))
+
+        with tf.GradientTape() as tape:
+            fake_logits = self.discriminator(
+                self.generator(self._noise(batch), training=True), training=True)
+            g_loss = self._g_loss(fake_logits)
+        g_weights = self.generator.trainable_weights
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_weights), g_weights))
+        return self._update(d_loss, g_loss, real_logits, fake_logits)
+
+    def test_step(self, data):
+        real = _unpack_x(data)
+        fake = self.generator(self._noise(ops.shape(real)[0]), training=False)
+        real_logits = self.discriminator(real, training=False)
+        fake_logits = self.discriminator(fake, training=False)
+        return self._update(self._d_loss(real_logits, fake_logits), self._g_loss(fake_logits),
+                            real_logits, fake_logits)
+
+    def generate(self, n, seed=None):
+        """`n` generated images in [-1, 1] from z ~ N(0, I)."""
+        seed = self.seed_generator if seed is None else seed
+        z = keras.random.normal((n, self.latent_dim), seed=seed)
+        return self.generator(z, training=False)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "generator": keras.saving.serialize_keras_object(self.generator),
+            "discriminator": keras.saving.serialize_keras_object(self.discriminator),
+            "label_smoothing": self.label_smoothing,
+            "seed": self.seed,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
+        config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
+        return cls(**config)
+
+
+def _dcgan_adam(learning_rate=2e-4):
+    # Radford et al. 2015: Adam with lr 2e-4 and beta_1 0.5 for both players.
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5)
