@@ -13,7 +13,7 @@ from zoo.registry import Recipe, register
                        "10-way softmax instead of Euclidean RBF units (the paper's version "
                        "has about 60,000 trainable parameters)"),
           recipe=Recipe(optimizer="adam", learning_rate=2e-3, epochs=40, batch_size=32,
-                        early_stopping_patience=8),
+                        early_stopping_patience=20),
           test_kwargs={"num_classes": 3})
 def lenet5(*, input_shape=(32, 32, 1), num_classes=10, include_top=True, pooling=None,
            classifier_activation="softmax", name="lenet5"):

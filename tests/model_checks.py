@@ -1,0 +1,54 @@
+"""The standard checks every registered model passes (used by test_models.py)."""
+
+import numpy as np
+
+
+def example_batch(spec, model, n, rng):
+    """(x, y) for one training step; y is None for unsupervised models."""
+    from zoo.hooks import get_hooks
+    custom = get_hooks(spec).example_batch(spec, model, n, rng)
+    if custom is not None:
+        return custom
+    shape = (n, *spec.test_input_shape)
+    if spec.input_dtype.startswith("int"):
+        vocab = spec.test_kwargs.get("vocab_size", 10)
+        x = rng.integers(0, vocab, size=shape).astype(spec.input_dtype)
+    else:
+        x = rng.random(shape).astype("float32")
+    out_shape = tuple(model.outputs[0].shape[1:])
+    if spec.task == "classification":
+        width = out_shape[-1]
+        y = (rng.integers(0, 2, size=(n, 1)).astype("float32") if width == 1
+             else rng.integers(0, width, size=(n,)).astype("int32"))
+    elif spec.task == "regression":
+        y = rng.normal(size=(n, *out_shape)).astype("float32")
+    elif spec.task == "sequence":
+        y = rng.integers(0, out_shape[-1], size=(n, *out_shape[:-1])).astype("int32")
+    elif spec.task == "autoencoder":
+        y = x
+    else:
+        y = None
+    return x, y
+
+
+def as_list(outputs):
+    if isinstance(outputs, dict):
+        return [np.asarray(outputs[k]) for k in sorted(outputs)]
+    if isinstance(outputs, (list, tuple)):
+        return [np.asarray(o) for o in outputs]
+    return [np.asarray(outputs)]
+
+
+def random_feed(input_signature, rng, batch=2):
+    """Random inputs matching a SavedModel endpoint's input signature."""
+    feeds = []
+    for spec in input_signature:
+        shape = [batch if d is None else d for d in spec.shape]
+        dtype = spec.dtype if isinstance(spec.dtype, str) else spec.dtype.name
+        if dtype == "string":
+            feeds.append(np.array(["a b c"] * batch).reshape(shape))
+        elif dtype.startswith("int"):
+            feeds.append(np.zeros(shape, dtype))
+        else:
+            feeds.append(rng.random(shape).astype(dtype))
+    return feeds

@@ -1,0 +1,101 @@
+"""Registry behaviour: listing, lookup errors, registration rules, no TensorFlow at list time."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import zoo
+from zoo import registry
+
+
+def test_list_is_sorted_and_filtered():
+    names = zoo.list_models()
+    assert names == sorted(names)
+    assert {"perceptron", "mlp", "lenet5"} <= set(names)
+    assert zoo.list_models("lenet*") == ["lenet5"]
+    assert zoo.list_models(family="mlp") == ["mlp", "mlp_regressor", "perceptron"]
+    assert "mlp_regressor" in zoo.list_models(task="regression")
+    assert "lenet5" not in zoo.list_models(task="regression")
+
+
+def test_list_rejects_unknown_filters():
+    with pytest.raises(ValueError, match="task must be one of .* Received: task='vision'"):
+        zoo.list_models(task="vision")
+    with pytest.raises(ValueError, match="family must be one of .* Received: family='nope'"):
+        zoo.list_models(family="nope")
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(ValueError, match=r"Received: name='lenet'\. Did you mean: lenet5"):
+        zoo.get_spec("lenet")
+    with pytest.raises(ValueError, match="Unknown model name"):
+        zoo.build("no_such_model_xyz")
+    with pytest.raises(TypeError, match="must be a string"):
+        zoo.get_spec(5)
+
+
+def test_duplicate_registration_raises():
+    with pytest.raises(ValueError, match="already registered"):
+        @registry.register(family="mlp", task="classification", test_input_shape=(4,))
+        def mlp(*, input_shape=(4,)):
+            """Duplicate."""
+
+
+def test_builders_must_be_keyword_only():
+    with pytest.raises(TypeError, match="keyword-only"):
+        @registry.register(family="x", task="classification", test_input_shape=(4,),
+                           name="positional_builder_for_test")
+        def builder(input_shape):
+            """Positional."""
+    assert "positional_builder_for_test" not in zoo.list_models()
+
+
+def test_register_validates_task():
+    with pytest.raises(ValueError, match="task must be one of"):
+        registry.register(family="x", task="vision", test_input_shape=(4,))
+
+
+def test_unknown_builder_argument_names_allowed_ones():
+    with pytest.raises(ValueError, match=r"Unknown argument\(s\) \['hidden'\] .*Allowed:"):
+        zoo.build("mlp", hidden=3)
+
+
+def test_builder_argument_errors_are_value_errors():
+    with pytest.raises(ValueError, match="num_classes must be a positive integer. "
+                                         "Received: num_classes=0"):
+        zoo.build("mlp", num_classes=0)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        zoo.build("mlp", activation="swishy")
+    with pytest.raises(ValueError, match=r"too small .* minimum is \(32, 32, None\)"):
+        zoo.build("lenet5", input_shape=(28, 28, 1))
+    with pytest.raises(ValueError, match="rank 3"):
+        zoo.build("lenet5", input_shape=(32, 32))
+
+
+def test_spec_metadata_and_recipe():
+    spec = zoo.get_spec("lenet5")
+    assert spec.input_shape == (32, 32, 1)
+    assert spec.num_params == 61_706
+    assert "LeCun" in spec.paper
+    d = spec.to_dict()
+    json.dumps(d)
+    assert d["recipe"]["optimizer"] == "adam"
+    assert d["arguments"]["num_classes"] == 10
+    with pytest.raises(ValueError, match="learning_rate must be a positive"):
+        spec.recipe.replace(learning_rate=-1.0)
+    with pytest.raises(ValueError, match="Unknown recipe fields"):
+        spec.recipe.replace(lr=0.1)
+
+
+def test_listing_and_help_do_not_import_tensorflow():
+    code = ("import sys, io, contextlib, zoo.cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    zoo.cli.main(['list']); zoo.cli.main(['info', 'lenet5'])\n"
+            "    zoo.cli.main(['list', '--json'])\n"
+            "    try:\n        zoo.cli.main(['--help'])\n    except SystemExit:\n        pass\n"
+            "assert 'lenet5' in out.getvalue()\n"
+            "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,132 @@
+"""Shared training callbacks and learning-rate schedules.
+
+`standard_callbacks(run_dir, ...)` composes Keras's own callbacks (early
+stopping, checkpoint, BackupAndRestore, TerminateOnNaN, CSV log, TensorBoard,
+ReduceLROnPlateau); `make_schedule(name, ...)` turns a schedule name into a
+Keras `LearningRateSchedule` (or a float), usable from Python and the CLI.
+"""
+
+import os
+
+import keras
+
+from zoo import checks
+from zoo.registry import SCHEDULES
+
+
+def make_schedule(name, learning_rate, *, total_steps, warmup_fraction=0.05,
+                  step_boundaries=(0.5, 0.75), step_factor=0.1, final_fraction=0.01):
+    """A learning-rate schedule by name.
+
+    Args:
+        name: one of "constant", "step", "exponential", "cosine",
+            "warmup_cosine", "reduce_on_plateau" (a constant rate that the
+            `ReduceLROnPlateau` callback from `standard_callbacks` lowers).
+        learning_rate: initial (peak, for warmup_cosine) learning rate.
+        total_steps: number of optimizer steps in the whole run.
+        warmup_fraction: share of steps spent warming up linearly from 0
+            (warmup_cosine). Defaults to 0.05.
+        step_boundaries: fractions of training where "step" multiplies the
+            rate by `step_factor`. Defaults to (0.5, 0.75) (He et al. 2015).
+        step_factor: Defaults to 0.1.
+        final_fraction: "exponential" decays to this fraction of the initial
+            rate at the last step. Defaults to 0.01.
+
+    Returns:
+        A float (constant rates) or a `keras.optimizers.schedules.LearningRateSchedule`.
+    """
+    checks.choice("schedule", name, SCHEDULES)
+    learning_rate = checks.positive_float("learning_rate", learning_rate)
+    total_steps = checks.positive_int("total_steps", total_steps)
+    schedules = keras.optimizers.schedules
+    if name in ("constant", "reduce_on_plateau"):
+        return learning_rate
+    if name == "step":
+        boundaries = sorted({max(1, int(total_steps * f)) for f in step_boundaries})
+        values = [learning_rate * step_factor ** i for i in range(len(boundaries) + 1)]
+        return schedules.PiecewiseConstantDecay(boundaries, values)
+    if name == "exponential":
+        return schedules.ExponentialDecay(learning_rate, decay_steps=total_steps,
+                                          decay_rate=final_fraction)
+    if name == "cosine":
+        return schedules.CosineDecay(learning_rate, decay_steps=total_steps)
+    warmup = max(1, int(total_steps * warmup_fraction))
+    return schedules.CosineDecay(0.0, decay_steps=max(1, total_steps - warmup),
+                                 warmup_target=learning_rate, warmup_steps=warmup)
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint` that never leaves a half-written file behind.
+
+    Keras writes the checkpoint in place, so a crash during the save would
+    destroy the previous best model; this saves to a temporary file in the
+    same folder and renames it over the target.
+    """
+
+    def _save_model(self, epoch, batch, logs):
+        final = self.filepath
+        stem, ext = os.path.splitext(final)
+        if ext == ".h5" and stem.endswith(".weights"):
+            stem, ext = stem[:-len(".weights")], ".weights.h5"
+        temporary = f"{stem}.partial{ext}"
+        self.filepath = temporary
+        try:
+            super()._save_model(epoch, batch, logs)
+        finally:
+            self.filepath = final
+        if os.path.exists(temporary):
+            os.replace(temporary, final)
+
+
+def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="constant",
+                       checkpoint=True, backup=True, backup_freq="epoch", csv_log=True,
+                       tensorboard=True, terminate_on_nan=True, plateau_factor=0.1,
+                       plateau_patience=3, resume=False):
+    """The callbacks every `zoo.train` run uses.
+
+    Args:
+        run_dir: the run directory (checkpoints/, backup/, history.csv, logs/).
+        monitor: quantity for early stopping and checkpoints. Defaults to "val_loss".
+        patience: early-stopping patience in epochs, or None to disable. Defaults to 10.
+        schedule: schedule name; "reduce_on_plateau" adds `ReduceLROnPlateau`.
+            Defaults to "constant".
+        checkpoint: keep the best model in checkpoints/best.keras. Defaults to True.
+        backup: `BackupAndRestore` into backup/ so an interrupted run resumes.
+            Defaults to True.
+        backup_freq: "epoch" or a number of batches. Defaults to "epoch".
+        csv_log: append epochs to history.csv. Defaults to True.
+        tensorboard: write TensorBoard logs to logs/. Defaults to True.
+        terminate_on_nan: stop on a NaN loss. Defaults to True.
+        plateau_factor: ReduceLROnPlateau factor. Defaults to 0.1.
+        plateau_patience: ReduceLROnPlateau patience. Defaults to 3.
+        resume: continue history.csv rather than start it. Defaults to False.
+    """
+    checks.choice("schedule", schedule, SCHEDULES)
+    checks.positive_int("patience", patience, allow_none=True)
+    callbacks = []
+    if terminate_on_nan:
+        callbacks.append(keras.callbacks.TerminateOnNaN())
+    if backup:
+        # Placed early so that it restores weights and the epoch counter before
+        # the other callbacks start.
+        callbacks.append(keras.callbacks.BackupAndRestore(
+            os.path.join(run_dir, "backup"), save_freq=backup_freq, double_checkpoint=True))
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=patience, restore_best_weights=True))
+    if schedule == "reduce_on_plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=plateau_factor, patience=plateau_patience))
+    if checkpoint:
+        os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+        callbacks.append(AtomicModelCheckpoint(
+            os.path.join(run_dir, "checkpoints", "best.keras"), monitor=monitor,
+            save_best_only=True))
+    if csv_log:
+        callbacks.append(keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"),
+                                                   append=resume))
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
+                                                     update_freq="epoch", profile_batch=0,
+                                                     write_graph=False))
+    return callbacks

@@ -1,0 +1,599 @@
+"""Named datasets -> validated, split arrays -> `tf.data` pipelines.
+
+`load(spec, data)` is the one entry point.  Every source first becomes numpy
+arrays (`ArraySplits`), which are validated (non-empty, finite, labels in
+range, shapes compatible with the model) before TensorFlow sees them; then
+each split becomes a pipeline: scale, resize to the model input, cache,
+shuffle (training only), batch, augment (training only), prefetch.
+
+Sources (`data=`):
+    digits              scikit-learn's bundled 8x8 digits (offline default)
+    mnist, fashion_mnist, cifar10, cifar100
+                        Keras loaders and their cache (~/.keras/datasets);
+                        fashion_mnist is read from a local IDX folder first
+                        (the Debian package dataset-fashion-mnist installs one)
+    fashion_mnist:DIR   an IDX folder
+    tfds:NAME           a prepared TensorFlow Datasets dataset (no download)
+    folder:PATH         one sub-folder of images per class
+    npz:PATH            arrays x, y (or x_train, y_train, x_test, y_test)
+    csv:PATH            numeric feature columns and a label column
+    (x, y)              arrays from Python
+"""
+
+import csv
+import dataclasses
+import gzip
+import os
+import struct
+from typing import Optional
+
+import numpy as np
+
+from zoo import checks
+
+KERAS_DATASETS = {
+    "mnist": "mnist.npz",
+    "fashion_mnist": "fashion-mnist",
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+}
+NAMED_SOURCES = ("digits", *KERAS_DATASETS)
+PREFIXES = ("tfds", "folder", "npz", "csv", "fashion_mnist")
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",
+                      os.path.expanduser("~/.keras/datasets/fashion-mnist"))
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck"]
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+class DataUnavailableError(RuntimeError):
+    """A dataset is not on this machine and cannot be downloaded."""
+
+
+@dataclasses.dataclass
+class ArraySplits:
+    """Validated numpy splits; `y_*` is None for unlabeled data."""
+
+    x_train: np.ndarray
+    y_train: Optional[np.ndarray]
+    x_val: np.ndarray
+    y_val: Optional[np.ndarray]
+    x_test: np.ndarray
+    y_test: Optional[np.ndarray]
+    class_names: Optional[list] = None
+    num_classes: Optional[int] = None
+    extras: dict = dataclasses.field(default_factory=dict)
+
+    def split(self, name):
+        """(x, y) of "train", "validation" or "test"."""
+        key = {"train": "train", "validation": "val", "test": "test"}[name]
+        return getattr(self, f"x_{key}"), getattr(self, f"y_{key}")
+
+
+@dataclasses.dataclass
+class DataBundle:
+    """What training needs: three batched pipelines plus metadata."""
+
+    train: object
+    validation: object
+    test: object
+    input_shape: tuple
+    num_classes: Optional[int]
+    class_names: Optional[list]
+    source: str
+    num_examples: dict
+    batch_size: int
+    arrays: ArraySplits
+    extras: dict = dataclasses.field(default_factory=dict)
+
+    def take_inputs(self, split="test", n=8):
+        """The first `n` inputs of a split exactly as the model receives them."""
+        import numpy as np
+        dataset = getattr(self, split)
+        xs = []
+        for batch in dataset:
+            xs.append(np.asarray(batch[0] if isinstance(batch, tuple) else batch))
+            if sum(len(x) for x in xs) >= n:
+                break
+        return np.concatenate(xs)[:n]
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def describe_source(data):
+    """A short printable name for a data argument."""
+    return data if isinstance(data, str) else type(data).__name__
+
+
+def _check_data_argument(data):
+    if isinstance(data, str):
+        if data in NAMED_SOURCES:
+            return
+        prefix, sep, rest = data.partition(":")
+        if sep and prefix in PREFIXES and rest:
+            return
+        allowed = ", ".join([*NAMED_SOURCES, *(f"{p}:..." for p in PREFIXES)])
+        raise ValueError(f"Unknown dataset. Received: data={data!r}. Allowed: {allowed}, "
+                         f"or an (x, y) tuple of arrays.")
+    if isinstance(data, tuple) and len(data) == 2:
+        return
+    if type(data).__name__ in ("DatasetV2", "_TensorSliceDataset") or hasattr(data, "element_spec"):
+        return
+    raise TypeError(f"data must be a dataset name, an (x, y) tuple or a tf.data.Dataset. "
+                    f"Received: data of type {type(data).__name__}")
+
+
+def _offline():
+    return os.environ.get("ZOO_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _load_digits():
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype("float32")[..., None]
+    return (x, bunch.target.astype("int32")), None, [str(c) for c in bunch.target_names]
+
+
+def _read_idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        magic = struct.unpack(">I", f.read(4))[0]
+        ndim = magic & 0xFF
+        dims = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
+        return np.frombuffer(f.read(), dtype=np.uint8).reshape(dims)
+
+
+def _idx_file(folder, stem):
+    for name in (stem, stem + ".gz"):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _load_idx_folder(folder):
+    """Fashion-MNIST / MNIST style IDX files in `folder`."""
+    stems = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+             "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+    paths = {k: _idx_file(folder, s) for k, s in stems.items()}
+    missing = [stems[k] for k, p in paths.items() if p is None]
+    if missing:
+        raise DataUnavailableError(f"IDX folder {folder!r} lacks {missing} (optionally .gz).")
+    arrays = {k: _read_idx(p) for k, p in paths.items()}
+    return ((arrays["x_train"][..., None], arrays["y_train"].astype("int32")),
+            (arrays["x_test"][..., None], arrays["y_test"].astype("int32")))
+
+
+def _load_keras_dataset(name):
+    if name == "fashion_mnist":
+        for folder in FASHION_MNIST_DIRS:
+            if os.path.isdir(folder) and _idx_file(folder, "train-images-idx3-ubyte"):
+                train, test = _load_idx_folder(folder)
+                return train, test, FASHION_MNIST_CLASSES
+    cache = os.path.join(os.path.expanduser("~/.keras/datasets"), KERAS_DATASETS[name])
+    place = (f"Place the file Keras downloads at {cache}"
+             + (" (or the IDX files of Fashion-MNIST in /usr/share/datasets/fashion-mnist/, "
+                "e.g. `apt-get install dataset-fashion-mnist`)" if name == "fashion_mnist" else "")
+             + " or pass data='npz:PATH'.")
+    if _offline() and not os.path.exists(cache):
+        raise DataUnavailableError(f"Dataset {name!r} is not cached and ZOO_OFFLINE is set. {place}")
+    import keras
+    loader = getattr(keras.datasets, name)
+    try:
+        (x_train, y_train), (x_test, y_test) = loader.load_data()
+    except Exception as err:  # urllib/keras raise bare Exception on a failed fetch
+        raise DataUnavailableError(f"Could not load dataset {name!r}: {err}. {place}") from err
+    if x_train.ndim == 3:
+        x_train, x_test = x_train[..., None], x_test[..., None]
+    class_names = CIFAR10_CLASSES if name == "cifar10" else None
+    return ((x_train, y_train.reshape(-1).astype("int32")),
+            (x_test, y_test.reshape(-1).astype("int32")), class_names)
+
+
+def _load_tfds(name):
+    import tensorflow_datasets as tfds
+    dataset, _, split = name.partition("/")
+    try:
+        builder = tfds.builder(dataset)
+    except Exception as err:
+        raise ValueError(f"Unknown TFDS dataset. Received: data='tfds:{name}' ({err})") from err
+
+    def read(split_name):
+        # download=False: TFDS would otherwise retry the network for minutes.
+        try:
+            ds = tfds.load(dataset, split=split_name, as_supervised=True, download=False)
+        except AssertionError as err:
+            raise DataUnavailableError(
+                f"TFDS dataset {dataset!r} is not prepared under {builder.data_dir}. Run "
+                f"`tfds build {dataset}` on a machine with network and copy that folder here.") from err
+        pairs = list(tfds.as_numpy(ds))
+        if not pairs:
+            return np.zeros((0,)), np.zeros((0,), "int32")
+        xs, ys = zip(*pairs)
+        return np.stack(xs), np.asarray(ys)
+
+    splits = list(builder.info.splits.keys()) if builder.info.splits else ["train", "test"]
+    train = read(split or "train")
+    test = read("test") if not split and "test" in splits else None
+    class_names = None
+    label = builder.info.features.get("label") if hasattr(builder.info.features, "get") else None
+    if label is not None and hasattr(label, "names"):
+        class_names = list(label.names)
+    return train, test, class_names
+
+
+def _load_folder(path, image_size):
+    import keras
+    if not os.path.isdir(path):
+        raise ValueError(f"Image folder does not exist. Received: data='folder:{path}'")
+    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    if not classes:
+        raise ValueError(f"Image folder has no class sub-folders. Received: data='folder:{path}'")
+    ds = keras.utils.image_dataset_from_directory(
+        path, labels="inferred", label_mode="int", batch_size=None, shuffle=False,
+        image_size=image_size, class_names=classes, verbose=False)
+    pairs = [(np.asarray(x), int(y)) for x, y in ds]
+    if not pairs:
+        raise ValueError(f"Image folder contains no images ({', '.join(IMAGE_EXTENSIONS)}). "
+                         f"Received: data='folder:{path}'")
+    x = np.stack([p[0] for p in pairs]).astype("uint8")
+    y = np.array([p[1] for p in pairs], "int32")
+    return (x, y), None, classes
+
+
+def _load_npz(path):
+    if not os.path.isfile(path):
+        raise ValueError(f"File does not exist. Received: data='npz:{path}'")
+    with np.load(path, allow_pickle=False) as f:
+        keys = set(f.files)
+        if {"x_train", "y_train"} <= keys:
+            train = (f["x_train"], f["y_train"])
+            test = (f["x_test"], f["y_test"]) if {"x_test", "y_test"} <= keys else None
+        elif {"x", "y"} <= keys:
+            train, test = (f["x"], f["y"]), None
+        else:
+            raise ValueError(f"npz file must hold arrays x, y or x_train, y_train[, x_test, "
+                             f"y_test]. Received keys {sorted(keys)} in data='npz:{path}'")
+    return train, test, None
+
+
+def _load_csv(path, label_column):
+    if not os.path.isfile(path):
+        raise ValueError(f"File does not exist. Received: data='csv:{path}'")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2:
+        raise ValueError(f"CSV file has no data rows. Received: data='csv:{path}'")
+    header, body = rows[0], rows[1:]
+    label_column = label_column or header[-1]
+    if label_column not in header:
+        raise ValueError(f"label_column not found in the CSV header {header}. "
+                         f"Received: label_column={label_column!r}")
+    li = header.index(label_column)
+    labels = [r[li] for r in body]
+    features = []
+    for n, row in enumerate(body, start=2):
+        try:
+            features.append([float(v) for i, v in enumerate(row) if i != li])
+        except ValueError as err:
+            raise ValueError(f"Non-numeric feature value in {path} line {n}: {err}") from err
+    class_names = sorted(set(labels), key=lambda s: (len(s), s))
+    try:
+        y = np.array([int(v) for v in labels], "int32")
+        class_names = None
+    except ValueError:
+        index = {c: i for i, c in enumerate(class_names)}
+        y = np.array([index[v] for v in labels], "int32")
+    return (np.array(features, "float32"), y), None, class_names
+
+
+def _materialize(dataset):
+    pairs = [(np.asarray(a), np.asarray(b)) for a, b in dataset.as_numpy_iterator()]
+    if not pairs:
+        raise ValueError("data is an empty tf.data.Dataset.")
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def read_source(data, *, image_size=None, options=None):
+    """Raw arrays of a source: ((x, y), (x_test, y_test) or None, class_names)."""
+    _check_data_argument(data)
+    options = options or {}
+    if isinstance(data, tuple):
+        return (np.asarray(data[0]), np.asarray(data[1])), None, None
+    if not isinstance(data, str):
+        return _materialize(data), None, None
+    if data == "digits":
+        return _load_digits()
+    if data in KERAS_DATASETS:
+        return _load_keras_dataset(data)
+    prefix, _, rest = data.partition(":")
+    if prefix == "fashion_mnist":
+        train, test = _load_idx_folder(rest)
+        return train, test, FASHION_MNIST_CLASSES
+    if prefix == "tfds":
+        return _load_tfds(rest)
+    if prefix == "folder":
+        return _load_folder(rest, image_size or (64, 64))
+    if prefix == "npz":
+        return _load_npz(rest)
+    return _load_csv(rest, options.get("label_column"))
+
+
+# ----------------------------------------------------------------------- validation
+
+
+def validate_xy(x, y, *, what, task="classification", num_classes=None):
+    """Check one split: non-empty, matching lengths, finite, labels in range."""
+    if x is None or len(x) == 0:
+        raise ValueError(f"The {what} split is empty. Received: {what} with 0 examples")
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"The {what} split has {len(x)} inputs but {len(y)} labels.")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+        raise ValueError(f"The {what} split has non-finite feature values (NaN or inf) "
+                         f"in {bad} example(s).")
+    if x.dtype.kind not in "fiub":
+        raise ValueError(f"Features must be numeric. Received: {what} features of dtype {x.dtype}")
+    if y is None:
+        return
+    if task == "classification":
+        if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+            raise ValueError(f"Classification labels must be integers. Received: {what} labels "
+                             f"like {y[:3].tolist()}")
+        if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"Labels must lie in [0, {num_classes}). Received: {what} labels "
+                             f"from {int(y.min())} to {int(y.max())}")
+    elif y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError(f"The {what} split has non-finite targets (NaN or inf).")
+
+
+def _select_classes(x, y, classes, class_names):
+    classes = list(classes)
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must list at least two distinct labels. Received: "
+                         f"classes={classes!r}")
+    present = set(np.unique(y).tolist())
+    missing = [c for c in classes if c not in present]
+    if missing:
+        raise ValueError(f"classes {missing} do not occur in the data. Received: "
+                         f"classes={classes!r}; labels present: {sorted(present)}")
+    keep = np.isin(y, classes)
+    remap = {c: i for i, c in enumerate(classes)}
+    names = [class_names[c] for c in classes] if class_names else [str(c) for c in classes]
+    return x[keep], np.array([remap[v] for v in y[keep]], "int32"), names
+
+
+def make_splits(train, test, *, task="classification", class_names=None, seed=0,
+                validation_split=0.1, test_split=0.2, classes=None):
+    """Validate raw arrays and split them (stratified for classification, seeded)."""
+    from sklearn.model_selection import train_test_split
+
+    checks.fraction("validation_split", validation_split, low=0.0)
+    checks.fraction("test_split", test_split, low=0.0)
+    if validation_split <= 0 or (test is None and test_split <= 0):
+        raise ValueError(f"validation_split and test_split must be > 0. Received: "
+                         f"validation_split={validation_split}, test_split={test_split}")
+    x, y = np.asarray(train[0]), np.asarray(train[1])
+    validate_xy(x, y, what="input", task=task)
+    if task == "classification":
+        y = y.astype("int64").astype("int32")
+        if test is not None:
+            test = (np.asarray(test[0]), np.asarray(test[1]).astype("int64").astype("int32"))
+        if classes is not None:
+            x, y, class_names = _select_classes(x, y, classes, class_names)
+            if test is not None:
+                tx, ty, _ = _select_classes(test[0], test[1], classes, None)
+                test = (tx, ty)
+        if y.min() < 0:
+            raise ValueError(f"Labels must be non-negative integers. Received: labels from "
+                             f"{int(y.min())} to {int(y.max())}")
+        num_classes = len(class_names) if class_names else int(y.max()) + 1
+        if y.max() >= num_classes:
+            raise ValueError(f"Labels must lie in [0, {num_classes}) for the {num_classes} "
+                             f"class names. Received: labels up to {int(y.max())}")
+    else:
+        num_classes = None
+
+    def stratify(labels, fraction):
+        # Stratification needs two examples per class and a held-out part at
+        # least as large as the number of classes; otherwise split at random.
+        if task != "classification":
+            return None
+        counts = np.bincount(labels)
+        present = counts[counts > 0]
+        held_out = int(np.ceil(len(labels) * fraction))
+        if present.min() < 2 or held_out < len(present) or len(labels) - held_out < len(present):
+            return None
+        return labels
+
+    try:
+        if test is None:
+            x, x_test, y, y_test = train_test_split(
+                x, y, test_size=test_split, random_state=seed, stratify=stratify(y, test_split))
+        else:
+            x_test, y_test = test
+        x_train, x_val, y_train, y_val = train_test_split(
+            x, y, test_size=validation_split, random_state=seed,
+            stratify=stratify(y, validation_split))
+    except ValueError as err:
+        raise ValueError(f"Too few examples ({len(x)}) to split into train/validation/test: "
+                         f"{err}") from err
+    for what, xs, ys in (("train", x_train, y_train), ("validation", x_val, y_val),
+                         ("test", x_test, y_test)):
+        validate_xy(xs, ys, what=what, task=task, num_classes=num_classes)
+    return ArraySplits(x_train, y_train, x_val, y_val, x_test, y_test,
+                       class_names=class_names, num_classes=num_classes)
+
+
+# -------------------------------------------------------------------------- shapes
+
+
+def example_shape(x):
+    """Per-example shape; grayscale images gain a channel axis."""
+    return tuple(x.shape[1:])
+
+
+def resolve_input_shape(spec, data_shape, input_shape=None):
+    """The model's input shape for data of `data_shape` (see `INPUT_POLICIES`)."""
+    if input_shape is not None:
+        return checks.shape("input_shape", input_shape)
+    if spec.input_policy == "data" or spec.input_kind != "image":
+        return tuple(data_shape)
+    if len(data_shape) != 3:
+        raise ValueError(f"Model '{spec.name}' takes images (height, width, channels); the data "
+                         f"has examples of shape {tuple(data_shape)}.")
+    return tuple(spec.input_shape[:-1]) + (data_shape[-1],)
+
+
+def check_compatible(spec, data_shape, input_shape):
+    """Raise if examples of `data_shape` cannot be fed to a model taking `input_shape`."""
+    if spec.input_kind == "image":
+        if len(data_shape) != 3 or len(input_shape) != 3:
+            raise ValueError(f"Data shape {tuple(data_shape)} is incompatible with model "
+                             f"'{spec.name}' input_shape={tuple(input_shape)}: both must be "
+                             f"(height, width, channels).")
+        if data_shape[-1] != input_shape[-1] and data_shape[-1] != 1:
+            raise ValueError(f"Data has {data_shape[-1]} channels but the model takes "
+                             f"{input_shape[-1]}. Received: input_shape={tuple(input_shape)}")
+        if spec.min_input_shape:
+            checks.shape("input_shape", input_shape, min_shape=spec.min_input_shape[:2])
+    elif spec.input_policy == "data":
+        flat = int(np.prod(data_shape))
+        if int(np.prod(input_shape)) != flat:
+            raise ValueError(f"Data examples of shape {tuple(data_shape)} do not fit model "
+                             f"'{spec.name}' input_shape={tuple(input_shape)}.")
+
+
+# ------------------------------------------------------------------------- pipeline
+
+
+def pipeline(x, y, *, batch_size, input_shape=None, shuffle=False, seed=0, augmenter=None,
+             one_hot_classes=None, image=True):
+    """A batched `tf.data` pipeline over arrays: scale, resize, cache, shuffle, batch, prefetch.
+
+    Args:
+        x: inputs; uint8 images are scaled to [0, 1].
+        y: targets, or None for input-only data.
+        batch_size: batch size.
+        input_shape: the model's (H, W, C) to resize / tile channels to (images only).
+        shuffle: reshuffle every epoch (training). Defaults to False.
+        seed: shuffle and augmentation seed. Defaults to 0.
+        augmenter: callable (images, labels) -> (images, labels) on batches. Defaults to None.
+        one_hot_classes: one-hot encode integer labels to this many classes. Defaults to None.
+        image: apply image scaling/resizing. Defaults to True.
+    """
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else (x,))
+
+    def prepare(*item):
+        inputs = item[0]
+        if image:
+            if inputs.dtype == tf.uint8:
+                inputs = tf.cast(inputs, tf.float32) / 255.0
+            inputs = tf.cast(inputs, tf.float32)
+            if input_shape is not None and len(input_shape) == 3:
+                if tuple(inputs.shape[:2]) != tuple(input_shape[:2]):
+                    inputs = tf.image.resize(inputs, input_shape[:2])
+                if inputs.shape[-1] == 1 and input_shape[-1] != 1:
+                    inputs = tf.tile(inputs, [1, 1, input_shape[-1]])
+        if len(item) == 1:
+            return (inputs,)
+        target = item[1]
+        if one_hot_classes:
+            target = tf.one_hot(tf.cast(target, tf.int32), one_hot_classes)
+        return inputs, target
+
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    if shuffle:
+        ds = ds.shuffle(min(len(x), 10_000), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augmenter is not None:
+        ds = ds.map(lambda *b: augmenter(*b) if len(b) == 2 else (augmenter(b[0], None)[0],),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None,
+         validation_split=0.1, test_split=0.2, augment=(), classes=None, options=None,
+         one_hot=False):
+    """Load `data` for a registered model as a validated `DataBundle`.
+
+    Args:
+        spec_or_name: a `ModelSpec` or registered name.
+        data: a source (see the module docstring). Defaults to "digits".
+        batch_size: Defaults to 32.
+        seed: split, shuffle and augmentation seed. Defaults to 0.
+        input_shape: the model input shape; None derives it from the spec and
+            the data. Defaults to None.
+        validation_split: fraction of the training data held out. Defaults to 0.1.
+        test_split: fraction held out for test when the source has no test
+            split. Defaults to 0.2.
+        augment: augmentation names for the training split. Defaults to ().
+        classes: keep only these labels, relabelled 0..k-1. Defaults to None.
+        options: source options for the family's hooks (text_column, ...).
+            Defaults to None.
+        one_hot: one-hot encode labels (categorical losses). Defaults to False.
+    """
+    from zoo.hooks import get_hooks
+    from zoo.registry import get_spec
+
+    spec = get_spec(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
+    checks.positive_int("batch_size", batch_size)
+    _check_data_argument(data)
+    options = dict(options or {})
+    hooks = get_hooks(spec)
+    unknown = sorted(set(options) - set(hooks.data_options) - {"label_column"})
+    if unknown:
+        raise ValueError(f"Unknown data option(s) {unknown} for model '{spec.name}'. "
+                         f"Allowed: {sorted({'label_column', *hooks.data_options})}")
+    if augment:
+        from zoo import augment as augment_module
+        unknown_aug = [a for a in augment if a not in augment_module.AUGMENTATIONS]
+        if unknown_aug:
+            raise ValueError(f"Unknown augmentation(s) {unknown_aug}. Allowed: "
+                             f"{list(augment_module.AUGMENTATIONS)}")
+
+    splits = hooks.load_source(spec, data, options)
+    if splits is None:
+        image_size = None
+        if spec.input_kind == "image" and spec.input_policy == "resize":
+            image_size = tuple((input_shape or spec.input_shape)[:2])
+        train, test, class_names = read_source(data, image_size=image_size, options=options)
+        task = "classification" if spec.task == "classification" else "regression"
+        splits = make_splits(train, test, task=task, class_names=class_names, seed=seed,
+                             validation_split=validation_split, test_split=test_split,
+                             classes=classes)
+    data_shape = example_shape(splits.x_train)
+    if spec.input_kind == "image" and len(data_shape) == 2:
+        splits = dataclasses.replace(
+            splits, x_train=splits.x_train[..., None], x_val=splits.x_val[..., None],
+            x_test=splits.x_test[..., None])
+        data_shape = data_shape + (1,)
+    model_shape = resolve_input_shape(spec, data_shape, input_shape)
+    check_compatible(spec, data_shape, model_shape)
+
+    augmenter = None
+    if augment:
+        from zoo import augment as augment_module
+        augmenter = augment_module.make_augmenter(tuple(augment), seed=seed,
+                                                  num_classes=splits.num_classes)
+    soft = bool(getattr(augmenter, "soft_labels", False))
+    one_hot_classes = splits.num_classes if (one_hot or soft) and splits.num_classes else None
+    is_image = spec.input_kind == "image"
+    make = lambda x, y, **kw: pipeline(  # noqa: E731
+        x, y, batch_size=batch_size, input_shape=model_shape if is_image else None,
+        seed=seed, one_hot_classes=one_hot_classes, image=is_image, **kw)
+    bundle = DataBundle(
+        train=make(splits.x_train, splits.y_train, shuffle=True, augmenter=augmenter),
+        validation=make(splits.x_val, splits.y_val),
+        test=make(splits.x_test, splits.y_test),
+        input_shape=tuple(model_shape), num_classes=splits.num_classes,
+        class_names=splits.class_names, source=describe_source(data),
+        num_examples={"train": len(splits.x_train), "validation": len(splits.x_val),
+                      "test": len(splits.x_test)},
+        batch_size=batch_size, arrays=splits, extras=dict(splits.extras))
+    return hooks.prepare_data(spec, bundle)

@@ -1,0 +1,312 @@
+"""Export for serving: SavedModel, `.keras`, TFLite, a model card, and verification.
+
+`export_saved_model` writes a SavedModel whose `serving_default` signature has
+named inputs (the model's input names) and named outputs (its output names),
+plus any named endpoints a family declares (`hooks.export_signatures`).
+`verify_saved_model` loads it in a fresh process that imports only TensorFlow
+and compares outputs with the Keras model.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from zoo import checks
+
+FORMATS = ("saved_model", "keras", "tflite")
+SAMPLE_FILE = "export_inputs.npz"
+
+
+class ExportVerificationError(AssertionError):
+    """The exported artifact does not reproduce the Keras model's outputs."""
+
+
+def _check_target(path, overwrite):
+    if os.path.exists(path) and not overwrite:
+        raise ValueError(f"Export target already exists; pass overwrite=True (--overwrite) to "
+                         f"replace it. Received: path={path!r}")
+
+
+def _replace_path(temporary, path):
+    """Move `temporary` to `path`, replacing what is there only once the new one is complete."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        old = f"{path}.old-{os.getpid()}"
+        os.replace(path, old)
+        os.replace(temporary, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(temporary, path)
+
+
+def input_names(model):
+    return [t.name.split(":")[0] for t in model.inputs]
+
+
+def output_names(model):
+    names = getattr(model, "output_names", None)
+    if names:
+        return list(names)
+    return [f"output_{i}" for i in range(len(model.outputs))]
+
+
+def default_signature(model):
+    """(fn, input_signature) for `serving_default`: named inputs -> dict of named outputs."""
+    import tensorflow as tf
+    specs = [tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=name)
+             for t, name in zip(model.inputs, input_names(model))]
+    outs = output_names(model)
+
+    def serve(*inputs):
+        result = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+        if isinstance(result, dict):
+            return result
+        results = result if isinstance(result, (list, tuple)) else [result]
+        return {name: tensor for name, tensor in zip(outs, results)}
+
+    return serve, specs
+
+
+def export_saved_model(model, path, *, signatures=None, overwrite=False):
+    """Write `model` as a SavedModel at `path`, atomically.
+
+    Args:
+        model: a built Keras model.
+        path: target directory; refused if it exists unless `overwrite`.
+        signatures: extra endpoints {name: (fn, input_signature)}; a
+            "serving_default" entry replaces the default one. Defaults to None.
+        overwrite: replace an existing export. Defaults to False.
+
+    Returns:
+        `path`.
+    """
+    from keras.export import ExportArchive
+
+    path = os.path.abspath(path)
+    _check_target(path, overwrite)
+    endpoints = dict(signatures or {})
+    if "serving_default" not in endpoints and getattr(model, "inputs", None):
+        endpoints = {"serving_default": default_signature(model), **endpoints}
+    if not endpoints:
+        raise ValueError("The model has no symbolic inputs; pass signatures={name: (fn, "
+                         "input_signature)}.")
+    archive = ExportArchive()
+    archive.track(model)
+    for name, (fn, input_signature) in endpoints.items():
+        archive.add_endpoint(name, fn, input_signature=input_signature)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=".partial-", dir=parent)
+    try:
+        archive.write_out(temporary, verbose=False)
+        _replace_path(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return path
+
+
+def export_keras(model, path, *, overwrite=False):
+    """Write a `.keras` archive atomically."""
+    if not str(path).endswith(".keras"):
+        raise ValueError(f"A Keras archive path must end with '.keras'. Received: path={path!r}")
+    _check_target(path, overwrite)
+    temporary = str(path)[:-len(".keras")] + ".partial.keras"
+    model.save(temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def export_tflite(saved_model_dir, path, *, overwrite=False):
+    """Convert a SavedModel to a `.tflite` flatbuffer."""
+    import tensorflow as tf
+    _check_target(path, overwrite)
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                           tf.lite.OpsSet.SELECT_TF_OPS]
+    flatbuffer = converter.convert()
+    temporary = f"{path}.partial"
+    with open(temporary, "wb") as f:
+        f.write(flatbuffer)
+    os.replace(temporary, path)
+    return path
+
+
+# Runs in a fresh interpreter that imports only TensorFlow and NumPy, as a
+# serving process would; it refuses to run if this package got imported.
+_VERIFY_SCRIPT = r"""
+import sys, numpy as np, tensorflow as tf
+path, inputs_file, outputs_file, signature = sys.argv[1:5]
+loaded = tf.saved_model.load(path)
+fn = loaded.signatures[signature]
+with np.load(inputs_file, allow_pickle=False) as f:
+    feeds = {k: tf.constant(f[k]) for k in f.files}
+outputs = fn(**feeds)
+assert "zoo" not in sys.modules, "the serving process imported zoo"
+np.savez(outputs_file, **{k: v.numpy() for k, v in outputs.items()})
+"""
+
+
+def run_saved_model_fresh(path, feeds, signature="serving_default"):
+    """Outputs of a SavedModel signature computed in a fresh TensorFlow-only process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs_file = os.path.join(tmp, "inputs.npz")
+        outputs_file = os.path.join(tmp, "outputs.npz")
+        np.savez(inputs_file, **feeds)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        proc = subprocess.run([sys.executable, "-c", _VERIFY_SCRIPT, path, inputs_file,
+                               outputs_file, signature], capture_output=True, text=True,
+                              env=env, cwd=tmp)
+        if proc.returncode != 0:
+            raise ExportVerificationError(f"Loading {path} in a fresh process failed:\n"
+                                          f"{proc.stderr[-3000:]}")
+        with np.load(outputs_file) as f:
+            return {k: f[k] for k in f.files}
+
+
+def verify_saved_model(path, model, inputs, *, atol=1e-5):
+    """Compare a SavedModel's `serving_default` (fresh process) with `model` on `inputs`.
+
+    Returns:
+        The largest absolute difference; raises `ExportVerificationError` above `atol`.
+    """
+    names = input_names(model)
+    arrays = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    feeds = {name: np.asarray(a) for name, a in zip(names, arrays)}
+    served = run_saved_model_fresh(path, feeds)
+    expected = model(list(arrays) if len(arrays) > 1 else arrays[0], training=False)
+    if not isinstance(expected, dict):
+        expected = expected if isinstance(expected, (list, tuple)) else [expected]
+        expected = dict(zip(output_names(model), expected))
+    worst = 0.0
+    for key, value in expected.items():
+        if key not in served:
+            raise ExportVerificationError(f"Output {key!r} missing from the SavedModel "
+                                          f"(has {sorted(served)}).")
+        worst = max(worst, float(np.max(np.abs(np.asarray(value) - served[key]))))
+    if worst > atol:
+        raise ExportVerificationError(f"SavedModel outputs differ from Keras by {worst:.3g} "
+                                      f"(allowed {atol}).")
+    return worst
+
+
+def package_versions():
+    from importlib import metadata
+    versions = {}
+    for name in ("tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "numpy",
+                 "tensorflow-datasets", "scikit-learn", "zoo-keras"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    versions["python"] = sys.version.split()[0]
+    return versions
+
+
+def write_model_card(run_dir, model, config, metrics, exports):
+    from zoo.registry import get_spec
+    from zoo.training import write_json
+    spec = get_spec(config["model"])
+    card = {
+        "name": config["model"],
+        "spec": spec.to_dict(),
+        "parameters": int(model.count_params()),
+        "inputs": [{"name": n, "shape": [None, *t.shape[1:]], "dtype": str(t.dtype)}
+                   for n, t in zip(input_names(model), model.inputs)],
+        "outputs": output_names(model),
+        "class_names": config.get("class_names"),
+        "data": config.get("data"),
+        "test_metrics": {k: v for k, v in metrics.items() if k.startswith("test_")},
+        "metrics": metrics,
+        "exports": exports,
+        "versions": package_versions(),
+    }
+    write_json(os.path.join(run_dir, "model_card.json"), card)
+    return card
+
+
+def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, out=None,
+               overwrite=False, verify=True):
+    """Export a finished run: artifacts, verification and model_card.json.
+
+    Args:
+        run_dir: the run directory.
+        formats: any of "saved_model", "keras", "tflite". Defaults to ("saved_model",).
+        model: the trained model (loaded from model.keras when None).
+        bundle: its `DataBundle`, to take sample inputs from (otherwise the
+            run's export_inputs.npz). Defaults to None.
+        out: target for a single format (default: inside `run_dir`). Defaults to None.
+        overwrite: replace existing exports. Defaults to False.
+        verify: check the SavedModel in a fresh process. Defaults to True.
+
+    Returns:
+        {format: path} plus "max_abs_diff" when verified.
+    """
+    from zoo.hooks import get_hooks
+    from zoo.registry import get_spec
+    from zoo.training import load_run, read_json
+
+    run_dir = os.path.abspath(run_dir)
+    formats = tuple(formats)
+    if not formats:
+        raise ValueError("formats must name at least one format. Received: formats=()")
+    for f in formats:
+        checks.choice("format", f, FORMATS)
+    if out is not None and len(formats) != 1:
+        raise ValueError(f"out= needs exactly one format. Received: formats={formats!r}")
+    targets = {"saved_model": os.path.join(run_dir, "saved_model"),
+               "keras": os.path.join(run_dir, "export", "model.keras"),
+               "tflite": os.path.join(run_dir, "model.tflite")}
+    if out is not None:
+        targets[formats[0]] = os.path.abspath(out)
+    for f in formats:
+        _check_target(targets[f], overwrite)
+    if model is None:
+        config, model = load_run(run_dir)
+    else:
+        config = read_json(os.path.join(run_dir, "config.json"))
+    spec = get_spec(config["model"])
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    metrics = read_json(metrics_path) if os.path.exists(metrics_path) else {}
+
+    sample_path = os.path.join(run_dir, SAMPLE_FILE)
+    samples = None
+    if bundle is not None and len(model.inputs) == 1:
+        samples = bundle.take_inputs("test", 8)
+        from zoo.training import write_json  # noqa: F401  (same atomic policy for npz)
+        np.savez(sample_path + ".partial.npz", inputs=samples)
+        os.replace(sample_path + ".partial.npz", sample_path)
+    elif os.path.exists(sample_path):
+        with np.load(sample_path) as f:
+            samples = f["inputs"]
+
+    exports = {}
+    card_path = os.path.join(run_dir, "model_card.json")
+    if os.path.exists(card_path):
+        exports = read_json(card_path).get("exports", {})
+    signatures = get_hooks(spec).export_signatures(model)
+    if "saved_model" in formats or "tflite" in formats:
+        saved = targets["saved_model"]
+        if "saved_model" in formats or not os.path.isdir(saved):
+            if "saved_model" not in formats:
+                saved = tempfile.mkdtemp(prefix="zoo-saved-model-")
+                shutil.rmtree(saved)
+            export_saved_model(model, saved, signatures=signatures, overwrite=True)
+        entry = {"path": saved, "signatures": ["serving_default", *(
+            k for k in (signatures or {}) if k != "serving_default")]}
+        if verify and samples is not None and (not signatures or
+                                               "serving_default" not in signatures):
+            entry["max_abs_diff"] = verify_saved_model(saved, model, samples)
+        if "saved_model" in formats:
+            exports["saved_model"] = entry
+        if "tflite" in formats:
+            exports["tflite"] = {"path": export_tflite(saved, targets["tflite"],
+                                                       overwrite=overwrite)}
+    if "keras" in formats:
+        exports["keras"] = {"path": export_keras(model, targets["keras"], overwrite=overwrite)}
+    write_model_card(run_dir, model, config, metrics, exports)
+    return exports
