@@ -1,0 +1,79 @@
+"""LR schedules by name, the standard callbacks, early stopping, atomic checkpoints."""
+
+import os
+
+import numpy as np
+import pytest
+
+from zoo.callbacks import make_schedule, standard_callbacks
+
+LR = 0.1
+
+
+def _at(schedule, step):
+    return float(schedule(step)) if callable(schedule) else float(schedule)
+
+
+@pytest.mark.parametrize("name, step, expected", [
+    ("constant", 70, LR),
+    ("reduce_on_plateau", 70, LR),
+    ("step", 0, LR), ("step", 50, LR), ("step", 60, LR * 0.1), ("step", 90, LR * 0.01),
+    ("exponential", 0, LR), ("exponential", 50, LR * 0.1), ("exponential", 100, LR * 0.01),
+    ("cosine", 0, LR), ("cosine", 50, LR / 2), ("cosine", 100, 0.0),
+    ("warmup_cosine", 0, 0.0), ("warmup_cosine", 5, LR), ("warmup_cosine", 100, 0.0),
+])
+def test_schedule_values(name, step, expected):
+    schedule = make_schedule(name, LR, total_steps=100)
+    assert _at(schedule, step) == pytest.approx(expected, rel=1e-5, abs=1e-7)
+
+
+def test_warmup_is_linear():
+    schedule = make_schedule("warmup_cosine", LR, total_steps=1000)  # 50 warmup steps
+    assert _at(schedule, 25) == pytest.approx(LR / 2, rel=1e-4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": "linear"}, "schedule must be one of"),
+    ({"learning_rate": 0.0}, "learning_rate must be a positive"),
+    ({"total_steps": 0}, "total_steps must be a positive integer"),
+])
+def test_schedule_bad_input(kwargs, message):
+    args = {"name": "cosine", "learning_rate": LR, "total_steps": 10, **kwargs}
+    name = args.pop("name")
+    with pytest.raises(ValueError, match=message):
+        make_schedule(name, **args)
+
+
+def test_standard_callbacks_compose_keras_callbacks(tmp_path):
+    import keras
+    callbacks = standard_callbacks(str(tmp_path), schedule="reduce_on_plateau", patience=3)
+    kinds = {type(c).__name__ for c in callbacks}
+    assert {"TerminateOnNaN", "BackupAndRestore", "EarlyStopping", "ReduceLROnPlateau",
+            "AtomicModelCheckpoint", "CSVLogger", "TensorBoard"} <= kinds
+    assert all(isinstance(c, keras.callbacks.Callback) for c in callbacks)
+    none = standard_callbacks(str(tmp_path), patience=None, checkpoint=False, backup=False,
+                              csv_log=False, tensorboard=False, terminate_on_nan=False)
+    assert none == []
+
+
+def test_early_stopping_stops_and_checkpoint_is_atomic(tmp_path):
+    import keras
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 20)).astype("float32")
+    y = rng.integers(0, 4, size=256)  # random labels: validation loss cannot keep improving
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(4, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    callbacks = standard_callbacks(str(tmp_path), patience=2, tensorboard=False)
+    history = model.fit(x, y, validation_split=0.25, epochs=100, verbose=0,
+                        callbacks=callbacks)
+    assert len(history.epoch) < 100
+    best = int(np.argmin(history.history["val_loss"]))
+    assert len(history.epoch) == best + 1 + 2  # stopped `patience` epochs after the best
+    files = os.listdir(tmp_path / "checkpoints")
+    assert files == ["best.keras"]  # no partial files left behind
+    restored = keras.saving.load_model(tmp_path / "checkpoints" / "best.keras")
+    np.testing.assert_allclose(restored.predict(x[:8], verbose=0),
+                               model.predict(x[:8], verbose=0), atol=1e-6)
+    assert not os.path.exists(tmp_path / "backup")  # BackupAndRestore cleans up when done

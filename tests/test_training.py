@@ -1,0 +1,180 @@
+"""zoo.train: run directories, recipes, bad input, resume after interruption."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from zoo import training
+from zoo.registry import LOSSES, OPTIMIZERS
+
+
+def _train(tmp_path, name="mlp", **kwargs):
+    kwargs.setdefault("epochs", 2)
+    kwargs.setdefault("export", False)
+    kwargs.setdefault("verbose", 0)
+    return training.train(name, run_dir=str(tmp_path / name), **kwargs)
+
+
+def test_run_directory_contents(tmp_path):
+    result = _train(tmp_path, epochs=3, model_kwargs={"hidden_units": (32,)})
+    files = set(os.listdir(result.run_dir))
+    assert {"config.json", "history.csv", "metrics.json", "curves.png", "model.keras",
+            "checkpoints", "logs"} <= files
+    assert "backup" not in files  # removed once the run finished
+    assert not [f for f in files if "partial" in f]
+    config = json.load(open(os.path.join(result.run_dir, "config.json")))
+    assert config["model"] == "mlp" and config["num_classes"] == 10
+    assert config["model_kwargs"] == {"hidden_units": [32]}
+    assert result.history["epoch"] == [0.0, 1.0, 2.0]
+    assert 0.5 < result.metrics["test_accuracy"] <= 1.0
+    assert result.metrics["epochs_run"] == 3
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 0}, "epochs must be a positive integer. Received: epochs=0"),
+    ({"batch_size": -4}, "batch_size must be a positive integer. Received: batch_size=-4"),
+    ({"learning_rate": 0.0}, "learning_rate must be a positive finite number"),
+    ({"learning_rate": float("nan")}, "learning_rate must be a positive finite number"),
+    ({"optimizer": "sgdx"}, "optimizer must be one of"),
+    ({"loss": "hinge"}, "loss must be one of"),
+    ({"schedule": "linear"}, "schedule must be one of"),
+    ({"strategy": "gpu_cluster"}, "strategy must be one of"),
+    ({"model_kwargs": {"depth": 3}}, r"Unknown model argument\(s\) \['depth'\]"),
+    ({"data": "imagenet"}, "Unknown dataset"),
+    ({"seed": -1}, "seed must be a non-negative integer"),
+])
+def test_bad_arguments_raise_before_anything_is_written(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _train(tmp_path, **kwargs)
+    if "data" not in kwargs:
+        assert not os.path.exists(tmp_path / "mlp")
+
+
+def test_unknown_model_name(tmp_path):
+    with pytest.raises(ValueError, match="Did you mean: mlp"):
+        training.train("mpl", run_dir=str(tmp_path / "x"))
+
+
+def test_existing_runs_are_never_clobbered(tmp_path):
+    result = _train(tmp_path, epochs=1)
+    before = {f: open(os.path.join(result.run_dir, f), "rb").read()
+              for f in ("config.json", "metrics.json", "history.csv")}
+    with pytest.raises(ValueError, match="already holds a finished run"):
+        _train(tmp_path, epochs=1)
+    after = {f: open(os.path.join(result.run_dir, f), "rb").read() for f in before}
+    assert before == after
+    other = tmp_path / "not_a_run"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="holds no run"):
+        training.train("mlp", run_dir=str(other), epochs=1, export=False, verbose=0)
+    assert (other / "notes.txt").read_text() == "keep me"
+    again = _train(tmp_path, epochs=1, overwrite=True)
+    assert again.metrics["epochs_run"] == 1
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_from_backup(tmp_path):
+    import keras
+
+    class InterruptMidEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 2 and batch == 3:
+                raise Interrupted("simulated crash in the middle of epoch 3")
+
+    kwargs = dict(epochs=5, model_kwargs={"hidden_units": (16,)})
+    with pytest.raises(Interrupted):
+        _train(tmp_path, callbacks=[InterruptMidEpoch()], **kwargs)
+    run_dir = tmp_path / "mlp"
+    assert (run_dir / "backup").is_dir() and not (run_dir / "metrics.json").exists()
+    assert training.read_history(str(run_dir / "history.csv"))["epoch"] == [0.0, 1.0]
+
+    with pytest.raises(ValueError, match="different configuration .*recipe"):
+        _train(tmp_path, epochs=6, model_kwargs={"hidden_units": (16,)})
+
+    result = _train(tmp_path, **kwargs)
+    assert result.resumed
+    assert result.history["epoch"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert not (run_dir / "backup").exists()
+
+
+def test_perceptron_is_binary(tmp_path):
+    with pytest.raises(ValueError, match=r"one sigmoid output .* --classes"):
+        _train(tmp_path, name="perceptron")
+    result = _train(tmp_path, name="perceptron", classes=(0, 1), epochs=10)
+    assert result.metrics["test_accuracy"] > 0.95
+
+
+def test_regression_and_custom_model(tmp_path, rng):
+    import keras
+    x = rng.normal(size=(200, 3)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5], "float32"))[:, None]
+    result = _train(tmp_path, name="mlp_regressor", data=(x, y), epochs=30,
+                    learning_rate=0.01, model_kwargs={"hidden_units": (16,)})
+    assert result.metrics["test_mae"] < 0.5
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)], name="linear")
+    result = training.train(model, data=(x, y), task="regression", epochs=2, export=False,
+                            verbose=0, run_dir=str(tmp_path / "custom"))
+    assert "test_loss" in result.metrics
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_optimizers_by_name(name):
+    optimizer = training.make_optimizer(name, 0.01, weight_decay=1e-4)
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_losses_by_name(name):
+    import zoo
+    loss, metrics = training.make_loss_and_metrics(name, model=zoo.build("mlp"))
+    assert loss is not None and metrics
+
+
+def test_categorical_loss_one_hots_labels(tmp_path):
+    result = _train(tmp_path, loss="categorical_crossentropy", epochs=1)
+    assert "test_accuracy" in result.metrics
+
+
+def test_jit_compile_and_mixed_precision_are_correct(tmp_path):
+    # Correctness only: on this CPU both are slower than float32 without XLA.
+    import keras
+    result = _train(tmp_path, epochs=2, jit_compile=True, mixed_precision=True)
+    assert np.isfinite(result.metrics["test_loss"])
+    assert result.metrics["test_accuracy"] > 0.5
+    assert keras.config.dtype_policy().name == "float32"  # restored afterwards
+
+
+def test_evaluate_reloads_the_run(tmp_path):
+    result = _train(tmp_path, epochs=2)
+    metrics = training.evaluate(result.run_dir)
+    assert metrics["test_accuracy"] == pytest.approx(result.metrics["test_accuracy"], abs=1e-6)
+
+
+def test_mirrored_strategy_on_two_cpu_devices(tmp_path):
+    script = textwrap.dedent(f"""
+        from zoo.distribute import configure_cpu_devices, get_strategy
+        assert len(configure_cpu_devices(2)) == 2
+        assert get_strategy("mirrored").num_replicas_in_sync == 2
+        from zoo.training import train
+        r = train("mlp", data="digits", epochs=2, strategy="mirrored", export=False,
+                  verbose=0, run_dir={str(tmp_path / 'mirrored')!r})
+        assert r.metrics["test_accuracy"] > 0.5, r.metrics
+        print("ok", r.metrics["test_accuracy"])
+    """)
+    env = {**os.environ, "ZOO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("ok")
