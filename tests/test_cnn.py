@@ -1,0 +1,234 @@
+"""CNN families: published parameter counts, keras.applications weight
+compatibility, CIFAR option-A shortcuts, input checks, stage outputs, LRN, MACs.
+
+The registry-driven tests (tests/test_models.py) cover forward/fit/save/export.
+"""
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo.models._blocks import stage_outputs
+
+keras = pytest.importorskip("keras")
+
+
+def _trainable(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def _randomize_bn_statistics(model, rng):
+    # Fresh BN layers have mean 0 / variance 1, which would hide a swapped
+    # moving-statistics layout; give them random values first.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.normal(1, 0.1, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+
+
+# Published counts of trainable parameters (ImageNet heads): the papers' tables
+# where they print exact numbers, else torchvision's / keras.applications' models.
+PUBLISHED = {
+    "resnet18": 11_689_512, "resnet34": 21_797_672,  # torchvision
+    "resnet50": 25_583_592, "resnet101": 44_601_832, "resnet152": 60_268_520,  # keras (biases)
+    "resnet50v2": 25_568_360,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_imagenet_resnet_trainable_params_are_shape_independent_and_published(name):
+    # ResNets end in global pooling, so a 32x32 build has the 224x224 count.
+    model = zoo.build(name, input_shape=(32, 32, 3))
+    assert _trainable(model) == PUBLISHED[name]
+    assert model.count_params() == zoo.get_spec(name).num_params
+
+
+VGG_TRAINABLE = {  # torchvision's counts at 224x224x3 with the 1000-way top
+    "vgg11": 132_863_336, "vgg13": 133_047_848, "vgg16": 138_357_544, "vgg19": 143_667_240,
+    "vgg11_bn": 132_868_840, "vgg13_bn": 133_053_736, "vgg16_bn": 138_365_992,
+    "vgg19_bn": 143_678_248,
+}
+
+
+@pytest.mark.parametrize("name", sorted(VGG_TRAINABLE))
+def test_vgg_trainable_params_match_published(name):
+    # Convolutions at 32x32 without the top, plus the 224x224 top's fc1 (7*7*512
+    # inputs), fc2 and predictions computed by hand.
+    body = zoo.build(name, input_shape=(32, 32, 3), include_top=False)
+    top = (7 * 7 * 512 + 1) * 4096 + (4096 + 1) * 4096 + (4096 + 1) * 1000
+    assert _trainable(body) + top == VGG_TRAINABLE[name]
+
+
+def test_vgg16_at_224_equals_keras_applications_count():
+    model = zoo.build("vgg16")
+    assert model.count_params() == 138_357_544
+    assert keras.applications.VGG16(weights=None).count_params() == 138_357_544
+
+
+def test_alexnet_param_counts():
+    assert zoo.build("alexnet").count_params() == 60_965_224  # Caffe bvlc_alexnet (grouped)
+    assert zoo.build("alexnet", grouped=False).count_params() == 62_378_344
+
+
+CIFAR_TABLE6 = {"resnet20": "0.27", "resnet32": "0.46", "resnet44": "0.66", "resnet56": "0.85",
+                "resnet110": "1.7"}
+
+
+@pytest.mark.parametrize("name", sorted(CIFAR_TABLE6))
+def test_cifar_resnet_params_match_table6(name):
+    model = zoo.build(name)
+    printed = CIFAR_TABLE6[name]
+    decimals = len(printed.split(".")[1])
+    assert f"{_trainable(model) / 1e6:.{decimals}f}" == printed
+    # Option A shortcuts are parameter-free: every weight sits in a conv, BN or the head.
+    for layer in model.layers:
+        if "_0_" in layer.name:
+            assert not layer.weights, layer.name
+        assert not isinstance(layer, keras.layers.Lambda)
+
+
+def test_option_a_shortcut_is_subsampling_plus_zero_channels():
+    model = zoo.build("resnet20", input_shape=(8, 8, 3), num_classes=3)
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
+    block_in = model.get_layer("conv2_block3_out").output
+    short = model.get_layer("conv3_block1_0_squeeze").output
+    probe = keras.Model(model.input, [block_in, short])
+    before, after = (np.asarray(t) for t in probe(x))
+    assert after.shape == (2, 4, 4, 32)
+    np.testing.assert_array_equal(after[..., 8:24], before[:, ::2, ::2, :])
+    assert not after[..., :8].any() and not after[..., 24:].any()
+
+
+APPLICATIONS = {
+    "resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152",
+    "resnet50v2": "ResNet50V2", "vgg16": "VGG16", "vgg19": "VGG19",
+}
+
+
+@pytest.mark.parametrize("name", sorted(APPLICATIONS))
+def test_weight_compatible_with_keras_applications(name):
+    rng = np.random.default_rng(1)
+    shape = (64, 64, 3)
+    ref = getattr(keras.applications, APPLICATIONS[name])(weights=None, input_shape=shape)
+    _randomize_bn_statistics(ref, rng)
+    model = zoo.build(name, input_shape=shape)
+    assert model.count_params() == ref.count_params()
+    assert [w.shape for w in model.weights] == [w.shape for w in ref.weights]
+    model.set_weights(ref.get_weights())
+    x = rng.random((2, *shape)).astype("float32") * 2 - 1
+    # Softmax outputs of random nets are near uniform; compare the logits' inputs too.
+    np.testing.assert_allclose(model(x, training=False), ref(x, training=False), atol=1e-5)
+    last = stage_outputs(model)[-1][0]
+    feats = [keras.Model(m.input, m.get_layer(last).output)(x, training=False)
+             for m in (model, ref)]
+    np.testing.assert_allclose(feats[0], feats[1], rtol=1e-5, atol=1e-5)
+
+
+def test_weights_path_loads_keras_applications_file(tmp_path):
+    ref = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), include_top=False,
+                                      pooling="avg")
+    path = str(tmp_path / "resnet50.weights.h5")
+    ref.save_weights(path)
+    model = zoo.build("resnet50", input_shape=(32, 32, 3), include_top=False, pooling="avg",
+                      weights=path)
+    x = np.random.default_rng(2).random((2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model(x), ref(x), atol=1e-5)
+    # A different channel count cannot take these weights: a clear ValueError.
+    with pytest.raises(ValueError, match="does not fit"):
+        zoo.build("resnet50", input_shape=(32, 32, 1), include_top=False, pooling="avg",
+                  weights=path)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg16", "resnet50", "resnet20"])
+def test_imagenet_weights_raise_offline_error(name):
+    with pytest.raises(ValueError, match="never downloads|not downloaded") as err:
+        zoo.build(name, weights="imagenet")
+    if name in ("vgg16", "resnet50"):
+        assert "save_weights" in str(err.value)
+
+
+def test_missing_weights_file():
+    with pytest.raises(ValueError, match="not found"):
+        zoo.build("resnet18", weights="/nonexistent/resnet18.weights.h5")
+
+
+@pytest.mark.parametrize("name, shape, minimum", [
+    ("alexnet", (66, 66, 3), "67"), ("vgg11", (31, 40, 3), "32"),
+    ("resnet18", (16, 16, 3), "32"), ("resnet20", (4, 4, 3), "8"),
+])
+def test_too_small_input_names_minimum(name, shape, minimum):
+    with pytest.raises(ValueError, match=f"minimum is \\({minimum}, {minimum}"):
+        zoo.build(name, input_shape=shape)
+
+
+@pytest.mark.parametrize("bad", [(32, 32), (1, 32, 32, 3), (32, 32, 0), "32x32"])
+def test_bad_input_shape_rank(bad):
+    with pytest.raises(ValueError, match="input_shape"):
+        zoo.build("resnet20", input_shape=bad)
+
+
+@pytest.mark.parametrize("kwargs", [{"num_classes": 0}, {"pooling": "sum"},
+                                    {"include_top": "yes"}, {"weight_decay": -1.0},
+                                    {"weights": 3}])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        zoo.build("vgg11", input_shape=(32, 32, 3), **kwargs)
+
+
+@pytest.mark.parametrize("name, shape, sizes", [
+    ("resnet50", (64, 64, 3), [16, 8, 4, 2]),
+    ("resnet18", (64, 64, 3), [16, 8, 4, 2]),
+    ("resnet20", (32, 32, 3), [32, 16, 8]),
+    ("vgg11_bn", (32, 32, 3), [16, 8, 4, 2, 1]),
+    ("alexnet", (227, 227, 3), [27, 13, 6]),
+])
+def test_stage_outputs(name, shape, sizes, tmp_path):
+    model = zoo.build(name, input_shape=shape, include_top=False)
+    stages = stage_outputs(model)
+    assert [t.shape[1] for _, t in stages] == sizes
+    if name == "resnet20":  # names survive a .keras round trip
+        path = str(tmp_path / "m.keras")
+        model.save(path)
+        reloaded = keras.models.load_model(path)
+        assert [n for n, _ in stage_outputs(reloaded)] == [n for n, _ in stages]
+
+
+def test_weight_decay_is_l2_with_half_coefficient():
+    model = zoo.build("resnet20", input_shape=(8, 8, 3), num_classes=3, weight_decay=1e-4)
+    kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+    expected = 0.5e-4 * sum(float(np.sum(np.square(k))) for k in kernels)
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+    assert not zoo.build("resnet20", input_shape=(8, 8, 3), weight_decay=0.0).losses
+
+
+def test_local_response_normalization_matches_formula():
+    from zoo.models._cnn_layers import LocalResponseNormalization
+
+    x = np.random.default_rng(3).normal(size=(2, 3, 3, 7)).astype("float32")
+    layer = LocalResponseNormalization(size=5, bias=2.0, alpha=0.1, beta=0.75)
+    got = np.asarray(layer(x))
+    sq = x ** 2
+    expected = np.empty_like(x)
+    for i in range(7):
+        window = sq[..., max(0, i - 2):min(7, i + 3)].sum(-1)
+        expected[..., i] = x[..., i] / (2.0 + 0.1 * window) ** 0.75
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert LocalResponseNormalization.from_config(layer.get_config()).get_config() == \
+        layer.get_config()
+
+
+def test_count_macs_hand_computed():
+    from zoo.flops import count_macs
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 8*8*4 * 3*3*3 = 6912
+    x = keras.layers.Conv2D(6, 3, strides=2, groups=2, padding="valid")(x)  # 3*3*6 * 9*2 = 972
+    x = keras.layers.BatchNormalization()(x)  # not counted
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(5)(x)  # 54*5 = 270
+    assert count_macs(keras.Model(inputs, x)) == 6912 + 972 + 270
+    # LeNet-5 by hand: C1 28*28*6*25 + C3 10*10*16*150 + C5 120*400 + F6 120*84 + 84*10.
+    assert count_macs(zoo.build("lenet5")) == 117_600 + 240_000 + 48_000 + 10_080 + 840
+    # He et al. Table 1 prints 3.8e9 multiply-adds for ResNet-50.
+    assert count_macs(zoo.build("resnet50")) == pytest.approx(3.8e9, rel=0.02)

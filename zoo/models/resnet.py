@@ -1,0 +1,490 @@
+"""Residual networks (He, Zhang, Ren & Sun 2015; pre-activation: He et al. 2016).
+
+ImageNet ResNets: `resnet18`/`resnet34` (basic blocks, projection shortcuts
+where the shape changes, i.e. the paper's option B) and `resnet50`/`101`/`152`
+(bottleneck blocks).  The bottleneck nets reproduce keras.applications.ResNet*
+layer for layer (same names, order and weight layout, stride on the first 1x1
+conv as in the paper's Caffe models, conv biases kept), so
+`zoo_model.set_weights(keras_model.get_weights())` gives the same outputs and a
+.weights.h5 saved from keras.applications loads with `weights=PATH`.
+`resnet50v2` likewise reproduces keras.applications.ResNet50V2.
+
+CIFAR ResNets (paper section 4.2): `resnet20/32/44/56/110`, 6n+2 layers, three
+stages of 16/32/64 filters, option-A shortcuts (parameter-free: strided
+subsampling plus zero-padded channels, built from stock Keras layers so the
+model serializes without custom objects).
+
+Weight decay: builders take `weight_decay` (the paper's 1e-4) and add an L2
+kernel penalty of `weight_decay / 2`, whose gradient is the SGD weight decay of
+the paper; recipes therefore keep the optimizer's decoupled decay at 0.
+"""
+
+from zoo import checks
+from zoo._lazy import keras
+from zoo.models._blocks import check_common, head, l2, load_weights
+from zoo.registry import Recipe, register
+
+BN_EPSILON = 1.001e-5  # keras.applications' value (its weights were converted with it)
+BN_MOMENTUM = 0.9  # moving averages settle within a short run
+
+
+def _he_normal():
+    # He et al. 2015 (PReLU paper): zero-mean Gaussian, std sqrt(2 / fan_in), not truncated.
+    return keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
+
+
+def _conv(filters, kernel, *, strides=1, padding="valid", use_bias=True, reg=None, name):
+    return keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding,
+                               use_bias=use_bias, kernel_initializer=_he_normal(),
+                               kernel_regularizer=reg, name=name)
+
+
+def _bn(name, epsilon=BN_EPSILON):
+    return keras.layers.BatchNormalization(axis=-1, epsilon=epsilon, momentum=BN_MOMENTUM,
+                                           name=name)
+
+
+def _relu(name):
+    return keras.layers.Activation("relu", name=name)
+
+
+# ---- blocks ---------------------------------------------------------------------------------
+
+def _bottleneck(x, filters, *, stride=1, conv_shortcut=True, reg=None, name):
+    """keras.applications residual_block_v1, in its exact layer order."""
+    if conv_shortcut:
+        shortcut = _conv(4 * filters, 1, strides=stride, reg=reg, name=f"{name}_0_conv")(x)
+        shortcut = _bn(f"{name}_0_bn")(shortcut)
+    else:
+        shortcut = x
+    x = _conv(filters, 1, strides=stride, reg=reg, name=f"{name}_1_conv")(x)
+    x = _relu(f"{name}_1_relu")(_bn(f"{name}_1_bn")(x))
+    x = _conv(filters, 3, padding="same", reg=reg, name=f"{name}_2_conv")(x)
+    x = _relu(f"{name}_2_relu")(_bn(f"{name}_2_bn")(x))
+    x = _conv(4 * filters, 1, reg=reg, name=f"{name}_3_conv")(x)
+    x = _bn(f"{name}_3_bn")(x)
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
+    return _relu(f"{name}_out")(x)
+
+
+def _bottleneck_stack(x, filters, blocks, *, stride=2, reg=None, name):
+    x = _bottleneck(x, filters, stride=stride, reg=reg, name=f"{name}_block1")
+    for i in range(2, blocks + 1):
+        x = _bottleneck(x, filters, conv_shortcut=False, reg=reg, name=f"{name}_block{i}")
+    return x
+
+
+def _conv3x3(x, filters, *, stride, reg, name):
+    # Symmetric padding of 1, as in the paper's Caffe/Torch models; Keras's
+    # "same" would pad only bottom/right when striding an even-sized map.
+    if stride > 1:
+        x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+        return _conv(filters, 3, strides=stride, use_bias=False, reg=reg, name=name)(x)
+    return _conv(filters, 3, padding="same", use_bias=False, reg=reg, name=name)(x)
+
+
+def _option_a_shortcut(x, filters, stride, name):
+    """Parameter-free shortcut: subsample by `stride`, zero-pad channels to `filters`."""
+    layers = keras.layers
+    if stride > 1:
+        # A 1x1 max-pool with a stride is plain subsampling x[:, ::s, ::s, :].
+        x = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_subsample")(x)
+    height, width, channels = x.shape[1:]
+    extra = filters - channels
+    if extra:
+        # View channels as a third spatial axis so ZeroPadding3D can pad them.
+        x = layers.Reshape((height, width, channels, 1), name=f"{name}_0_expand")(x)
+        x = layers.ZeroPadding3D(((0, 0), (0, 0), (extra // 2, extra - extra // 2)),
+                                 name=f"{name}_0_pad")(x)
+        x = layers.Reshape((height, width, filters), name=f"{name}_0_squeeze")(x)
+    return x
+
+
+def _basic_block(x, filters, *, stride=1, shortcut="B", reg=None, name):
+    """Two 3x3 convs; shortcut "B" projects (1x1 conv + BN) when the shape changes, "A" pads."""
+    changes = stride != 1 or x.shape[-1] != filters
+    if not changes:
+        short = x
+    elif shortcut == "A":
+        short = _option_a_shortcut(x, filters, stride, name)
+    else:
+        short = _conv(filters, 1, strides=stride, use_bias=False, reg=reg,
+                      name=f"{name}_0_conv")(x)
+        short = _bn(f"{name}_0_bn", 1e-5)(short)
+    x = _conv3x3(x, filters, stride=stride, reg=reg, name=f"{name}_1_conv")
+    x = _relu(f"{name}_1_relu")(_bn(f"{name}_1_bn", 1e-5)(x))
+    x = _conv3x3(x, filters, stride=1, reg=reg, name=f"{name}_2_conv")
+    x = _bn(f"{name}_2_bn", 1e-5)(x)
+    x = keras.layers.Add(name=f"{name}_add")([short, x])
+    return _relu(f"{name}_out")(x)
+
+
+def _preact_block(x, filters, *, stride=1, conv_shortcut=False, reg=None, name):
+    """keras.applications residual_block_v2, in its exact layer order."""
+    layers = keras.layers
+    preact = _relu(f"{name}_preact_relu")(_bn(f"{name}_preact_bn")(x))
+    if conv_shortcut:
+        shortcut = _conv(4 * filters, 1, strides=stride, reg=reg, name=f"{name}_0_conv")(preact)
+    elif stride > 1:
+        shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_subsample")(x)
+    else:
+        shortcut = x
+    x = _conv(filters, 1, use_bias=False, reg=reg, name=f"{name}_1_conv")(preact)
+    x = _relu(f"{name}_1_relu")(_bn(f"{name}_1_bn")(x))
+    x = layers.ZeroPadding2D(1, name=f"{name}_2_pad")(x)
+    x = _conv(filters, 3, strides=stride, use_bias=False, reg=reg, name=f"{name}_2_conv")(x)
+    x = _relu(f"{name}_2_relu")(_bn(f"{name}_2_bn")(x))
+    x = _conv(4 * filters, 1, reg=reg, name=f"{name}_3_conv")(x)
+    return layers.Add(name=f"{name}_out")([shortcut, x])
+
+
+def _preact_stack(x, filters, blocks, *, stride=2, reg=None, name):
+    # keras.applications strides in the LAST block of a v2 stage.
+    x = _preact_block(x, filters, conv_shortcut=True, reg=reg, name=f"{name}_block1")
+    for i in range(2, blocks):
+        x = _preact_block(x, filters, reg=reg, name=f"{name}_block{i}")
+    return _preact_block(x, filters, stride=stride, reg=reg, name=f"{name}_block{blocks}")
+
+
+# ---- networks ------------------------------------------------------------------------------
+
+def _imagenet_resnet(*, kind, blocks, input_shape, num_classes, include_top, weights, pooling,
+                     classifier_activation, weight_decay, name, spec_name):
+    input_shape, weights = check_common(
+        name=spec_name, input_shape=input_shape, min_size=32, num_classes=num_classes,
+        include_top=include_top, pooling=pooling, weights=weights, weight_decay=weight_decay)
+    layers = keras.layers
+    reg = l2(weight_decay)
+    inputs = keras.Input(shape=input_shape, name="inputs")
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
+    # keras.applications keeps the stem conv bias in v1/v2 bottleneck nets; basic-block
+    # nets follow the paper (no bias before batch norm).
+    x = _conv(64, 7, strides=2, use_bias=kind != "basic", reg=reg, name="conv1_conv")(x)
+    if kind != "preact":
+        x = _relu("conv1_relu")(_bn("conv1_bn", 1e-5 if kind == "basic" else BN_EPSILON)(x))
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    for stage, (filters, count) in enumerate(zip((64, 128, 256, 512), blocks), start=2):
+        stage_name = f"conv{stage}"
+        if kind == "bottleneck":
+            x = _bottleneck_stack(x, filters, count, stride=1 if stage == 2 else 2, reg=reg,
+                                  name=stage_name)
+        elif kind == "preact":
+            x = _preact_stack(x, filters, count, stride=1 if stage == 5 else 2, reg=reg,
+                              name=stage_name)
+        else:
+            for i in range(1, count + 1):
+                stride = 2 if (i == 1 and stage > 2) else 1
+                x = _basic_block(x, filters, stride=stride, reg=reg,
+                                 name=f"{stage_name}_block{i}")
+    if kind == "preact":
+        x = _relu("post_relu")(_bn("post_bn")(x))
+    x = head(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
+             classifier_activation=classifier_activation, regularizer=reg)
+    model = keras.Model(inputs, x, name=name)
+    return load_weights(model, weights, input_shape=input_shape, include_top=include_top,
+                        num_classes=num_classes)
+
+
+def _cifar_resnet(*, depth, input_shape, num_classes, include_top, weights, pooling,
+                  classifier_activation, weight_decay, name, spec_name):
+    input_shape, weights = check_common(
+        name=spec_name, input_shape=input_shape, min_size=8, num_classes=num_classes,
+        include_top=include_top, pooling=pooling, weights=weights, weight_decay=weight_decay)
+    n = (depth - 2) // 6
+    reg = l2(weight_decay)
+    inputs = keras.Input(shape=input_shape, name="inputs")
+    x = _conv(16, 3, padding="same", use_bias=False, reg=reg, name="conv1_conv")(inputs)
+    x = _relu("conv1_relu")(_bn("conv1_bn", 1e-5)(x))
+    for stage, filters in enumerate((16, 32, 64), start=2):
+        for i in range(1, n + 1):
+            stride = 2 if (i == 1 and stage > 2) else 1
+            x = _basic_block(x, filters, stride=stride, shortcut="A", reg=reg,
+                             name=f"conv{stage}_block{i}")
+    x = head(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
+             classifier_activation=classifier_activation, regularizer=reg)
+    model = keras.Model(inputs, x, name=name)
+    return load_weights(model, weights, input_shape=input_shape, include_top=include_top,
+                        num_classes=num_classes)
+
+
+# ---- registry ------------------------------------------------------------------------------
+
+_PAPER = "He, Zhang, Ren & Sun 2015, Deep Residual Learning for Image Recognition"
+_PAPER_V2 = "He, Zhang, Ren & Sun 2016, Identity Mappings in Deep Residual Networks"
+# Section 3.4: SGD, batch 256, lr 0.1 divided by 10 when the error plateaus,
+# momentum 0.9, weight decay 1e-4 (in the builder), up to 60e4 iterations (~120 epochs).
+_IMAGENET_RECIPE = Recipe(optimizer="momentum", learning_rate=0.1, momentum=0.9,
+                          schedule="reduce_on_plateau", batch_size=256, epochs=120,
+                          augment=("crop", "flip"), early_stopping_patience=None)
+# Section 4.2: batch 128, lr 0.1 divided by 10 at 32k and 48k of 64k iterations
+# (50% / 75%), momentum 0.9, weight decay 1e-4, 4-pixel pad + 32x32 crop + flip;
+# 64k iterations x 128 / 45k training images = 182 epochs.
+_CIFAR_RECIPE = Recipe(optimizer="momentum", learning_rate=0.1, momentum=0.9, schedule="step",
+                       batch_size=128, epochs=182, augment=("crop", "flip"),
+                       early_stopping_patience=None)
+
+
+def _resnet_space(hp):
+    return {"weight_decay": hp.Choice("weight_decay", [0.0, 1e-4, 5e-4], default=1e-4)}
+
+
+def _imagenet_spec(num_params, note, paper=_PAPER):
+    return dict(family="resnet", task="classification", test_input_shape=(32, 32, 3),
+                min_input_shape=(32, 32, 1), paper=paper, num_params=num_params,
+                params_note=note, recipe=_IMAGENET_RECIPE, search_space=_resnet_space,
+                backbone=True, test_kwargs={"num_classes": 3})
+
+
+@register(**_imagenet_spec(11_699_112,
+                           "basic blocks 2-2-2-2, 224x224x3, 1000 classes: 11,689,512 trainable "
+                           "(torchvision's resnet18) + 9,600 BN moving statistics"))
+def resnet18(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet18"):
+    """ResNet-18: basic blocks 2-2-2-2, projection shortcuts (option B).
+
+    Args:
+        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
+        num_classes: number of classes. Defaults to 1000.
+        include_top: keep global average pooling and the classifier. Defaults to True.
+        weights: None (random init) or the path of a local .weights.h5/.h5 file
+            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
+            of weight_decay / 2. Defaults to 1e-4.
+        name: model name. Defaults to "resnet18".
+    """
+    return _imagenet_resnet(kind="basic", blocks=(2, 2, 2, 2), spec_name="resnet18", **locals())
+
+
+@register(**_imagenet_spec(21_814_696,
+                           "basic blocks 3-4-6-3, 224x224x3, 1000 classes: 21,797,672 trainable "
+                           "(torchvision's resnet34) + 17,024 BN moving statistics"))
+def resnet34(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet34"):
+    """ResNet-34: basic blocks 3-4-6-3, projection shortcuts (option B).
+
+    Args:
+        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
+        num_classes: number of classes. Defaults to 1000.
+        include_top: keep global average pooling and the classifier. Defaults to True.
+        weights: None (random init) or the path of a local .weights.h5/.h5 file
+            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
+            of weight_decay / 2. Defaults to 1e-4.
+        name: model name. Defaults to "resnet34".
+    """
+    return _imagenet_resnet(kind="basic", blocks=(3, 4, 6, 3), spec_name="resnet34", **locals())
+
+
+@register(**_imagenet_spec(25_636_712,
+                           "= keras.applications.ResNet50 (conv biases kept), 224x224x3, 1000 "
+                           "classes; 25,583,592 trainable + 53,120 BN moving statistics"))
+def resnet50(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet50"):
+    """ResNet-50: bottleneck blocks 3-4-6-3, weight-compatible with keras.applications.ResNet50.
+
+    Args:
+        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
+        num_classes: number of classes. Defaults to 1000.
+        include_top: keep global average pooling and the classifier. Defaults to True.
+        weights: None (random init) or the path of a local .weights.h5/.h5 file
+            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
+            of weight_decay / 2. Defaults to 1e-4.
+        name: model name. Defaults to "resnet50".
+    """
+    return _imagenet_resnet(kind="bottleneck", blocks=(3, 4, 6, 3), spec_name="resnet50",
+                            **locals())
+
+
+@register(**_imagenet_spec(44_707_176,
+                           "= keras.applications.ResNet101, 224x224x3, 1000 classes; "
+                           "44,601,832 trainable + 105,344 BN moving statistics"))
+def resnet101(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+              pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet101"):
+    """ResNet-101: bottleneck blocks 3-4-23-3, weight-compatible with keras.applications.
+
+    Args:
+        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
+        num_classes: number of classes. Defaults to 1000.
+        include_top: keep global average pooling and the classifier. Defaults to True.
+        weights: None (random init) or the path of a local .weights.h5/.h5 file
+            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
+            of weight_decay / 2. Defaults to 1e-4.
+        name: model name. Defaults to "resnet101".
+    """
+    return _imagenet_resnet(kind="bottleneck", blocks=(3, 4, 23, 3), spec_name="resnet101",
+                            **locals())
+
+
+@register(**_imagenet_spec(60_419_944,
+                           "= keras.applications.ResNet152, 224x224x3, 1000 classes; "
+                           "60,268,520 trainable + 151,424 BN moving statistics"))
+def resnet152(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+              pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet152"):
+    """ResNet-152: bottleneck blocks 3-8-36-3, weight-compatible with keras.applications.
+
+    Args:
+        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
+        num_classes: number of classes. Defaults to 1000.
+        include_top: keep global average pooling and the classifier. Defaults to True.
+        weights: None (random init) or the path of a local .weights.h5/.h5 file
+            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
+            of weight_decay / 2. Defaults to 1e-4.
+        name: model name. Defaults to "resnet152".
+    """
+    return _imagenet_resnet(kind="bottleneck", blocks=(3, 8, 36, 3), spec_name="resnet152",
+                            **locals())
+
+
+@register(**_imagenet_spec(25_613_800,
+                           "= keras.applications.ResNet50V2, 224x224x3, 1000 classes; "
+                           "25,568,360 trainable + 45,440 BN moving statistics", paper=_PAPER_V2))
+def resnet50v2(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+               pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet50v2"):
+    """ResNet-50 v2 (pre-activation), weight-compatible with keras.applications.ResNet50V2.
+
+    As in Keras, each stage strides in its last block, so the
+    `conv{k}_block{n}_out` stage outputs sit at strides 8, 16, 32, 32.
+
+    Args:
+        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
+        num_classes: number of classes. Defaults to 1000.
+        include_top: keep global average pooling and the classifier. Defaults to True.
+        weights: None (random init) or the path of a local .weights.h5/.h5 file
+            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
+            of weight_decay / 2. Defaults to 1e-4.
+        name: model name. Defaults to "resnet50v2".
+    """
+    return _imagenet_resnet(kind="preact", blocks=(3, 4, 6, 3), spec_name="resnet50v2", **locals())
+
+
+# Table 6 of the paper (trainable parameters, at its printed precision), by depth 6n+2.
+CIFAR_TABLE6 = {20: 0.27e6, 32: 0.46e6, 44: 0.66e6, 56: 0.85e6, 110: 1.7e6}
+
+
+def _cifar_spec(depth, num_params):
+    return dict(family="resnet", task="classification", test_input_shape=(8, 8, 3),
+                min_input_shape=(8, 8, 1), paper=_PAPER + " (section 4.2, CIFAR-10)",
+                num_params=num_params,
+                params_note=(f"{(depth - 2) // 6} basic blocks per stage, 16/32/64 filters, "
+                             f"option-A shortcuts, 32x32x3, 10 classes; Table 6: "
+                             f"{CIFAR_TABLE6[depth] / 1e6:g}M trainable (the rest of the count "
+                             f"is BN moving statistics)"),
+                recipe=_CIFAR_RECIPE, search_space=_resnet_space, backbone=True,
+                test_kwargs={"num_classes": 3})
+
+
+@register(**_cifar_spec(20, 271_098))
+def resnet20(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weights=None,
+             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet20"):
+    """ResNet-20 for CIFAR: 3 stages x 3 basic blocks, 16/32/64 filters, option-A shortcuts.
+
+    Args:
+        input_shape: (height, width, channels), at least 8x8. Defaults to (32, 32, 3).
+        num_classes: number of classes. Defaults to 10.
+        include_top: keep global average pooling and the classifier. Defaults to True.
+        weights: None (random init) or the path of a local .weights.h5/.h5 file
+            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
+            of weight_decay / 2. Defaults to 1e-4.
+        name: model name. Defaults to "resnet20".
+    """
+    return _cifar_resnet(depth=20, spec_name="resnet20", **locals())
+
+
+@register(**_cifar_spec(32, 466_426))
+def resnet32(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weights=None,
+             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet32"):
+    """ResNet-32 for CIFAR: 3 stages x 5 basic blocks, 16/32/64 filters, option-A shortcuts.
+
+    Args:
+        input_shape: (height, width, channels), at least 8x8. Defaults to (32, 32, 3).
+        num_classes: number of classes. Defaults to 10.
+        include_top: keep global average pooling and the classifier. Defaults to True.
+        weights: None (random init) or the path of a local .weights.h5/.h5 file
+            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
+            of weight_decay / 2. Defaults to 1e-4.
+        name: model name. Defaults to "resnet32".
+    """
+    return _cifar_resnet(depth=32, spec_name="resnet32", **locals())
+
+
+@register(**_cifar_spec(44, 661_754))
+def resnet44(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weights=None,
+             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet44"):
+    """ResNet-44 for CIFAR: 3 stages x 7 basic blocks, 16/32/64 filters, option-A shortcuts.
+
+    Args:
+        input_shape: (height, width, channels), at least 8x8. Defaults to (32, 32, 3).
+        num_classes: number of classes. Defaults to 10.
+        include_top: keep global average pooling and the classifier. Defaults to True.
+        weights: None (random init) or the path of a local .weights.h5/.h5 file
+            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
+            of weight_decay / 2. Defaults to 1e-4.
+        name: model name. Defaults to "resnet44".
+    """
+    return _cifar_resnet(depth=44, spec_name="resnet44", **locals())
+
+
+@register(**_cifar_spec(56, 857_082))
+def resnet56(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weights=None,
+             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet56"):
+    """ResNet-56 for CIFAR: 3 stages x 9 basic blocks, 16/32/64 filters, option-A shortcuts.
+
+    Args:
+        input_shape: (height, width, channels), at least 8x8. Defaults to (32, 32, 3).
+        num_classes: number of classes. Defaults to 10.
+        include_top: keep global average pooling and the classifier. Defaults to True.
+        weights: None (random init) or the path of a local .weights.h5/.h5 file
+            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
+            of weight_decay / 2. Defaults to 1e-4.
+        name: model name. Defaults to "resnet56".
+    """
+    return _cifar_resnet(depth=56, spec_name="resnet56", **locals())
+
+
+@register(**_cifar_spec(110, 1_736_058))
+def resnet110(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weights=None,
+              pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet110"):
+    """ResNet-110 for CIFAR: 3 stages x 18 basic blocks, 16/32/64 filters, option-A shortcuts.
+
+    Args:
+        input_shape: (height, width, channels), at least 8x8. Defaults to (32, 32, 3).
+        num_classes: number of classes. Defaults to 10.
+        include_top: keep global average pooling and the classifier. Defaults to True.
+        weights: None (random init) or the path of a local .weights.h5/.h5 file
+            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
+            of weight_decay / 2. Defaults to 1e-4.
+        name: model name. Defaults to "resnet110".
+    """
+    return _cifar_resnet(depth=110, spec_name="resnet110", **locals())

@@ -1,0 +1,180 @@
+"""VGG networks (Simonyan & Zisserman 2014), configurations A, B, D, E.
+
+`vgg11`/`vgg13`/`vgg16`/`vgg19` are the paper's configurations A/B/D/E.  vgg16
+and vgg19 reproduce keras.applications.VGG16/VGG19 layer for layer (same
+names and weight layout), plus the paper's dropout (0.5) after fc1 and fc2,
+which has no weights.  The `*_bn` variants put batch normalization after every
+convolution (not in the paper: the torchvision variants, which keep the conv
+biases; their parameter counts match torchvision's).
+
+Weight decay: `weight_decay` (the paper's 5e-4) adds an L2 kernel penalty of
+`weight_decay / 2`, whose gradient is the paper's SGD weight decay.
+"""
+
+from zoo._lazy import keras
+from zoo.models._blocks import check_common, head, l2, load_weights
+from zoo.registry import Recipe, register
+
+# Convolutions per block (each block ends with 2x2 max-pooling); filters 64-128-256-512-512.
+CONFIGS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
+FILTERS = (64, 128, 256, 512, 512)
+
+
+def _vgg(*, depth, batch_norm, input_shape, num_classes, include_top, weights, pooling,
+         classifier_activation, weight_decay, name, spec_name):
+    input_shape, weights = check_common(
+        name=spec_name, input_shape=input_shape, min_size=32, num_classes=num_classes,
+        include_top=include_top, pooling=pooling, weights=weights, weight_decay=weight_decay)
+    layers = keras.layers
+    reg = l2(weight_decay)
+    inputs = keras.Input(shape=input_shape, name="inputs")
+    x = inputs
+    for block, (convs, filters) in enumerate(zip(CONFIGS[depth], FILTERS), start=1):
+        for i in range(1, convs + 1):
+            prefix = f"block{block}_conv{i}"
+            if batch_norm:
+                x = layers.Conv2D(filters, 3, padding="same", kernel_regularizer=reg,
+                                  name=prefix)(x)
+                x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
+                                              name=f"block{block}_bn{i}")(x)
+                x = layers.Activation("relu", name=f"block{block}_relu{i}")(x)
+            else:
+                x = layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                  kernel_regularizer=reg, name=prefix)(x)
+        x = layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
+
+    def top(x):
+        x = layers.Flatten(name="flatten")(x)
+        for i in (1, 2):
+            x = layers.Dense(4096, activation="relu", kernel_regularizer=reg, name=f"fc{i}")(x)
+            x = layers.Dropout(0.5, name=f"fc{i}_dropout")(x)
+        return layers.Dense(num_classes, activation=classifier_activation,
+                            kernel_regularizer=reg, name="predictions")(x)
+
+    x = head(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
+             classifier_activation=classifier_activation, flatten_top=top)
+    model = keras.Model(inputs, x, name=name)
+    return load_weights(model, weights, input_shape=input_shape, include_top=include_top,
+                        num_classes=num_classes)
+
+
+_PAPER = ("Simonyan & Zisserman 2014, Very Deep Convolutional Networks for Large-Scale "
+          "Image Recognition")
+# Section 3.1: batch 256, SGD momentum 0.9, weight decay 5e-4 (in the builder),
+# dropout 0.5, lr 1e-2 divided by 10 when validation accuracy stops improving,
+# 74 epochs; random 224 crops of rescaled images + horizontal flips.
+RECIPE = Recipe(optimizer="momentum", learning_rate=1e-2, momentum=0.9,
+                schedule="reduce_on_plateau", batch_size=256, epochs=74,
+                augment=("crop", "flip"), early_stopping_patience=None)
+
+
+def _space(hp):
+    return {"weight_decay": hp.Choice("weight_decay", [0.0, 5e-4, 1e-3], default=5e-4)}
+
+
+def _spec(num_params, note):
+    # Test input 32x32: the smallest the five 2x2 poolings allow.
+    return dict(family="vgg", task="classification", test_input_shape=(32, 32, 3),
+                min_input_shape=(32, 32, 1), paper=_PAPER, num_params=num_params,
+                params_note=note + ", 224x224x3 with the 4096-4096-1000 top",
+                recipe=RECIPE, search_space=_space, backbone=True,
+                test_kwargs={"num_classes": 3})
+
+
+
+@register(**_spec(132_863_336, "configuration A (torchvision vgg11: 132,863,336)"))
+def vgg11(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+          pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg11"):
+    """VGG-11 (configuration A): 8 convolutions + 3 fully connected layers.
+
+    Args: as `vgg16`.
+    """
+    return _vgg(depth=11, batch_norm=False, spec_name="vgg11", **locals())
+
+
+@register(**_spec(133_047_848, "configuration B (torchvision vgg13: 133,047,848)"))
+def vgg13(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+          pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg13"):
+    """VGG-13 (configuration B): 10 convolutions + 3 fully connected layers.
+
+    Args: as `vgg16`.
+    """
+    return _vgg(depth=13, batch_norm=False, spec_name="vgg13", **locals())
+
+
+@register(**_spec(138_357_544, "configuration D = keras.applications.VGG16 (138,357,544)"))
+def vgg16(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+          pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg16"):
+    """VGG-16 (configuration D), weight-compatible with keras.applications.VGG16.
+
+    Args:
+        input_shape: (height, width, channels), at least 32x32; the top's fc1 size
+            depends on it. Defaults to (224, 224, 3).
+        num_classes: number of classes. Defaults to 1000.
+        include_top: keep flatten-fc1-fc2-predictions. Defaults to True.
+        weights: None (random init) or the path of a local .weights.h5/.h5 file
+            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty of
+            weight_decay / 2. Defaults to 5e-4.
+        name: model name. Defaults to "vgg16".
+    """
+    return _vgg(depth=16, batch_norm=False, spec_name="vgg16", **locals())
+
+
+@register(**_spec(143_667_240, "configuration E = keras.applications.VGG19 (143,667,240)"))
+def vgg19(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+          pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg19"):
+    """VGG-19 (configuration E), weight-compatible with keras.applications.VGG19.
+
+    Args: as `vgg16`.
+    """
+    return _vgg(depth=19, batch_norm=False, spec_name="vgg19", **locals())
+
+
+
+
+def _bn_note(config, tv, trainable, stats):
+    return (f"configuration {config}, batch norm after each conv: {trainable} trainable "
+            f"(torchvision {tv}) + {stats} BN moving statistics")
+
+
+@register(**_spec(132_874_344, _bn_note("A", "vgg11_bn", "132,868,840", "5,504")))
+def vgg11_bn(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+             pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg11_bn"):
+    """VGG-11 with batch normalization after every convolution (torchvision variant).
+
+    Args: as `vgg16`.
+    """
+    return _vgg(depth=11, batch_norm=True, spec_name="vgg11_bn", **locals())
+
+
+@register(**_spec(133_059_624, _bn_note("B", "vgg13_bn", "133,053,736", "5,888")))
+def vgg13_bn(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+             pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg13_bn"):
+    """VGG-13 with batch normalization after every convolution (torchvision variant).
+
+    Args: as `vgg16`.
+    """
+    return _vgg(depth=13, batch_norm=True, spec_name="vgg13_bn", **locals())
+
+
+@register(**_spec(138_374_440, _bn_note("D", "vgg16_bn", "138,365,992", "8,448")))
+def vgg16_bn(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+             pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg16_bn"):
+    """VGG-16 with batch normalization after every convolution (torchvision variant).
+
+    Args: as `vgg16`.
+    """
+    return _vgg(depth=16, batch_norm=True, spec_name="vgg16_bn", **locals())
+
+
+@register(**_spec(143_689_256, _bn_note("E", "vgg19_bn", "143,678,248", "11,008")))
+def vgg19_bn(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
+             pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg19_bn"):
+    """VGG-19 with batch normalization after every convolution (torchvision variant).
+
+    Args: as `vgg16`.
+    """
+    return _vgg(depth=19, batch_norm=True, spec_name="vgg19_bn", **locals())
