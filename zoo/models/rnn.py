@@ -87,11 +87,14 @@ def _sequence_forecaster(cell, *, input_shape, horizon, num_targets, units, num_
 
 
 def _classifier_space(hp):
+    return {**_bilstm_space(hp), "bidirectional": hp.Boolean("bidirectional", default=False)}
+
+
+def _bilstm_space(hp):
     return {
         "embedding_dim": hp.Choice("embedding_dim", [32, 64, 128], default=128),
         "units": hp.Choice("units", [32, 64, 128], default=64),
         "num_layers": hp.Int("num_layers", 1, 3, default=1),
-        "bidirectional": hp.Boolean("bidirectional", default=False),
         "dropout": hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.0),
     }
 
@@ -210,7 +213,7 @@ def gru_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_dim=128, 
 @register(family="rnn", paper="Schuster & Paliwal 1997; Graves & Schmidhuber 2005",
           num_params=2_659_074,
           params_note="vocab 20000, embedding 128, 2x64 LSTM units (forward + backward), "
-                      "2 classes", **_CLASSIFIER)
+                      "2 classes", **{**_CLASSIFIER, "search_space": _bilstm_space})
 def bilstm_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_dim=128,
                       num_classes=2, units=64, num_layers=1, dropout=0.0,
                       recurrent_dropout=0.0, classifier_activation="softmax",
