@@ -343,8 +343,8 @@ class AutoencoderHooks(TaskHooks):
         shape = tuple(model.inputs[0].shape[1:])
         encoder, decoder = model.get_layer("encoder"), model.get_layer("decoder")
         latent = (int(decoder.inputs[0].shape[-1]),)
+        # serving_default stays zoo.export's default (named outputs, verified).
         return {
-            "serving_default": (lambda x: model(x, training=False), _spec_input_signature(shape)),
             "reconstruct": (lambda x: model(x, training=False), _spec_input_signature(shape)),
             "encode": (lambda x: encoder(x, training=False), _spec_input_signature(shape)),
             "decode": (lambda z: decoder(z, training=False), _spec_input_signature(latent)),

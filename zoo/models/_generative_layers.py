@@ -57,6 +57,8 @@ class GaussianSampler(keras.layers.Layer):
 
 def kl_divergence(mean, log_var):
     """KL(q(z|x) || N(0, I)) per example, in nats (closed form)."""
+    # float32 even under a mixed_float16 policy: exp/log overflow in float16.
+    mean, log_var = ops.cast(mean, "float32"), ops.cast(log_var, "float32")
     return -0.5 * ops.sum(1.0 + log_var - ops.square(mean) - ops.exp(log_var), axis=-1)
 
 
@@ -67,8 +69,8 @@ def reconstruction_nll(x, reconstruction, kind):
     squared errors (a unit-variance Gaussian up to a constant and a factor 2).
     """
     batch = ops.shape(x)[0]
-    x = ops.reshape(x, (batch, -1))
-    reconstruction = ops.reshape(reconstruction, (batch, -1))
+    x = ops.reshape(ops.cast(x, "float32"), (batch, -1))
+    reconstruction = ops.reshape(ops.cast(reconstruction, "float32"), (batch, -1))
     if kind == "bce":
         eps = 1e-7
         p = ops.clip(reconstruction, eps, 1.0 - eps)
@@ -141,8 +143,9 @@ class VAE(keras.Model):
         x = _unpack_x(data)
         with tf.GradientTape() as tape:
             loss, rec, kl = self._objective(x, training=True)
+            scaled = self.optimizer.scale_loss(loss)  # mixed precision loss scaling
         weights = self.trainable_weights
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
         return self._update(loss, rec, kl)
 
     def test_step(self, data):
@@ -216,7 +219,8 @@ class GAN(keras.Model):
         self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
 
     def call(self, inputs, training=None):
-        return ops.sigmoid(self.discriminator(inputs, training=training))
+        logits = ops.cast(self.discriminator(inputs, training=training), "float32")
+        return ops.sigmoid(logits)
 
     def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
         """Compile with one optimizer per player (Adam(2e-4, beta_1=0.5) each by default)."""
@@ -228,7 +232,23 @@ class GAN(keras.Model):
         if g_optimizer is None:
             g_optimizer = (keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
                            if optimizer is not None and d_optimizer is None else _dcgan_adam())
+        if self.dtype_policy.name == "mixed_float16" and not isinstance(
+                g_optimizer, keras.optimizers.LossScaleOptimizer):
+            # Keras wraps the compiled optimizer itself; the second one is ours to wrap.
+            g_optimizer = keras.optimizers.LossScaleOptimizer(g_optimizer)
         self.g_optimizer = g_optimizer
+
+    def get_compile_config(self):
+        # Both optimizers' settings, so a loaded `.keras` GAN is compiled again
+        # (the generator optimizer's slot variables are not restored).
+        if not self.compiled:
+            return None
+        return {"d_optimizer": keras.optimizers.serialize(self.d_optimizer),
+                "g_optimizer": keras.optimizers.serialize(self.g_optimizer)}
+
+    def compile_from_config(self, config):
+        self.compile(d_optimizer=keras.optimizers.deserialize(config["d_optimizer"]),
+                     g_optimizer=keras.optimizers.deserialize(config["g_optimizer"]))
 
     @property
     def metrics(self):
@@ -239,12 +259,15 @@ class GAN(keras.Model):
         return keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
 
     def _d_loss(self, real_logits, fake_logits):
+        real_logits = ops.cast(real_logits, "float32")
+        fake_logits = ops.cast(fake_logits, "float32")
         real_target = ops.ones_like(real_logits) * (1.0 - self.label_smoothing)
         return (ops.mean(ops.binary_crossentropy(real_target, real_logits, from_logits=True))
                 + ops.mean(ops.binary_crossentropy(ops.zeros_like(fake_logits), fake_logits,
                                                    from_logits=True)))
 
     def _g_loss(self, fake_logits):
+        fake_logits = ops.cast(fake_logits, "float32")
         return ops.mean(ops.binary_crossentropy(ops.ones_like(fake_logits), fake_logits,
                                                 from_logits=True))
 
@@ -268,22 +291,25 @@ class GAN(keras.Model):
             real_logits = self.discriminator(real, training=True)
             fake_logits = self.discriminator(fake, training=True)
             d_loss = self._d_loss(real_logits, fake_logits)
+            scaled = self.d_optimizer.scale_loss(d_loss)  # mixed precision loss scaling
         d_weights = self.discriminator.trainable_weights
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_weights), d_weights))
+        self.d_optimizer.apply_gradients(zip(tape.gradient(scaled, d_weights), d_weights))
 
         with tf.GradientTape() as tape:
             fake_logits = self.discriminator(
                 self.generator(self._noise(batch), training=True), training=True)
             g_loss = self._g_loss(fake_logits)
+            scaled = self.g_optimizer.scale_loss(g_loss)
         g_weights = self.generator.trainable_weights
-        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_weights), g_weights))
-        return self._update(d_loss, g_loss, real_logits, fake_logits)
+        self.g_optimizer.apply_gradients(zip(tape.gradient(scaled, g_weights), g_weights))
+        return self._update(d_loss, g_loss, ops.cast(real_logits, "float32"),
+                            ops.cast(fake_logits, "float32"))
 
     def test_step(self, data):
         real = _unpack_x(data)
         fake = self.generator(self._noise(ops.shape(real)[0]), training=False)
-        real_logits = self.discriminator(real, training=False)
-        fake_logits = self.discriminator(fake, training=False)
+        real_logits = ops.cast(self.discriminator(real, training=False), "float32")
+        fake_logits = ops.cast(self.discriminator(fake, training=False), "float32")
         return self._update(self._d_loss(real_logits, fake_logits), self._g_loss(fake_logits),
                             real_logits, fake_logits)
 
