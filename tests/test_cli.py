@@ -1,0 +1,95 @@
+"""The `zoo` command: train, evaluate and export end to end, and its errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from zoo import cli
+
+ZOO = [sys.executable, "-m", "zoo.cli"]
+ENV = {**os.environ, "ZOO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_train_export_and_serve_with_plain_tensorflow(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([*ZOO, "train", "mlp", "--data", "digits", "--epochs", "1",
+                           "--out", str(run_dir), "--verbose", "0"],
+                          capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test accuracy:" in proc.stdout
+    assert f"SavedModel: {run_dir / 'saved_model'}" in proc.stdout
+
+    proc = subprocess.run([*ZOO, "export", str(run_dir), "--format", "saved_model", "--out",
+                           str(tmp_path / "served")], capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "max abs diff vs Keras" in proc.stdout
+
+    # saved_model_cli, shipped with TensorFlow, runs the signature too.
+    x = np.load(run_dir / "export_inputs.npz")["inputs"][:2]
+    np.save(tmp_path / "x.npy", x)
+    cli_path = shutil.which("saved_model_cli") or os.path.join(os.path.dirname(sys.executable),
+                                                               "saved_model_cli")
+    proc = subprocess.run([cli_path, "run", "--dir", str(tmp_path / "served"), "--tag_set",
+                           "serve", "--signature_def", "serving_default", "--inputs",
+                           f"inputs={tmp_path / 'x.npy'}", "--outdir", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = np.load(tmp_path / "out" / "predictions.npy")
+
+    import keras
+    model = keras.saving.load_model(run_dir / "model.keras")
+    np.testing.assert_allclose(served, model.predict(x, verbose=0), atol=1e-5)
+
+    assert cli.main(["evaluate", str(run_dir)]) == 0
+
+
+def _run(argv, capsys):
+    code = cli.main(argv)
+    return code, capsys.readouterr()
+
+
+def test_list_and_info(capsys):
+    code, out = _run(["list", "lenet*"], capsys)
+    assert code == 0 and out.out.startswith("lenet5")
+    code, out = _run(["list", "--family", "mlp", "--json"], capsys)
+    assert [m["name"] for m in json.loads(out.out)] == ["mlp", "mlp_regressor", "perceptron"]
+    code, out = _run(["info", "lenet5"], capsys)
+    assert "61706" in out.out and "LeCun" in out.out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "lenet"], "Did you mean: lenet5"),
+    (["info", "resnet5000"], "Unknown model name"),
+    (["train", "mlp", "--data", "imagenet"], "Unknown dataset"),
+    (["train", "mlp", "--arg", "depth=3"], "Unknown model argument"),
+    (["export", "/nonexistent/run"], "no finished run"),
+])
+def test_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path):
+    code, out = _run(argv + (["--out", str(tmp_path / "r")] if argv[0] == "train" else []),
+                     capsys)
+    assert code == 2
+    assert message in out.err and "Traceback" not in out.err
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "mlp", "--epochs", "0"],
+    ["train", "mlp", "--batch-size", "-1"],
+    ["train", "mlp", "--lr", "0"],
+    ["train", "mlp", "--optimizer", "sgdx"],
+    ["train", "mlp", "--schedule", "linear"],
+])
+def test_argument_types_are_checked(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "usage: zoo" in capsys.readouterr().out

@@ -1,0 +1,92 @@
+"""SavedModel / .keras / TFLite export, fresh-process verification, model card."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from zoo import export
+
+
+def test_training_exports_a_verified_saved_model(digits_lenet_run):
+    run_dir = digits_lenet_run.run_dir
+    card = json.load(open(os.path.join(run_dir, "model_card.json")))
+    assert card["name"] == "lenet5"
+    assert card["parameters"] == 61_706
+    assert card["inputs"] == [{"name": "inputs", "shape": [None, 32, 32, 1], "dtype": "float32"}]
+    assert card["outputs"] == ["predictions"]
+    assert card["class_names"] == [str(i) for i in range(10)]
+    assert "test_accuracy" in card["test_metrics"]
+    assert {"tensorflow-cpu", "keras", "python"} <= set(card["versions"]) or \
+        {"tensorflow", "keras", "python"} <= set(card["versions"])
+    saved = card["exports"]["saved_model"]
+    assert saved["path"] == os.path.join(run_dir, "saved_model")
+    assert saved["max_abs_diff"] <= 1e-5
+
+
+def test_fresh_process_reproduces_predictions(digits_lenet_run):
+    run_dir = digits_lenet_run.run_dir
+    x = digits_lenet_run.bundle.take_inputs("test", 5)
+    served = export.run_saved_model_fresh(os.path.join(run_dir, "saved_model"), {"inputs": x})
+    expected = digits_lenet_run.model.predict(x, verbose=0)
+    np.testing.assert_allclose(served["predictions"], expected, atol=1e-5)
+
+
+def test_existing_export_target_is_refused_and_kept(digits_lenet_run, tmp_path):
+    run_dir = digits_lenet_run.run_dir
+    marker = os.path.join(run_dir, "saved_model", "saved_model.pb")
+    stamp = os.path.getmtime(marker)
+    with pytest.raises(ValueError, match="Export target already exists"):
+        export.export_run(run_dir)
+    assert os.path.getmtime(marker) == stamp
+    target = tmp_path / "occupied"
+    target.mkdir()
+    (target / "keep.txt").write_text("x")
+    with pytest.raises(ValueError, match="already exists"):
+        export.export_saved_model(digits_lenet_run.model, target)
+    assert (target / "keep.txt").exists()
+
+
+def test_keras_and_tflite_formats(digits_lenet_run, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    run_dir = digits_lenet_run.run_dir
+    path = export.export_run(run_dir, formats=("keras",), out=str(tmp_path / "m.keras"))
+    reloaded = keras.saving.load_model(path["keras"]["path"])
+    x = digits_lenet_run.bundle.take_inputs("test", 3)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0),
+                               digits_lenet_run.model.predict(x, verbose=0), atol=1e-6)
+
+    out = export.export_run(run_dir, formats=("tflite",), out=str(tmp_path / "m.tflite"))
+    interpreter = tf.lite.Interpreter(model_path=out["tflite"]["path"])
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, digits_lenet_run.model.predict(x, verbose=0), atol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"formats": ("onnx",)}, "format must be one of"),
+    ({"formats": ()}, "at least one format"),
+    ({"formats": ("keras", "tflite"), "out": "x"}, "exactly one format"),
+])
+def test_export_bad_arguments(digits_lenet_run, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        export.export_run(digits_lenet_run.run_dir, **kwargs)
+
+
+def test_export_of_a_directory_without_a_run(tmp_path):
+    with pytest.raises(ValueError, match="no finished run"):
+        export.export_run(str(tmp_path))
+
+
+def test_verification_detects_a_mismatch(digits_lenet_run):
+    import keras
+    other = keras.models.clone_model(digits_lenet_run.model)  # fresh random weights
+    x = digits_lenet_run.bundle.take_inputs("test", 4)
+    with pytest.raises(export.ExportVerificationError, match="differ from Keras"):
+        export.verify_saved_model(os.path.join(digits_lenet_run.run_dir, "saved_model"), other, x)
