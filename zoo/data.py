@@ -512,8 +512,10 @@ def pipeline(x, y, *, batch_size, input_shape=None, shuffle=False, seed=0, augme
         ds = ds.shuffle(min(len(x), 10_000), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if augmenter is not None:
-        ds = ds.map(lambda *b: augmenter(*b) if len(b) == 2 else (augmenter(b[0], None)[0],),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        # Sequential on purpose: the augmenter's random ops draw from seeded
+        # generators, and parallel calls would take the draws in varying order,
+        # making a seeded run irreproducible (see zoo/augment.py).
+        ds = ds.map(lambda *b: augmenter(*b) if len(b) == 2 else (augmenter(b[0], None)[0],))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

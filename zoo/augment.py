@@ -1,0 +1,175 @@
+"""Training-time image augmentation by name, applied to batches in `tf.data`.
+
+    augmenter = make_augmenter(("crop", "flip"), seed=0, num_classes=10)
+    ds = ds.map(augmenter)             # (images, labels) -> (images, labels)
+
+`zoo.data.load(..., augment=names)` does this for the training split only, so
+validation, test and inference never see augmentation.  Images are float
+batches (N, H, W, C) in `value_range` ([0, 1], what `zoo.data` produces).
+
+Keras's own preprocessing layers do the work where they exist (RandomFlip,
+RandomRotation, RandomTranslation, RandomZoom, RandomContrast,
+RandomBrightness, MixUp, CutMix, RandAugment); "crop" is the CIFAR recipe of
+He et al. 2015 (zero-pad 4 pixels, random crop back to H x W, a new offset per
+image), written here because keras.layers.RandomCrop draws one offset per
+batch and has no padding.  With "mixup"/"cutmix" the labels become soft
+one-hot vectors (`soft_labels` is True) and the loss must be categorical.
+
+Deterministic under a seed: every random op draws from its own
+`keras.random.SeedGenerator`, seeded from `seed`, so the same seed and the same
+sequence of batches give the same augmented batches (the map that applies it
+must run sequentially; parallel calls could reorder the draws).
+"""
+
+from zoo import checks
+
+# Allowed names and what each does (shown by `zoo list`-style help and errors).
+DESCRIPTIONS = {
+    "flip": "random horizontal flip (keras.layers.RandomFlip)",
+    "crop": "zero-pad 4 pixels and random crop back, per image (CIFAR recipe)",
+    "rotation": "random rotation up to +-15 degrees (keras.layers.RandomRotation)",
+    "translation": "random shift up to 10% of height/width (keras.layers.RandomTranslation)",
+    "zoom": "random zoom in/out up to 10% (keras.layers.RandomZoom)",
+    "contrast": "random contrast factor in [0.8, 1.2] (keras.layers.RandomContrast)",
+    "brightness": "random brightness shift up to 20% of the range "
+                  "(keras.layers.RandomBrightness)",
+    "mixup": "MixUp, alpha 0.2 (keras.layers.MixUp); soft labels",
+    "cutmix": "CutMix, factor 1.0 (keras.layers.CutMix); soft labels",
+    "randaugment": "RandAugment, 2 ops at magnitude 0.5 (keras.layers.RandAugment)",
+}
+AUGMENTATIONS = tuple(DESCRIPTIONS)
+SOFT_LABEL_AUGMENTATIONS = ("mixup", "cutmix")
+
+
+def make_augmenter(names, *, seed=0, num_classes=None, value_range=(0.0, 1.0), crop_padding=4):
+    """A callable (images, labels) -> (images, labels) that augments a training batch.
+
+    Args:
+        names: augmentation names (a string or a sequence), applied in the given
+            order, except that mixup/cutmix always come last (they mix whole
+            augmented images).  One of `AUGMENTATIONS` each.
+        seed: non-negative integer seed. Defaults to 0.
+        num_classes: number of classes; required for mixup/cutmix, which turn
+            integer labels into one-hot vectors. Defaults to None.
+        value_range: (low, high) range of the pixel values; color operations
+            keep images inside it. Defaults to (0.0, 1.0).
+        crop_padding: pixels of zero padding for "crop". Defaults to 4.
+
+    Returns:
+        An `Augmenter` (callable, with `names`, `seed` and `soft_labels`).
+    """
+    if isinstance(names, str):
+        names = (names,)
+    if not isinstance(names, (tuple, list)):
+        raise ValueError(f"names must be a sequence of augmentation names from "
+                         f"{list(AUGMENTATIONS)}. Received: names={names!r}")
+    names = tuple(names)
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"Unknown augmentation(s) {unknown}. Allowed: {list(AUGMENTATIONS)}. "
+                         f"Received: names={names!r}")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"Each augmentation may appear once. Received: names={names!r}")
+    checks.non_negative_int("seed", seed)
+    soft = any(n in SOFT_LABEL_AUGMENTATIONS for n in names)
+    if soft:
+        checks.positive_int("num_classes", num_classes)
+    else:
+        checks.positive_int("num_classes", num_classes, allow_none=True)
+    if (not isinstance(value_range, (tuple, list)) or len(value_range) != 2
+            or not all(isinstance(v, (int, float)) for v in value_range)
+            or not value_range[0] < value_range[1]):
+        raise ValueError(f"value_range must be (low, high) with low < high. "
+                         f"Received: value_range={value_range!r}")
+    checks.positive_int("crop_padding", crop_padding)
+    return Augmenter(names, seed=seed, num_classes=num_classes,
+                     value_range=tuple(float(v) for v in value_range), crop_padding=crop_padding)
+
+
+class Augmenter:
+    """Applies named augmentations to batches; build it with `make_augmenter`."""
+
+    def __init__(self, names, *, seed, num_classes, value_range, crop_padding):
+        import keras
+
+        self.names = tuple(names)
+        self.seed = seed
+        self.num_classes = num_classes
+        self.value_range = value_range
+        self.crop_padding = crop_padding
+        self.soft_labels = any(n in SOFT_LABEL_AUGMENTATIONS for n in names)
+        layers = keras.layers
+        # Distinct seeds per operation, so two operations never share random draws.
+        seeds = {name: seed * 1009 + i for i, name in enumerate(AUGMENTATIONS)}
+        builders = {
+            "flip": lambda s: layers.RandomFlip("horizontal", seed=s),
+            "crop": lambda s: _pad_crop(crop_padding, seed=s),
+            "rotation": lambda s: layers.RandomRotation(15 / 360, seed=s),
+            "translation": lambda s: layers.RandomTranslation(0.1, 0.1, seed=s),
+            "zoom": lambda s: layers.RandomZoom(0.1, 0.1, seed=s),
+            "contrast": lambda s: layers.RandomContrast(0.2, value_range=value_range, seed=s),
+            "brightness": lambda s: layers.RandomBrightness(0.2, value_range=value_range,
+                                                            seed=s),
+            "randaugment": lambda s: layers.RandAugment(value_range=value_range, seed=s),
+            "mixup": lambda s: layers.MixUp(alpha=0.2, seed=s),
+            "cutmix": lambda s: layers.CutMix(factor=1.0, seed=s),
+        }
+        self._image_ops = [(n, builders[n](seeds[n])) for n in names
+                           if n not in SOFT_LABEL_AUGMENTATIONS]
+        self._mix_ops = [(n, builders[n](seeds[n])) for n in names
+                         if n in SOFT_LABEL_AUGMENTATIONS]
+
+    def __repr__(self):
+        return f"Augmenter(names={self.names!r}, seed={self.seed})"
+
+    def __call__(self, images, labels=None):
+        from keras import ops
+
+        for _, op in self._image_ops:
+            images = op(images, training=True)
+        if self._mix_ops and labels is not None:
+            labels = self._soft(labels)
+            for _, op in self._mix_ops:
+                mixed = op({"images": images, "labels": labels}, training=True)
+                images, labels = mixed["images"], mixed["labels"]
+        images = ops.cast(images, "float32")
+        return images, labels
+
+    def _soft(self, labels):
+        from keras import ops
+
+        if len(labels.shape) >= 2 and labels.shape[-1] == self.num_classes \
+                and "float" in str(labels.dtype):
+            return labels
+        labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+        return ops.one_hot(labels, self.num_classes)
+
+
+def _pad_crop(padding, *, seed):
+    """Per-image random crop after zero padding (He et al. 2015, section 4.2)."""
+    import keras
+    from keras import ops
+
+    generator = keras.random.SeedGenerator(seed)
+
+    def crop(images, training=True):
+        if not training:
+            return images
+        height, width = images.shape[1], images.shape[2]
+        if height is None or width is None:
+            raise ValueError(f"crop needs a static image height and width. "
+                             f"Received: images.shape={tuple(images.shape)}")
+        batch = ops.shape(images)[0]
+        channels = ops.shape(images)[3]
+        padded = ops.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+        offsets = keras.random.randint((batch, 2), 0, 2 * padding + 1, seed=generator)
+        rows = offsets[:, 0:1] + ops.arange(height, dtype="int32")[None, :]  # (N, H)
+        cols = offsets[:, 1:2] + ops.arange(width, dtype="int32")[None, :]  # (N, W)
+        rows = ops.broadcast_to(rows[:, :, None, None],
+                                (batch, height, width + 2 * padding, channels))
+        picked = ops.take_along_axis(padded, rows, axis=1)  # (N, H, W + 2p, C)
+        cols = ops.broadcast_to(cols[:, None, :, None], (batch, height, width, channels))
+        return ops.take_along_axis(picked, cols, axis=2)
+
+    return crop
