@@ -97,7 +97,10 @@ class DataBundle:
             xs.append(np.asarray(batch[0] if isinstance(batch, tuple) else batch))
             if sum(len(x) for x in xs) >= n:
                 break
-        return np.concatenate(xs)[:n]
+        inputs = np.concatenate(xs)[:n]
+        # Raw text arrives as an object array of bytes; fixed-width bytes keep
+        # it loadable by np.load(allow_pickle=False) in the export check.
+        return inputs.astype(bytes) if inputs.dtype == object else inputs
 
 
 # --------------------------------------------------------------------------- sources
@@ -559,7 +562,11 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
             raise ValueError(f"Unknown augmentation(s) {unknown_aug}. Allowed: "
                              f"{list(augment_module.AUGMENTATIONS)}")
 
-    splits = hooks.load_source(spec, data, options)
+    # Families that split their own sources (text, time series) get the split
+    # arguments too; user options cannot set these keys (checked above).
+    splits = hooks.load_source(spec, data, {
+        **options, "seed": seed, "validation_split": validation_split,
+        "test_split": test_split, "classes": classes})
     if splits is None:
         image_size = None
         if spec.input_kind == "image" and spec.input_policy == "resize":

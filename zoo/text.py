@@ -205,8 +205,8 @@ def with_text_input(model, train_texts):
 class TextHooks(TaskHooks):
     """Raw-text sources and a vocabulary layer for the token classifiers."""
 
-    data_options = ("text_column", "label_column", "sequence_length", "classes", "seed",
-                    "validation_split", "test_split")
+    # zoo.data.load adds seed, validation_split, test_split and classes itself.
+    data_options = ("text_column", "label_column", "sequence_length")
 
     def load_source(self, spec, source, options):
         if not isinstance(source, str):

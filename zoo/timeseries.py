@@ -202,6 +202,8 @@ def series_splits(values, *, columns, targets, lookback, horizon, validation_spl
         "target_mean": train.mean(axis=0)[target_index].tolist(),
         "target_std": std[target_index].tolist(),
         "rows": {"train": n_train, "validation": n_val, "test": n - n_train - n_val},
+        # zoo.training builds the forecaster for what the data asks.
+        "builder_kwargs": {"horizon": horizon, "num_targets": len(targets)},
     }
     return ArraySplits(x_tr, y_tr, x_va, y_va, x_te, y_te, extras=extras)
 
@@ -273,8 +275,8 @@ def forecast_metrics(model, x, y, extras, batch_size=256):
 class SeriesHooks(TaskHooks):
     """Numeric CSV windows, train-only normalisation and baseline metrics for forecasters."""
 
-    data_options = ("target", "lookback", "horizon", "features", "season", "validation_split",
-                    "test_split")
+    # zoo.data.load adds seed, validation_split, test_split and classes itself.
+    data_options = ("target", "lookback", "horizon", "features", "season")
 
     def load_source(self, spec, source, options):
         if not (isinstance(source, str) and source.startswith("csv:")):

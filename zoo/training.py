@@ -269,6 +269,10 @@ def _builder_kwargs(spec, bundle, model_kwargs):
         kwargs.setdefault("input_shape", tuple(bundle.input_shape))
     if "num_classes" in params and bundle.num_classes:
         kwargs.setdefault("num_classes", bundle.num_classes)
+    # Sizes only the data knows (e.g. a forecaster's horizon and number of targets).
+    for key, value in bundle.extras.get("builder_kwargs", {}).items():
+        if key in params:
+            kwargs.setdefault(key, value)
     return kwargs
 
 
@@ -458,7 +462,8 @@ def load_run(run_dir):
         raise ValueError(f"run_dir holds no finished run (no model.keras). "
                          f"Received: run_dir={run_dir!r}")
     config = read_json(os.path.join(run_dir, "config.json"))
-    get_spec(config["model"])  # registers the family's custom objects
+    from zoo.registry import list_models
+    list_models()  # importing the families registers their custom Keras objects
     return config, keras.saving.load_model(path)
 
 
