@@ -44,14 +44,15 @@ def _replace_path(temporary, path):
 
 
 def input_names(model):
-    return [t.name.split(":")[0] for t in model.inputs]
+    # Subclassed models (VAE, GAN) have no symbolic inputs/outputs.
+    return [t.name.split(":")[0] for t in getattr(model, "inputs", None) or ()]
 
 
 def output_names(model):
     names = getattr(model, "output_names", None)
     if names:
         return list(names)
-    return [f"output_{i}" for i in range(len(model.outputs))]
+    return [f"output_{i}" for i in range(len(getattr(model, "outputs", None) or ()))]
 
 
 def default_signature(model):
@@ -216,7 +217,7 @@ def write_model_card(run_dir, model, config, metrics, exports):
         "spec": spec.to_dict(),
         "parameters": int(model.count_params()),
         "inputs": [{"name": n, "shape": [None, *t.shape[1:]], "dtype": str(t.dtype)}
-                   for n, t in zip(input_names(model), model.inputs)],
+                   for n, t in zip(input_names(model), getattr(model, "inputs", None) or ())],
         "outputs": output_names(model),
         "class_names": config.get("class_names"),
         "data": config.get("data"),
@@ -275,7 +276,7 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ou
 
     sample_path = os.path.join(run_dir, SAMPLE_FILE)
     samples = None
-    if bundle is not None and len(model.inputs) == 1:
+    if bundle is not None and len(getattr(model, "inputs", None) or ()) == 1:
         samples = bundle.take_inputs("test", 8)
         from zoo.training import write_json  # noqa: F401  (same atomic policy for npz)
         np.savez(sample_path + ".partial.npz", inputs=samples)
