@@ -208,6 +208,11 @@ class TextHooks(TaskHooks):
     # zoo.data.load adds seed, validation_split, test_split and classes itself.
     data_options = ("text_column", "label_column", "sequence_length")
 
+    def __init__(self):
+        # Registers the custom layers these models contain, so `load_run` /
+        # `keras.saving.load_model` can rebuild them in a fresh process.
+        import zoo.models._sequence_layers  # noqa: F401
+
     def load_source(self, spec, source, options):
         if not isinstance(source, str):
             return None

@@ -278,6 +278,11 @@ class SeriesHooks(TaskHooks):
     # zoo.data.load adds seed, validation_split, test_split and classes itself.
     data_options = ("target", "lookback", "horizon", "features", "season")
 
+    def __init__(self):
+        # Registers the custom layers these models contain, so `load_run` /
+        # `keras.saving.load_model` can rebuild them in a fresh process.
+        import zoo.models._sequence_layers  # noqa: F401
+
     def load_source(self, spec, source, options):
         if not (isinstance(source, str) and source.startswith("csv:")):
             return None

@@ -464,6 +464,8 @@ def load_run(run_dir):
     config = read_json(os.path.join(run_dir, "config.json"))
     from zoo.registry import list_models
     list_models()  # importing the families registers their custom Keras objects
+    from zoo.hooks import get_hooks
+    get_hooks(get_spec(config["model"]))  # hooks modules may register more (zoo.text, ...)
     return config, keras.saving.load_model(path)
 
 
