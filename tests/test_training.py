@@ -124,9 +124,12 @@ def test_regression_and_custom_model(tmp_path, rng):
                     learning_rate=0.01, model_kwargs={"hidden_units": (16,)})
     assert result.metrics["test_mae"] < 0.5
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)], name="linear")
-    result = training.train(model, data=(x, y), task="regression", epochs=2, export=False,
-                            verbose=0, run_dir=str(tmp_path / "custom"))
+    result = training.train(model, data=(x, y), task="regression", epochs=2, verbose=0,
+                            run_dir=str(tmp_path / "custom"))
     assert "test_loss" in result.metrics
+    card = json.load(open(os.path.join(result.run_dir, "model_card.json")))
+    assert card["spec"]["family"] == "custom"
+    assert card["exports"]["saved_model"]["max_abs_diff"] <= 1e-5
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

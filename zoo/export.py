@@ -208,13 +208,18 @@ def package_versions():
     return versions
 
 
+def _registered_spec(name):
+    """The spec of a registered model, or None for a user's own `keras.Model`."""
+    from zoo.registry import get_spec, list_models
+    return get_spec(name) if name in list_models() else None
+
+
 def write_model_card(run_dir, model, config, metrics, exports):
-    from zoo.registry import get_spec
     from zoo.training import write_json
-    spec = get_spec(config["model"])
+    spec = _registered_spec(config["model"])
     card = {
         "name": config["model"],
-        "spec": spec.to_dict(),
+        "spec": spec.to_dict() if spec else {"family": "custom", "task": config.get("task")},
         "parameters": int(model.count_params()),
         "inputs": [{"name": n, "shape": [None, *t.shape[1:]], "dtype": str(t.dtype)}
                    for n, t in zip(input_names(model), getattr(model, "inputs", None) or ())],
@@ -247,8 +252,7 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ou
     Returns:
         {format: path} plus "max_abs_diff" when verified.
     """
-    from zoo.hooks import get_hooks
-    from zoo.registry import get_spec
+    from zoo.hooks import TaskHooks, get_hooks
     from zoo.training import load_run, read_json
 
     run_dir = os.path.abspath(run_dir)
@@ -270,7 +274,7 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ou
         config, model = load_run(run_dir)
     else:
         config = read_json(os.path.join(run_dir, "config.json"))
-    spec = get_spec(config["model"])
+    spec = _registered_spec(config["model"])
     metrics_path = os.path.join(run_dir, "metrics.json")
     metrics = read_json(metrics_path) if os.path.exists(metrics_path) else {}
 
@@ -289,7 +293,7 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ou
     card_path = os.path.join(run_dir, "model_card.json")
     if os.path.exists(card_path):
         exports = read_json(card_path).get("exports", {})
-    signatures = get_hooks(spec).export_signatures(model)
+    signatures = (get_hooks(spec) if spec else TaskHooks()).export_signatures(model)
     if "saved_model" in formats or "tflite" in formats:
         saved = targets["saved_model"]
         if "saved_model" in formats or not os.path.isdir(saved):

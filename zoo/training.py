@@ -462,10 +462,12 @@ def load_run(run_dir):
         raise ValueError(f"run_dir holds no finished run (no model.keras). "
                          f"Received: run_dir={run_dir!r}")
     config = read_json(os.path.join(run_dir, "config.json"))
-    from zoo.registry import list_models
-    list_models()  # importing the families registers their custom Keras objects
     from zoo.hooks import get_hooks
-    get_hooks(get_spec(config["model"]))  # hooks modules may register more (zoo.text, ...)
+    from zoo.registry import list_models
+    # Importing the families (and their hooks modules, e.g. zoo.text) registers
+    # their custom Keras objects; a user's own model has none.
+    if config["model"] in list_models():
+        get_hooks(get_spec(config["model"]))
     return config, keras.saving.load_model(path)
 
 
