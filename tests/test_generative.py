@@ -316,3 +316,38 @@ def test_anomaly_threshold_percentile_is_checked():
 
     with pytest.raises(ValueError, match="percentile"):
         anomaly_threshold(None, np.zeros((2, 4)), percentile=101)
+
+
+# ----------------------------------------------------------- zoo.train end to end
+
+
+@pytest.mark.parametrize("name,kwargs,expected", [
+    ("conv_autoencoder", {"latent_dim": 4, "filters": (8, 16)},
+     {"reconstruction_mse", "pca_reconstruction_mse"}),
+    ("conv_vae", {"latent_dim": 2, "filters": (8, 16), "dense_units": 16, "seed": 0},
+     {"test_elbo", "test_kl", "pca_reconstruction_mse"}),
+    ("dcgan", {"latent_dim": 8, "generator_filters": (16, 8), "discriminator_filters": (8, 16),
+               "seed": 0},
+     {"frechet_distance", "frechet_distance_untrained_generator",
+      "classifier_confidence_on_samples"}),
+])
+def test_zoo_train_writes_grids_metrics_and_signatures(name, kwargs, expected, tmp_path):
+    import json
+
+    from zoo.training import train
+
+    result = train(name, data="digits", epochs=2, run_dir=str(tmp_path / name), verbose=0,
+                   model_kwargs={"input_shape": (8, 8, 1), **kwargs})
+    run = tmp_path / name
+    assert sorted(os.listdir(run / "samples")) == ["epoch_001.png", "epoch_002.png"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert expected <= set(metrics), sorted(metrics)
+    card = json.loads((run / "model_card.json").read_text())
+    names = set(card["exports"]["saved_model"]["signatures"])
+    assert {"serving_default", "sample"} <= names or {"encode", "decode"} <= names
+    if name == "dcgan":
+        # Training data reached the GAN in the generator's tanh range.
+        x = np.concatenate([np.asarray(b[0]) for b in result.bundle.test])
+        assert x.min() < -0.9 and x.max() <= 1.0
+    if name == "conv_vae":
+        assert (run / "latent_space.png").exists()

@@ -143,7 +143,13 @@ def _gan_quality(model, bundle, n_samples=None, seed=0):
     # Floor of the scale: real training images against real test images.
     reference = frechet_distance(features.predict(x_train[:len(x_test)], verbose=0),
                                  features.predict(x_test, verbose=0))
+    # Ceiling of the scale: the same generator architecture, freshly initialised.
+    untrained = keras.models.clone_model(model.generator)
+    z = np.random.default_rng(seed).standard_normal((n, model.latent_dim)).astype("float32")
+    before = generated_quality(np.asarray(untrained(z, training=False)), x_test, classifier,
+                               features)
     out = {"frechet_distance": quality["frechet_distance"],
+           "frechet_distance_untrained_generator": before["frechet_distance"],
            "frechet_distance_real_vs_real": reference,
            "classifier_confidence_on_samples": quality["classifier_confidence"],
            "frechet_note": "Frechet distance in the 64-d features of a small CNN trained by "
