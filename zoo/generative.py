@@ -38,8 +38,7 @@ def split_arrays(dataset, *, labels=False, limit=None):
         if labels:
             has_y = isinstance(batch, (tuple, list)) and len(batch) > 1
             ys.append(np.asarray(batch[1]) if has_y else None)
-        if limit is not None and sum(len(x) for x in xs) >= limit:
-            break
+        # No early break: a partly read `.cache()` pipeline drops its cache.
     x = np.concatenate(xs)[:limit]
     if not labels:
         return x
