@@ -129,7 +129,8 @@ def test_trained_text_model_serves_raw_strings_in_a_fresh_process(tmp_path):
     expected = np.asarray(result.model(np.array(texts), training=False))
     served = run_saved_model_fresh(str(tmp_path / "run" / "saved_model"),
                                    {"text": np.array(texts, dtype=bytes)})
-    (output,) = served.values()
+    assert set(served) == {"predictions"}
+    output = served["predictions"]
     np.testing.assert_allclose(output, expected, atol=1e-5)
     assert list(expected.argmax(1)) == [1, 0, 1, 0]
 

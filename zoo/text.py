@@ -199,7 +199,9 @@ def with_text_input(model, train_texts):
     layer = vectorizer(train_texts, vocab_size=_vocab_size(model),
                        sequence_length=sequence_length)
     inputs = keras.Input(shape=(), dtype="string", name="text")
-    return keras.Model(inputs, model(layer(inputs)), name=f"{model.name}_text")
+    # Identity names the served output "predictions", as in every other family.
+    outputs = keras.layers.Identity(name="predictions")(model(layer(inputs)))
+    return keras.Model(inputs, outputs, name=f"{model.name}_text")
 
 
 class TextHooks(TaskHooks):

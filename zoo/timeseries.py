@@ -231,7 +231,7 @@ def with_normalization(model, extras):
     x = keras.layers.Normalization(axis=-1, mean=extras["feature_mean"],
                                    variance=extras["feature_var"], name="normalization")(inputs)
     outputs = Denormalization(extras["target_mean"], extras["target_std"],
-                              name="denormalization")(model(x))
+                              name="predictions")(model(x))
     return keras.Model(inputs, outputs, name=f"{model.name}_normalized")
 
 
