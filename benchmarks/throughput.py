@@ -4,7 +4,7 @@
     python benchmarks/throughput.py --models resnet50 --image-size 96 --batch-size 16
 
 Both models of a pair get the same input shape, class count and optimizer, and
-are timed alternately in one process (zoo, keras, zoo, keras, ...), so drifts
+are timed alternately in one process (zoo, keras, keras, zoo, ...), so drifts
 in machine load hit both; the ratio column is zoo / keras (1.00 = same speed).
 The zoo models are built with weight_decay=0 (keras.applications has no
 regularizers), so the pair computes the same graph; VGG's zoo top also has the
@@ -53,8 +53,10 @@ def measure(name, *, image_size, batch_size, steps, warmup, repeats, num_classes
             model.predict_on_batch(x)
             model.train_on_batch(x, y)
     rates = {(who, mode): [] for who in models for mode in ("inference", "training")}
-    for _ in range(repeats):
-        for who, model in models.items():
+    for round_ in range(repeats):
+        # Swap who goes first each round, so neither always meets the same load.
+        order = list(models.items())[::1 if round_ % 2 == 0 else -1]
+        for who, model in order:
             seconds = _time_steps(lambda: model.predict_on_batch(x), steps)
             rates[(who, "inference")].append(steps * batch_size / seconds)
             seconds = _time_steps(lambda: model.train_on_batch(x, y), steps)
