@@ -43,7 +43,8 @@ class GaussianSampler(keras.layers.Layer):
         mean, log_var = inputs
         if not training:
             return mean
-        eps = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+        eps = keras.random.normal(ops.shape(mean), dtype=self.compute_dtype,
+                                  seed=self.seed_generator)
         return mean + ops.exp(0.5 * log_var) * eps
 
     def compute_output_shape(self, input_shape):
@@ -239,8 +240,7 @@ class GAN(keras.Model):
         self.g_optimizer = g_optimizer
 
     def get_compile_config(self):
-        # Both optimizers' settings, so a loaded `.keras` GAN is compiled again
-        # (the generator optimizer's slot variables are not restored).
+        # Both optimizers' settings, so a loaded `.keras` GAN is compiled again.
         if not self.compiled:
             return None
         return {"d_optimizer": keras.optimizers.serialize(self.d_optimizer),
@@ -249,6 +249,10 @@ class GAN(keras.Model):
     def compile_from_config(self, config):
         self.compile(d_optimizer=keras.optimizers.deserialize(config["d_optimizer"]),
                      g_optimizer=keras.optimizers.deserialize(config["g_optimizer"]))
+        # Create the slot variables now so that `.keras` loading restores both
+        # optimizers' state (Keras saves every optimizer the model tracks).
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.g_optimizer.build(self.generator.trainable_variables)
 
     @property
     def metrics(self):
