@@ -274,6 +274,31 @@ def test_sample_grid_writes_pngs_and_latent_plot(tmp_path, digits):
     assert sorted(os.listdir(tmp_path / "samples")) == ["epoch_001.png", "epoch_002.png"]
 
 
+def test_vae_and_gan_train_under_mixed_precision(rng):
+    """The GPU default policy: float16 compute, float32 losses, both optimizers loss-scaled."""
+    import keras
+
+    from zoo.generative import GANHooks
+
+    x = rng.random((16, 8, 8, 1)).astype("float32")
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        vae = zoo.build("conv_vae", input_shape=(8, 8, 1), filters=(4, 8), dense_units=8, seed=0)
+        vae.compile(optimizer="adam")
+        gan = zoo.build("dcgan", input_shape=(8, 8, 1), latent_dim=4, generator_filters=(8, 4),
+                        discriminator_filters=(4, 8), seed=0)
+        GANHooks().compile(gan, optimizer=keras.optimizers.Adam(2e-4), loss=None, metrics=None,
+                           recipe=None)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert isinstance(gan.g_optimizer, keras.optimizers.LossScaleOptimizer)
+    vae_logs = vae.fit(x, epochs=1, batch_size=8, verbose=0).history
+    gan_logs = gan.fit(x * 2 - 1, epochs=1, batch_size=8, verbose=0).history
+    for logs in (vae_logs, gan_logs):
+        assert all(np.isfinite(v[-1]) for v in logs.values()), logs
+
+
 # ----------------------------------------------------------------- bad input
 
 
