@@ -115,7 +115,7 @@ def test_trained_text_model_serves_raw_strings_in_a_fresh_process(tmp_path):
     from zoo.training import train
 
     path = write_reviews(tmp_path / "reviews.csv", n=300)
-    result = train("lstm_classifier", f"csv:{path}", epochs=8, run_dir=str(tmp_path / "run"),
+    result = train("lstm_classifier", f"csv:{path}", epochs=5, run_dir=str(tmp_path / "run"),
                    data_options={**CSV_OPTIONS, "sequence_length": 12},
                    model_kwargs={"vocab_size": 400, "embedding_dim": 16, "units": 16},
                    learning_rate=1e-2, verbose=0)
