@@ -9,11 +9,12 @@
   [source tokens, decoder tokens]: at training time the decoder reads the
   target shifted right by one behind a start token (teacher forcing);
   `greedy_decode` feeds its own predictions back at inference.
+  `zoo.train("seq2seq_attention", data=(source_ids, target_ids))` does the
+  shifting itself (see `zoo.seq2seq`).
 """
 
 from zoo import checks
 from zoo._lazy import keras
-from zoo.hooks import TaskHooks
 from zoo.registry import Recipe, register
 
 CELLS = {"lstm": "LSTM", "gru": "GRU"}
@@ -101,19 +102,6 @@ def transformer_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_d
     return keras.Model(inputs, outputs, name=name)
 
 
-class Seq2SeqHooks(TaskHooks):
-    """Feeds the two-input seq2seq model in the registry-driven tests."""
-
-    def example_batch(self, spec, model, batch_size, rng):
-        source_len = model.inputs[0].shape[1]
-        target_len = model.inputs[1].shape[1]
-        source_vocab = model.get_layer(f"{model.name}_encoder_embedding").input_dim
-        target_vocab = model.get_layer(f"{model.name}_decoder_embedding").input_dim
-        source = rng.integers(START + 1, source_vocab, size=(batch_size, source_len))
-        target = rng.integers(START + 1, target_vocab, size=(batch_size, target_len))
-        return [source.astype("int32"), shift_right(target).astype("int32")], target.astype("int32")
-
-
 def shift_right(targets, start_token=START):
     """Teacher-forcing decoder input: `start_token` followed by targets[:, :-1]."""
     import numpy as np
@@ -160,7 +148,7 @@ def _seq2seq_space(hp):
           num_params=1_258_656,
           params_note="source/target vocab 4000, embedding 64, 128 LSTM units, additive "
                       "attention",
-          hooks="zoo.models.attention:Seq2SeqHooks", search_space=_seq2seq_space,
+          hooks="zoo.seq2seq:Seq2SeqHooks", search_space=_seq2seq_space,
           recipe=Recipe(optimizer="adam", learning_rate=1e-3, epochs=30,
                         loss="sparse_categorical_crossentropy", early_stopping_patience=5),
           test_kwargs={"vocab_size": 12, "embedding_dim": 4, "units": 6, "target_length": 4})
