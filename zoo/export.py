@@ -116,6 +116,7 @@ def export_keras(model, path, *, overwrite=False):
         raise ValueError(f"A Keras archive path must end with '.keras'. Received: path={path!r}")
     _check_target(path, overwrite)
     temporary = str(path)[:-len(".keras")] + ".partial.keras"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # e.g. run_dir/export/
     model.save(temporary)
     os.replace(temporary, path)
     return path
