@@ -23,6 +23,15 @@ def digits():
     return x_train, x_test, y_train, y_test
 
 
+@pytest.fixture(scope="module")
+def digit_features(digits):
+    """The Frechet-distance feature classifier, trained once on digits in [-1, 1]."""
+    from zoo.generative import feature_classifier
+
+    x_train, _, y_train, _ = digits
+    return feature_classifier(x_train * 2 - 1, y_train, epochs=8, seed=0)
+
+
 def _seed(seed=0):
     import keras
 
@@ -105,12 +114,12 @@ def test_vae_test_elbo_improves_and_samples_look_like_data(digits):
                            np.asarray(model(x_test[:5], training=True)))
 
 
-def test_gan_frechet_distance_halves_after_short_training(digits):
-    from zoo.generative import GANHooks, feature_classifier, generated_quality
+def test_gan_frechet_distance_halves_after_short_training(digits, digit_features):
+    from zoo.generative import GANHooks, generated_quality
 
     x_train, x_test, y_train, _ = digits
     x_train, x_test = x_train * 2 - 1, x_test * 2 - 1  # tanh range, as GANHooks does
-    classifier, features = feature_classifier(x_train, y_train, epochs=8, seed=0)
+    classifier, features = digit_features
     _seed()
     model = zoo.build("dcgan", input_shape=(8, 8, 1), latent_dim=16, generator_filters=(64, 32),
                       discriminator_filters=(32, 64), label_smoothing=0.1, seed=0)
@@ -132,6 +141,39 @@ def test_gan_frechet_distance_halves_after_short_training(digits):
           f"-> {after['classifier_confidence']:.2f}")
     assert after["frechet_distance"] <= 0.5 * before["frechet_distance"]
     assert samples.shape == (400, 8, 8, 1) and samples.min() >= -1 and samples.max() <= 1
+
+
+def test_conditional_gan_draws_the_requested_digit(digits, digit_features):
+    import keras
+
+    from zoo.generative import ConditionalGANHooks, generated_quality
+
+    x_train, x_test, y_train, _ = digits
+    x_train, x_test = x_train * 2 - 1, x_test * 2 - 1
+    classifier, features = digit_features
+    _seed()
+    model = zoo.build("conditional_dcgan", input_shape=(8, 8, 1), num_classes=10, latent_dim=16,
+                      generator_filters=(64, 32), discriminator_filters=(32, 64),
+                      label_smoothing=0.1, seed=0)
+    labels = np.arange(400) % 10
+
+    def quality():
+        samples = np.asarray(model.generate(400, labels=labels, seed=1))
+        asked = np.mean(classifier.predict(samples, verbose=0).argmax(1) == labels)
+        return asked, generated_quality(samples, x_test, classifier, features)
+
+    before_accuracy, before = quality()
+    ConditionalGANHooks().compile(model, optimizer=keras.optimizers.Adam(2e-4), loss=None,
+                                  metrics=None, recipe=None)
+    with pytest.raises(ValueError, match="labels"):
+        model.fit(x_train, epochs=1, verbose=0)
+    model.fit(x_train, y_train.astype("int32"), epochs=8, batch_size=32, verbose=0)
+    accuracy, after = quality()
+    print(f"conditional GAN: classifier agrees with the requested digit {before_accuracy:.2f} "
+          f"-> {accuracy:.2f}; Frechet distance {before['frechet_distance']:.1f} -> "
+          f"{after['frechet_distance']:.1f}")
+    assert accuracy >= 0.5  # chance is 0.1
+    assert after["frechet_distance"] <= 0.5 * before["frechet_distance"]
 
 
 def test_frechet_distance_matches_closed_form():
@@ -200,57 +242,66 @@ def test_vae_and_gan_keras_round_trip(tmp_path, rng):
                                   np.asarray(gan.generate(3, seed=5)))
 
 
-# Every endpoint of one SavedModel, in one fresh interpreter with only TensorFlow.
+# Every endpoint of several SavedModels, in one fresh interpreter with only TensorFlow.
 _FRESH = r"""
 import sys, numpy as np, tensorflow as tf
-path, feeds_file, out_file = sys.argv[1:4]
-loaded = tf.saved_model.load(path)
-results = {}
+root, feeds_file, out_file = sys.argv[1:4]
+calls, results = {}, {}
 with np.load(feeds_file) as feeds:
     for key in feeds.files:
-        endpoint, arg = key.split("/")
-        out = loaded.signatures[endpoint](**{arg: tf.constant(feeds[key])})
-        results.update({f"{endpoint}/{k}": v.numpy() for k, v in out.items()})
+        name, endpoint, arg = key.split("/")
+        calls.setdefault((name, endpoint), {})[arg] = tf.constant(feeds[key])
+loaded = {}
+for (name, endpoint), kwargs in calls.items():
+    if name not in loaded:
+        loaded[name] = tf.saved_model.load(f"{root}/{name}")
+    out = loaded[name].signatures[endpoint](**kwargs)
+    results.update({f"{name}/{endpoint}/{k}": v.numpy() for k, v in out.items()})
 assert "zoo" not in sys.modules
 np.savez(out_file, **results)
 """
 
+ENDPOINTS = {"conv_autoencoder": {"encode", "decode", "reconstruct"},
+             "conv_vae": {"encode", "decode", "reconstruct", "sample"},
+             "dcgan": {"sample"}, "conditional_dcgan": {"sample"}}
 
-@pytest.mark.parametrize("name", ["conv_autoencoder", "conv_vae", "dcgan"])
-def test_named_endpoints_match_in_a_fresh_tensorflow_process(name, tmp_path, rng):
+
+def test_named_endpoints_match_in_a_fresh_tensorflow_process(tmp_path, rng):
+    import inspect
     import subprocess
     import sys
 
     from zoo.export import export_saved_model
     from zoo.hooks import get_hooks
 
-    spec = zoo.get_spec(name)
-    model = spec.build(input_shape=spec.test_input_shape, **spec.test_kwargs)
-    signatures = get_hooks(spec).export_signatures(model)
-    expected_names = {"conv_autoencoder": {"encode", "decode", "reconstruct"},
-                      "conv_vae": {"encode", "decode", "reconstruct", "sample"},
-                      "dcgan": {"sample"}}[name]
-    assert expected_names <= set(signatures)
-    path = export_saved_model(model, str(tmp_path / "sm"), signatures=signatures)
     feeds, expected = {}, {}
-    for endpoint, (fn, input_signature) in signatures.items():
-        shape = [3 if d is None else d for d in input_signature[0].shape]
-        feed = rng.random(shape).astype("float32")
-        arg = "z" if endpoint in ("decode", "sample") else "x"
-        feeds[f"{endpoint}/{arg}"] = feed
-        out = fn(feed)
-        out = out if isinstance(out, dict) else {"output_0": out}
-        expected.update({f"{endpoint}/{k}": np.asarray(v) for k, v in out.items()})
+    for name, names in ENDPOINTS.items():
+        spec = zoo.get_spec(name)
+        model = spec.build(input_shape=spec.test_input_shape, **spec.test_kwargs)
+        signatures = get_hooks(spec).export_signatures(model)
+        assert names <= set(signatures), name
+        export_saved_model(model, str(tmp_path / name), signatures=signatures)
+        for endpoint, (fn, input_signature) in signatures.items():
+            args = []
+            for arg, tensor_spec in zip(inspect.signature(fn).parameters, input_signature):
+                shape = [3 if d is None else d for d in tensor_spec.shape]
+                value = (rng.integers(0, 3, shape).astype("int32")
+                         if tensor_spec.dtype.is_integer else rng.random(shape).astype("float32"))
+                feeds[f"{name}/{endpoint}/{arg}"] = value
+                args.append(value)
+            out = fn(*args)
+            out = out if isinstance(out, dict) else {"output_0": out}
+            expected.update({f"{name}/{endpoint}/{k}": np.asarray(v) for k, v in out.items()})
     np.savez(tmp_path / "feeds.npz", **feeds)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", _FRESH, path, str(tmp_path / "feeds.npz"),
-                           str(tmp_path / "out.npz")], capture_output=True, text=True,
-                          env=env, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-c", _FRESH, str(tmp_path),
+                           str(tmp_path / "feeds.npz"), str(tmp_path / "out.npz")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     with np.load(tmp_path / "out.npz") as served:
         assert sorted(served.files) == sorted(expected)
         for key, value in expected.items():
-            np.testing.assert_allclose(served[key], value, atol=1e-5, err_msg=f"{name}:{key}")
+            np.testing.assert_allclose(served[key], value, atol=1e-5, err_msg=key)
 
 
 def test_sample_grid_writes_pngs_and_latent_plot(tmp_path, digits):
@@ -360,6 +411,9 @@ def test_anomaly_threshold_percentile_is_checked():
                "seed": 0},
      {"frechet_distance", "frechet_distance_untrained_generator",
       "classifier_confidence_on_samples"}),
+    ("conditional_dcgan", {"latent_dim": 8, "generator_filters": (16, 8),
+                           "discriminator_filters": (8, 16), "seed": 0},
+     {"frechet_distance", "conditional_accuracy"}),
 ])
 def test_zoo_train_writes_grids_metrics_and_signatures(name, kwargs, expected, tmp_path):
     import json
@@ -375,7 +429,9 @@ def test_zoo_train_writes_grids_metrics_and_signatures(name, kwargs, expected, t
     card = json.loads((run / "model_card.json").read_text())
     names = set(card["exports"]["saved_model"]["signatures"])
     assert {"serving_default", "sample"} <= names or {"encode", "decode"} <= names
-    if name == "dcgan":
+    if name == "conditional_dcgan":
+        assert result.model.num_classes == 10  # counted from the data's labels
+    if name in ("dcgan", "conditional_dcgan"):
         # Training data reached the GAN in the generator's tanh range.
         x = np.concatenate([np.asarray(b[0]) for b in result.bundle.test])
         assert x.min() < -0.9 and x.max() <= 1.0

@@ -137,7 +137,16 @@ def _gan_quality(model, bundle, n_samples=None, seed=0):
         _, y_test = split_arrays(bundle.test, labels=True)
         accuracy = float(np.mean(classifier.predict(x_test, verbose=0).argmax(1) == y_test))
     n = n_samples or len(x_test)
-    samples = np.asarray(model.generate(n, seed=seed))
+    conditional = getattr(model, "num_classes", None)
+    requested = None
+    if conditional:
+        # Ask for the test split's own label mix, so real and generated sets
+        # are compared class for class.
+        _, y_test_model = split_arrays(bundle.test, labels=True)
+        requested = np.resize(np.asarray(y_test_model).astype("int32").reshape(-1), n)
+        samples = np.asarray(model.generate(n, labels=requested, seed=seed))
+    else:
+        samples = np.asarray(model.generate(n, seed=seed))
     quality = generated_quality(samples, x_test, classifier, features)
     # Floor of the scale: real training images against real test images.
     reference = frechet_distance(features.predict(x_train[:len(x_test)], verbose=0),
@@ -145,8 +154,8 @@ def _gan_quality(model, bundle, n_samples=None, seed=0):
     # Ceiling of the scale: the same generator architecture, freshly initialised.
     untrained = keras.models.clone_model(model.generator)
     z = np.random.default_rng(seed).standard_normal((n, model.latent_dim)).astype("float32")
-    before = generated_quality(np.asarray(untrained(z, training=False)), x_test, classifier,
-                               features)
+    fresh = untrained([z, requested] if conditional else z, training=False)
+    before = generated_quality(np.asarray(fresh), x_test, classifier, features)
     out = {"frechet_distance": quality["frechet_distance"],
            "frechet_distance_untrained_generator": before["frechet_distance"],
            "frechet_distance_real_vs_real": reference,
@@ -155,6 +164,10 @@ def _gan_quality(model, bundle, n_samples=None, seed=0):
                            "zoo on this data's training split; NOT the Inception FID"}
     if accuracy is not None:
         out["feature_classifier_test_accuracy"] = accuracy
+    if conditional:
+        # Does the generator draw the class it was asked for?
+        predicted = classifier.predict(samples, verbose=0).argmax(1)
+        out["conditional_accuracy"] = float(np.mean(predicted == requested))
     return out
 
 
@@ -292,7 +305,13 @@ class SampleGrid(keras.callbacks.Callback):
             rows.append(("reconstruction", np.asarray(self.model(self.images, training=False))))
         if self._latents is not None:
             part = getattr(self.model, "generator", None) or getattr(self.model, "decoder")
-            rows.append(("sample", np.asarray(part(self._latents, training=False))))
+            classes = getattr(self.model, "num_classes", None)
+            if classes:  # conditional GAN: labels 0, 1, ... cycling over the classes
+                labels = (np.arange(len(self._latents)) % classes).astype("int32")
+                images = part([self._latents, labels], training=False)
+                rows.append((f"labels 0..{min(classes, len(labels)) - 1}", np.asarray(images)))
+            else:
+                rows.append(("sample", np.asarray(part(self._latents, training=False))))
         return rows
 
     def on_epoch_end(self, epoch, logs=None):
@@ -447,3 +466,43 @@ class GANHooks(TaskHooks):
     def example_batch(self, spec, model, batch_size, rng):
         shape = tuple(model.discriminator.inputs[0].shape[1:])
         return rng.uniform(-1, 1, (batch_size, *shape)).astype("float32"), None
+
+
+class ConditionalGANHooks(GANHooks):
+    """Conditional GANs: as `GANHooks`, plus labels kept, counted and fed to every endpoint."""
+
+    def prepare_data(self, spec, bundle):
+        import dataclasses
+
+        y = bundle.arrays.y_train
+        if y is None:
+            raise ValueError(f"Model '{spec.name}' needs labeled data (images and integer "
+                             f"labels). Received: data={bundle.source!r} without labels")
+        bundle = super().prepare_data(spec, bundle)
+        num_classes = bundle.num_classes or int(np.max(y)) + 1
+        extras = {**bundle.extras, "builder_kwargs": {
+            **bundle.extras.get("builder_kwargs", {}), "num_classes": num_classes}}
+        return dataclasses.replace(bundle, extras=extras)
+
+    def callbacks(self, model, bundle, run_dir):
+        return [SampleGrid(run_dir, num_samples=2 * min(model.num_classes, 10),
+                           value_range=(-1.0, 1.0))]
+
+    def export_signatures(self, model):
+        import tensorflow as tf
+
+        shape = tuple(model.discriminator.inputs[0].shape[1:])
+        labels = tf.TensorSpec((None,), tf.int32)
+        # Argument names sort in signature order (callers may feed by sorted name).
+        return {
+            "serving_default": (lambda images, labels: model([images, labels], training=False),
+                                [*_spec_input_signature(shape), labels]),
+            "sample": (lambda labels, z: model.generator([z, labels], training=False),
+                       [labels, *_spec_input_signature((model.latent_dim,))]),
+        }
+
+    def example_batch(self, spec, model, batch_size, rng):
+        shape = tuple(model.discriminator.inputs[0].shape[1:])
+        images = rng.uniform(-1, 1, (batch_size, *shape)).astype("float32")
+        labels = rng.integers(0, model.num_classes, batch_size).astype("int32")
+        return [images, labels], None

@@ -285,35 +285,44 @@ class GAN(keras.Model):
         self.d_fake_tracker.update_state(ops.mean(ops.sigmoid(fake_logits)))
         return {m.name: m.result() for m in self.metrics}
 
+    # The conditional subclass overrides these three to thread labels through.
+    def _split(self, data):
+        return _unpack_x(data), None
+
+    def _generate(self, z, labels, training):
+        return self.generator(z, training=training)
+
+    def _discriminate(self, images, labels, training):
+        return ops.cast(self.discriminator(images, training=training), "float32")
+
     def train_step(self, data):
         import tensorflow as tf
 
-        real = _unpack_x(data)
+        real, labels = self._split(data)
         batch = ops.shape(real)[0]
         with tf.GradientTape() as tape:
-            fake = self.generator(self._noise(batch), training=True)
-            real_logits = self.discriminator(real, training=True)
-            fake_logits = self.discriminator(fake, training=True)
+            fake = self._generate(self._noise(batch), labels, True)
+            real_logits = self._discriminate(real, labels, True)
+            fake_logits = self._discriminate(fake, labels, True)
             d_loss = self._d_loss(real_logits, fake_logits)
             scaled = self.d_optimizer.scale_loss(d_loss)  # mixed precision loss scaling
         d_weights = self.discriminator.trainable_weights
         self.d_optimizer.apply_gradients(zip(tape.gradient(scaled, d_weights), d_weights))
 
         with tf.GradientTape() as tape:
-            fake_logits = self.discriminator(
-                self.generator(self._noise(batch), training=True), training=True)
+            fake_logits = self._discriminate(
+                self._generate(self._noise(batch), labels, True), labels, True)
             g_loss = self._g_loss(fake_logits)
             scaled = self.g_optimizer.scale_loss(g_loss)
         g_weights = self.generator.trainable_weights
         self.g_optimizer.apply_gradients(zip(tape.gradient(scaled, g_weights), g_weights))
-        return self._update(d_loss, g_loss, ops.cast(real_logits, "float32"),
-                            ops.cast(fake_logits, "float32"))
+        return self._update(d_loss, g_loss, real_logits, fake_logits)
 
     def test_step(self, data):
-        real = _unpack_x(data)
-        fake = self.generator(self._noise(ops.shape(real)[0]), training=False)
-        real_logits = ops.cast(self.discriminator(real, training=False), "float32")
-        fake_logits = ops.cast(self.discriminator(fake, training=False), "float32")
+        real, labels = self._split(data)
+        fake = self._generate(self._noise(ops.shape(real)[0]), labels, False)
+        real_logits = self._discriminate(real, labels, False)
+        fake_logits = self._discriminate(fake, labels, False)
         return self._update(self._d_loss(real_logits, fake_logits), self._g_loss(fake_logits),
                             real_logits, fake_logits)
 
@@ -339,6 +348,77 @@ class GAN(keras.Model):
         config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
         config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ConditionalGAN(GAN):
+    """Class-conditional GAN (Mirza & Osindero 2014): both players also see the label.
+
+    `fit` takes (images, labels) (or [images, labels]); generated images in
+    a batch are conditioned on that batch's real labels, so classes are drawn
+    as often as in the data.  `model([images, labels])` returns P(real | label);
+    `generate(n, labels)` makes images of the given classes.
+
+    Args:
+        generator: a model mapping [z, label] to images.
+        discriminator: a model mapping [image, label] to one logit.
+        num_classes: number of labels.
+        label_smoothing: see `GAN`. Defaults to 0.
+        seed: seed of the latent noise. Defaults to None.
+    """
+
+    def __init__(self, generator, discriminator, num_classes, label_smoothing=0.0, seed=None,
+                 **kwargs):
+        super().__init__(generator, discriminator, label_smoothing=label_smoothing, seed=seed,
+                         **kwargs)
+        self.num_classes = num_classes
+
+    def call(self, inputs, training=None):
+        images, labels = inputs
+        return ops.sigmoid(self._discriminate(images, labels, training))
+
+    def fit(self, x=None, y=None, **kwargs):
+        # Refuse unlabeled arrays up front: an error raised while tracing
+        # train_step would leave a half-built train function behind.
+        spec = getattr(x, "element_spec", None)
+        unlabeled = y is None and (
+            (spec is not None and not (isinstance(spec, tuple) and len(spec) >= 2))
+            or (spec is None and hasattr(x, "shape")))
+        if unlabeled:
+            raise ValueError("A conditional GAN trains on (images, labels); the data has no "
+                             "labels. Pass fit(images, labels) or a dataset of "
+                             "(images, labels).")
+        return super().fit(x, y, **kwargs)
+
+    def _split(self, data):
+        if isinstance(data, (tuple, list)) and len(data) == 1:
+            data = data[0]
+        if isinstance(data, (tuple, list)) and isinstance(data[0], (tuple, list)):
+            data = data[0]  # ([images, labels], y or None)
+        if not isinstance(data, (tuple, list)) or len(data) < 2 or data[1] is None:
+            raise ValueError("A conditional GAN trains on (images, labels); the data has no "
+                             "labels.")
+        return data[0], ops.cast(ops.reshape(data[1], (-1,)), "int32")
+
+    def _generate(self, z, labels, training):
+        return self.generator([z, labels], training=training)
+
+    def _discriminate(self, images, labels, training):
+        return ops.cast(self.discriminator([images, labels], training=training), "float32")
+
+    def generate(self, n, labels=None, seed=None):
+        """`n` images in [-1, 1]; `labels` defaults to 0, 1, ... cycling over the classes."""
+        seed = self.seed_generator if seed is None else seed
+        if labels is None:
+            labels = ops.arange(n) % self.num_classes
+        labels = ops.cast(ops.reshape(ops.convert_to_tensor(labels), (-1,)), "int32")
+        z = keras.random.normal((n, self.latent_dim), seed=seed)
+        return self.generator([z, labels], training=False)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes})
+        return config
 
 
 def _dcgan_adam(learning_rate=2e-4):

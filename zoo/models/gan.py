@@ -8,7 +8,8 @@ from N(0, 0.02), Adam(2e-4, beta_1=0.5).  Images are in [-1, 1]; `zoo.train`
 scales data there (`zoo.generative.GANHooks.prepare_data`).
 
 `dcgan_generator` and `dcgan_discriminator` are plain builders (not registry
-entries: neither trains on its own with `fit`); `dcgan` is registered.
+entries: neither trains on its own with `fit`); `dcgan` and its class-conditional
+variant `conditional_dcgan` (Mirza & Osindero 2014) are registered.
 """
 
 from zoo import checks
@@ -25,7 +26,7 @@ def _init():
 
 
 def dcgan_generator(*, output_shape=(28, 28, 1), latent_dim=100, filters=(128, 64),
-                    name="generator"):
+                    num_classes=None, name="generator"):
     """DCGAN generator: z -> dense projection -> stride-2 transposed convs -> tanh image.
 
     Args:
@@ -34,10 +35,14 @@ def dcgan_generator(*, output_shape=(28, 28, 1), latent_dim=100, filters=(128, 6
         latent_dim: size of z. Defaults to 100.
         filters: channels of the projected map and of each upsampling stage but
             the last (which outputs the image channels). Defaults to (128, 64).
+        num_classes: if set, a conditional generator taking [z, label] (integer
+            labels of shape (batch,)); the label's learned embedding is
+            concatenated to z. Defaults to None.
         name: model name. Defaults to "generator".
     """
     output_shape = checks.shape("output_shape", output_shape, rank=3)
     checks.positive_int("latent_dim", latent_dim)
+    checks.positive_int("num_classes", num_classes, allow_none=True)
     filters = check_filters(filters)
     conv_stages_check(output_shape, len(filters))
     layers = keras.layers
@@ -45,8 +50,13 @@ def dcgan_generator(*, output_shape=(28, 28, 1), latent_dim=100, filters=(128, 6
     h, w, channels = output_shape[0] // factor, output_shape[1] // factor, output_shape[2]
 
     z = keras.Input(shape=(latent_dim,), name="z")
+    inputs, x = z, z
+    if num_classes:
+        label = keras.Input(shape=(), dtype="int32", name="label")
+        embedded = layers.Embedding(num_classes, latent_dim, name="label_embedding")(label)
+        inputs, x = [z, label], layers.Concatenate(name="condition")([z, embedded])
     x = layers.Dense(h * w * filters[0], use_bias=False, kernel_initializer=_init(),
-                     name="project")(z)
+                     name="project")(x)
     x = layers.BatchNormalization(name="project_bn")(x)
     x = layers.Activation("relu", name="project_relu")(x)
     x = layers.Reshape((h, w, filters[0]), name="project_reshape")(x)
@@ -58,19 +68,24 @@ def dcgan_generator(*, output_shape=(28, 28, 1), latent_dim=100, filters=(128, 6
     image = layers.Conv2DTranspose(channels, KERNEL, strides=2, padding="same",
                                    activation="tanh", kernel_initializer=_init(),
                                    name="image")(x)
-    return keras.Model(z, image, name=name)
+    return keras.Model(inputs, image, name=name)
 
 
-def dcgan_discriminator(*, input_shape=(28, 28, 1), filters=(64, 128), name="discriminator"):
+def dcgan_discriminator(*, input_shape=(28, 28, 1), filters=(64, 128), num_classes=None,
+                        name="discriminator"):
     """DCGAN discriminator: stride-2 convs with LeakyReLU -> one logit.
 
     Args:
         input_shape: image shape; height and width must be divisible by
             2 ** len(filters). Defaults to (28, 28, 1).
         filters: channels of the stride-2 stages. Defaults to (64, 128).
+        num_classes: if set, a conditional discriminator taking [image, label]
+            with a projection head (Miyato & Koyama 2018): logit = w.h + e(label).h
+            for image features h and a learned label embedding e. Defaults to None.
         name: model name. Defaults to "discriminator".
     """
     input_shape = checks.shape("input_shape", input_shape, rank=3)
+    checks.positive_int("num_classes", num_classes, allow_none=True)
     filters = check_filters(filters)
     conv_stages_check(input_shape, len(filters))
     layers = keras.layers
@@ -84,25 +99,40 @@ def dcgan_discriminator(*, input_shape=(28, 28, 1), filters=(64, 128), name="dis
         x = layers.LeakyReLU(0.2, name=f"lrelu{i}")(x)
     x = layers.Flatten(name="flatten")(x)
     logit = layers.Dense(1, kernel_initializer=_init(), name="logit")(x)
-    return keras.Model(image, logit, name=name)
+    if not num_classes:
+        return keras.Model(image, logit, name=name)
+    label = keras.Input(shape=(), dtype="int32", name="label")
+    embedded = layers.Embedding(num_classes, int(x.shape[-1]), embeddings_initializer=_init(),
+                                name="label_embedding")(label)
+    projection = layers.Dot(axes=1, name="projection")([x, embedded])
+    logit = layers.Add(name="conditional_logit")([logit, projection])
+    return keras.Model([image, label], logit, name=name)
 
 
-def build_gan(*, generator, discriminator, label_smoothing=0.0, seed=None, name="gan"):
+def build_gan(*, generator, discriminator, num_classes=None, label_smoothing=0.0, seed=None,
+              name="gan"):
     """A trainable GAN from a generator (z -> image) and a discriminator (image -> logit).
 
     Args:
-        generator: a Keras model with one (latent_dim,) input.
-        discriminator: a Keras model whose input shape equals the generator's
-            output shape and whose output is one logit per image.
+        generator: a Keras model taking (latent_dim,) vectors, or [z, label]
+            when `num_classes` is set.
+        discriminator: a Keras model taking images shaped like the generator's
+            output (or [image, label]) and returning one logit per image.
+        num_classes: number of labels of a conditional GAN, or None. Defaults to None.
         label_smoothing: one-sided smoothing of real labels, in [0, 0.5).
             Defaults to 0.
         seed: seed of the latent noise. Defaults to None.
         name: model name. Defaults to "gan".
     """
+    import numpy as np
+
     checks.fraction("label_smoothing", label_smoothing, high=0.5)
+    checks.positive_int("num_classes", num_classes, allow_none=True)
+    arity = 2 if num_classes else 1
     for arg, part in (("generator", generator), ("discriminator", discriminator)):
-        if not isinstance(part, keras.Model) or len(part.inputs) != 1:
-            raise ValueError(f"{arg} must be a Keras model with one input. "
+        if not isinstance(part, keras.Model) or len(part.inputs) != arity:
+            what = "two inputs (and a label)" if num_classes else "one input"
+            raise ValueError(f"{arg} must be a Keras model with {what}. "
                              f"Received: {arg}={part!r}")
     if len(generator.inputs[0].shape) != 2:
         raise ValueError(f"generator must take latent vectors of shape (latent_dim,). "
@@ -115,13 +145,17 @@ def build_gan(*, generator, discriminator, label_smoothing=0.0, seed=None, name=
     if tuple(discriminator.outputs[0].shape[1:]) not in ((1,), ()):
         raise ValueError(f"discriminator must output one logit per image. Received: "
                          f"discriminator output shape {tuple(discriminator.outputs[0].shape)}")
-    from zoo.models._generative_layers import GAN
+    from zoo.models._generative_layers import GAN, ConditionalGAN
 
-    model = GAN(generator, discriminator, label_smoothing=float(label_smoothing), seed=seed,
-                name=name)
-    import numpy as np
-
-    model(np.zeros((1, *expected), dtype="float32"))  # build for `.keras` loading
+    image = np.zeros((1, *expected), dtype="float32")
+    if num_classes:
+        model = ConditionalGAN(generator, discriminator, num_classes=num_classes,
+                               label_smoothing=float(label_smoothing), seed=seed, name=name)
+        model([image, np.zeros((1,), dtype="int32")])  # build for `.keras` loading
+    else:
+        model = GAN(generator, discriminator, label_smoothing=float(label_smoothing), seed=seed,
+                    name=name)
+        model(image)
     return model
 
 
@@ -170,4 +204,50 @@ def dcgan(*, input_shape=(28, 28, 1), latent_dim=100, generator_filters=(128, 64
                                 filters=g_filters)
     discriminator = dcgan_discriminator(input_shape=input_shape, filters=d_filters)
     return build_gan(generator=generator, discriminator=discriminator,
+                     label_smoothing=label_smoothing, seed=seed, name=name)
+
+
+@register(family="gan", task="generative", test_input_shape=(8, 8, 1),
+          min_input_shape=(4, 4, 1), num_params=1_614_506,
+          paper="Mirza & Osindero 2014 (conditional GAN) on DCGAN, with the projection "
+                "discriminator of Miyato & Koyama 2018",
+          params_note="28x28x1, 10 classes, latent 100, generator (128, 64), discriminator "
+                      "(64, 128); generator and discriminator together",
+          recipe=Recipe(optimizer="adam", learning_rate=2e-4, epochs=30, batch_size=64,
+                        early_stopping_patience=None),
+          search_space=_space, hooks="zoo.generative:ConditionalGANHooks",
+          test_kwargs={"num_classes": 3, "latent_dim": 4, "generator_filters": (8, 4),
+                       "discriminator_filters": (4, 8), "seed": 0})
+def conditional_dcgan(*, input_shape=(28, 28, 1), num_classes=10, latent_dim=100,
+                      generator_filters=(128, 64), discriminator_filters=(64, 128),
+                      label_smoothing=0.0, seed=None, name="conditional_dcgan"):
+    """Class-conditional DCGAN: both networks also see the label; `generate(n, labels)`.
+
+    Trains on labeled images (`fit` on (images, labels)); calling the model
+    on [images, labels] returns the discriminator's P(real | label).
+
+    Args:
+        input_shape: image shape; see `dcgan`. Defaults to (28, 28, 1).
+        num_classes: number of labels (integers 0..num_classes-1). Defaults to 10.
+        latent_dim: size of z. Defaults to 100.
+        generator_filters: see `dcgan_generator`. Defaults to (128, 64).
+        discriminator_filters: see `dcgan_discriminator`. Defaults to (64, 128).
+        label_smoothing: one-sided smoothing of real labels, in [0, 0.5).
+            Defaults to 0.
+        seed: seed of the latent noise. Defaults to None.
+        name: model name. Defaults to "conditional_dcgan".
+    """
+    input_shape = checks.shape("input_shape", input_shape, rank=3)
+    checks.positive_int("num_classes", num_classes)
+    checks.positive_int("latent_dim", latent_dim)
+    checks.fraction("label_smoothing", label_smoothing, high=0.5)
+    g_filters = check_filters(generator_filters)
+    d_filters = check_filters(discriminator_filters)
+    conv_stages_check(input_shape, len(g_filters), "generator_filters")
+    conv_stages_check(input_shape, len(d_filters), "discriminator_filters")
+    generator = dcgan_generator(output_shape=input_shape, latent_dim=latent_dim,
+                                filters=g_filters, num_classes=num_classes)
+    discriminator = dcgan_discriminator(input_shape=input_shape, filters=d_filters,
+                                        num_classes=num_classes)
+    return build_gan(generator=generator, discriminator=discriminator, num_classes=num_classes,
                      label_smoothing=label_smoothing, seed=seed, name=name)
