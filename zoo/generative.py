@@ -50,7 +50,7 @@ def split_arrays(dataset, *, labels=False, limit=None):
 
 
 def pca_reconstruction_mse(x_train, x_test, n_components):
-    """Test MSE of scikit-learn PCA with `n_components` fitted on `x_train` (the linear baseline)."""
+    """Test MSE of scikit-learn PCA (`n_components`, fitted on `x_train`): the linear baseline."""
     from sklearn.decomposition import PCA
 
     flat_train = x_train.reshape(len(x_train), -1)
@@ -308,10 +308,13 @@ class SampleGrid(keras.callbacks.Callback):
             classes = getattr(self.model, "num_classes", None)
             if classes:  # conditional GAN: labels 0, 1, ... cycling over the classes
                 labels = (np.arange(len(self._latents)) % classes).astype("int32")
-                images = part([self._latents, labels], training=False)
-                rows.append((f"labels 0..{min(classes, len(labels)) - 1}", np.asarray(images)))
+                images = np.asarray(part([self._latents, labels], training=False))
+                width, label = min(classes, 10), f"labels 0..{min(classes, 10) - 1}"
             else:
-                rows.append(("sample", np.asarray(part(self._latents, training=False))))
+                images = np.asarray(part(self._latents, training=False))
+                width, label = 8, "sample"
+            # Rows of at most `width` images keep the grid readable.
+            rows += [(label, images[i:i + width]) for i in range(0, len(images), width)]
         return rows
 
     def on_epoch_end(self, epoch, logs=None):
