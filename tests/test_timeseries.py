@@ -176,3 +176,32 @@ def test_short_series_is_refused():
     with pytest.raises(ValueError, match="lookback \\+ horizon = 15"):
         series_splits(np.arange(40, dtype="float32"), columns=["y"], targets=["y"],
                       lookback=12, horizon=3)
+
+
+def test_standardized_loss_and_float32_ends_under_mixed_precision(tmp_path):
+    """Forecasters train on loss in std units; raw-unit ends stay float32 under mixed_float16."""
+    import keras
+
+    from zoo.models._sequence_layers import StandardizedError
+    from zoo.timeseries import with_normalization
+
+    loss = StandardizedError([2.0, 10.0])
+    y_true = np.zeros((1, 3, 2), "float32")
+    y_pred = np.tile(np.array([2.0, 10.0], "float32"), (1, 3, 1))
+    assert float(loss(y_true, y_pred)) == pytest.approx(1.0)
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert again.std == [2.0, 10.0] and again.kind == "mse"
+    assert float(StandardizedError([4.0], kind="mae")(np.zeros((2, 3)), np.full((2, 3), 2.0))) \
+        == pytest.approx(0.5)
+
+    values = 1e5 + 1e4 * np.sin(np.arange(300) / 4.0)  # overflows float16 (max 65504)
+    s = series_splits(values[:, None], columns=["y"], targets=["y"], lookback=8, horizon=2)
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = with_normalization(zoo.build("gru_forecaster", input_shape=(8, 1), horizon=2,
+                                             units=4), s.extras)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    out = np.asarray(model(s.x_test[:4], training=False))
+    assert out.dtype == np.float32 and np.isfinite(out).all() and out.min() > 5e4

@@ -228,9 +228,12 @@ def with_normalization(model, extras):
             f"the data asks for horizon={horizon} steps of {targets} target(s) {expected}. "
             f"Build it with horizon={horizon}, num_targets={targets}.")
     inputs = keras.Input(shape=(lookback, features), name="window")
+    # float32 even under a mixed_float16 policy: raw values above 65504 would
+    # overflow float16, and forecasts in original units need its precision.
     x = keras.layers.Normalization(axis=-1, mean=extras["feature_mean"],
-                                   variance=extras["feature_var"], name="normalization")(inputs)
-    outputs = Denormalization(extras["target_mean"], extras["target_std"],
+                                   variance=extras["feature_var"], dtype="float32",
+                                   name="normalization")(inputs)
+    outputs = Denormalization(extras["target_mean"], extras["target_std"], dtype="float32",
                               name="predictions")(model(x))
     return keras.Model(inputs, outputs, name=f"{model.name}_normalized")
 
@@ -306,6 +309,19 @@ class SeriesHooks(TaskHooks):
         if "feature_mean" not in bundle.extras:
             return model  # arrays from Python: trained as given
         return with_normalization(model, bundle.extras)
+
+    def compile(self, model, *, optimizer, loss, metrics, recipe, jit_compile=False):
+        import keras
+
+        from zoo.models._sequence_layers import Denormalization, StandardizedError
+
+        denormalization = [layer for layer in model.layers
+                           if isinstance(layer, Denormalization)]
+        kinds = {keras.losses.MeanSquaredError: "mse", keras.losses.MeanAbsoluteError: "mae"}
+        if denormalization and type(loss) in kinds:
+            # Same minimiser, O(1) gradients: metrics (MAE/RMSE) stay in original units.
+            loss = StandardizedError(denormalization[-1].std, kind=kinds[type(loss)])
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
 
     def evaluate(self, model, bundle):
         if "target_index" not in bundle.extras:

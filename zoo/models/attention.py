@@ -97,7 +97,7 @@ def transformer_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_d
             layers.Add(name=f"{prefix}_add2")([x, ff]))
     x = layers.GlobalAveragePooling1D(name=f"{name}_pool")(x)
     x = layers.Dropout(dropout, name=f"{name}_head_dropout")(x)
-    outputs = layers.Dense(num_classes, activation=classifier_activation,
+    outputs = layers.Dense(num_classes, activation=classifier_activation, dtype="float32",
                            name="predictions")(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -214,5 +214,6 @@ def seq2seq_attention(*, input_shape=(30,), target_length=None, vocab_size=4000,
     x = layers.Dense(units, activation="tanh", name=f"{name}_attentional")(x)
     if dropout:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
-    outputs = layers.Dense(target_vocab_size, activation="softmax", name="predictions")(x)
+    outputs = layers.Dense(target_vocab_size, activation="softmax", dtype="float32",
+                           name="predictions")(x)
     return keras.Model([source, decoder_tokens], outputs, name=name)

@@ -62,8 +62,9 @@ def _sequence_classifier(cell, *, input_shape, vocab_size, embedding_dim, num_cl
                          recurrent_dropout=recurrent_dropout, name=name)
     if dropout:
         x = keras.layers.Dropout(dropout, name=f"{name}_head_dropout")(x)
+    # float32 output (also under mixed precision) keeps the softmax and loss stable.
     outputs = keras.layers.Dense(num_classes, activation=classifier_activation,
-                                 name="predictions")(x)
+                                 dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -80,7 +81,7 @@ def _sequence_forecaster(cell, *, input_shape, horizon, num_targets, units, num_
                          recurrent_dropout=recurrent_dropout, name=name)
     # Direct multi-step forecast: one linear unit per (step, target), which
     # avoids the error accumulation of feeding predictions back in.
-    x = keras.layers.Dense(horizon * num_targets, name="predictions")(x)
+    x = keras.layers.Dense(horizon * num_targets, dtype="float32", name="predictions")(x)
     if num_targets > 1:
         x = keras.layers.Reshape((horizon, num_targets), name="forecast")(x)
     return keras.Model(inputs, x, name=name)
