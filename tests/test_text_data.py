@@ -59,6 +59,18 @@ def test_csv_source_gives_stratified_seeded_string_splits(tmp_path):
     shorter = zdata.load("lstm_classifier", f"csv:{path}",
                          options={**CSV_OPTIONS, "sequence_length": 16})
     assert shorter.input_shape == (16,)
+    # Declared classes fix the names and their order (ids follow it).
+    declared = zdata.load("lstm_classifier", f"csv:{path}", options=CSV_OPTIONS,
+                          classes=["pos", "neg"])
+    assert declared.class_names == ["pos", "neg"]
+    name_of = {t: bundle.class_names[int(y)] for x_, y_ in
+               ((arrays.x_train, arrays.y_train), (arrays.x_val, arrays.y_val),
+                (arrays.x_test, arrays.y_test)) for t, y in zip(x_, y_)}
+    assert all(name_of[t] == declared.class_names[int(y)]
+               for t, y in zip(declared.arrays.x_test, declared.arrays.y_test))
+    with pytest.raises(ValueError, match="'pos'.*not among the declared classes"):
+        zdata.load("lstm_classifier", f"csv:{path}", options=CSV_OPTIONS,
+                   classes=["neg", "neutral"])
 
 
 def test_folder_source_one_subfolder_per_class(tmp_path):
