@@ -77,3 +77,12 @@ def test_early_stopping_stops_and_checkpoint_is_atomic(tmp_path):
     np.testing.assert_allclose(restored.predict(x[:8], verbose=0),
                                model.predict(x[:8], verbose=0), atol=1e-6)
     assert not os.path.exists(tmp_path / "backup")  # BackupAndRestore cleans up when done
+
+
+def test_no_monitor_keeps_the_latest_epoch(tmp_path):
+    callbacks = standard_callbacks(str(tmp_path), monitor=None, patience=3,
+                                   schedule="reduce_on_plateau", tensorboard=False)
+    kinds = [type(c).__name__ for c in callbacks]
+    assert "EarlyStopping" not in kinds and "ReduceLROnPlateau" not in kinds
+    checkpoint = next(c for c in callbacks if type(c).__name__ == "AtomicModelCheckpoint")
+    assert not checkpoint.save_best_only

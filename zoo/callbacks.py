@@ -86,7 +86,9 @@ def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="co
 
     Args:
         run_dir: the run directory (checkpoints/, backup/, history.csv, logs/).
-        monitor: quantity for early stopping and checkpoints. Defaults to "val_loss".
+        monitor: quantity for early stopping, ReduceLROnPlateau and the best
+            checkpoint, or None: no early stopping or plateau schedule, and the
+            checkpoint keeps the latest epoch. Defaults to "val_loss".
         patience: early-stopping patience in epochs, or None to disable. Defaults to 10.
         schedule: schedule name; "reduce_on_plateau" adds `ReduceLROnPlateau`.
             Defaults to "constant".
@@ -111,17 +113,17 @@ def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="co
         # the other callbacks start.
         callbacks.append(keras.callbacks.BackupAndRestore(
             os.path.join(run_dir, "backup"), save_freq=backup_freq, double_checkpoint=True))
-    if patience:
+    if patience and monitor:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, patience=patience, restore_best_weights=True))
-    if schedule == "reduce_on_plateau":
+    if schedule == "reduce_on_plateau" and monitor:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=monitor, factor=plateau_factor, patience=plateau_patience))
     if checkpoint:
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
         callbacks.append(AtomicModelCheckpoint(
-            os.path.join(run_dir, "checkpoints", "best.keras"), monitor=monitor,
-            save_best_only=True))
+            os.path.join(run_dir, "checkpoints", "best.keras"), monitor=monitor or "loss",
+            save_best_only=bool(monitor)))
     if csv_log:
         callbacks.append(keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"),
                                                    append=resume))

@@ -432,6 +432,10 @@ class VAEHooks(TaskHooks):
 class GANHooks(TaskHooks):
     """GANs: data scaled to [-1, 1], two Adam(beta_1=0.5) optimizers, Frechet distance."""
 
+    # d_loss + g_loss on validation data does not track sample quality, so
+    # no early stopping or "best" checkpoint on it: keep the latest epoch.
+    monitor = None
+
     def prepare_data(self, spec, bundle):
         import dataclasses
 

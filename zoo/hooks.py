@@ -13,6 +13,10 @@ class TaskHooks:
     # Extra keyword options a data source accepts for this family (e.g.
     # text_column); `zoo.data.load` passes them on to `load_source`.
     data_options = ()
+    # What early stopping, ReduceLROnPlateau and the best checkpoint watch;
+    # None where no validation number tracks quality (GANs): then training
+    # runs all its epochs and checkpoints/best.keras holds the latest epoch.
+    monitor = "val_loss"
 
     def load_source(self, spec, source, options):
         """Return `zoo.data.ArraySplits` for `source`, or None to use the generic loaders."""

@@ -419,8 +419,8 @@ def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimiz
                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     write_json(os.path.join(run_dir, "config.json"), config)
 
-    monitor = "val_loss"
-    cbs = standard_callbacks(run_dir, monitor=monitor, patience=recipe.early_stopping_patience,
+    cbs = standard_callbacks(run_dir, monitor=hooks.monitor,
+                             patience=recipe.early_stopping_patience,
                              schedule=recipe.schedule, backup_freq=backup_freq, resume=resumed)
     cbs += hooks.callbacks(model, bundle, run_dir) + list(callbacks or [])
     # The training pipeline shuffles itself (seeded), so fit must not.
