@@ -1,4 +1,4 @@
-"""Regenerate benchmarks/results.csv: parameters, multiply-adds and measured accuracy.
+"""Regenerate zoo/results.csv (shown by `zoo list --details`): parameters, MACs, accuracy.
 
     python benchmarks/results_table.py                        # train the small models too
     python benchmarks/results_table.py --train none           # counts only
@@ -59,7 +59,8 @@ def main(argv=None):
                         metavar="NAME=EPOCHS", help="models to train, or 'none'")
     parser.add_argument("--runs", default="runs/results_table", help="run directories")
     parser.add_argument("--reuse", action="store_true", help="keep runs that have metrics.json")
-    parser.add_argument("--out", default=os.path.join(HERE, "results.csv"))
+    # Shipped inside the package so that `zoo list --details` works after `pip install`.
+    parser.add_argument("--out", default=os.path.join(HERE, os.pardir, "zoo", "results.csv"))
     args = parser.parse_args(argv)
     to_train = {}
     if args.train != ["none"]:

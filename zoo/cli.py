@@ -72,7 +72,7 @@ def build_parser():
     p.add_argument("--task", choices=TASKS, help="only this task")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--details", action="store_true",
-                   help="parameters, GFLOPs and measured accuracy (results table)")
+                   help="parameters, GMACs per image and measured accuracy (zoo/results.csv)")
 
     p = sub.add_parser("info", help="show a model's spec")
     p.add_argument("name")
@@ -154,7 +154,10 @@ def cmd_list(args):
         line = f"{s.name:<{width}}  {s.family:<12} {s.task:<15} {params:>13}"
         if args.details:
             r = results.get(s.name, {})
-            line += (f"  {r.get('gmacs', '-'):>8} GMACs  acc {r.get('fashion_mnist_accuracy') or '-':>6}")
+            gmacs = f"{float(r['gmacs']):.4g}" if r.get("gmacs") else "-"
+            measured = (f"{float(r['test_accuracy']):.4f} on {r['dataset']} after "
+                        f"{r['epochs']} epochs" if r.get("test_accuracy") else "-")
+            line += f"  {gmacs:>9} GMACs  {measured}"
         else:
             line += f"  {s.description}"
         print(line)
