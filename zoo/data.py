@@ -196,7 +196,16 @@ def _load_keras_dataset(name):
             (x_test, y_test.reshape(-1).astype("int32")), class_names)
 
 
-def _load_tfds(name):
+def read_tfds(name):
+    """Examples of a prepared TFDS dataset, never downloading.
+
+    Args:
+        name: "DATASET" (train and, if it has one, test split) or "DATASET/SPLIT".
+
+    Returns:
+        (train pairs, test pairs or None, class names or None), the pairs
+        being lists of numpy (input, label).
+    """
     import tensorflow_datasets as tfds
     dataset, _, split = name.partition("/")
     try:
@@ -212,20 +221,25 @@ def _load_tfds(name):
             raise DataUnavailableError(
                 f"TFDS dataset {dataset!r} is not prepared under {builder.data_dir}. Run "
                 f"`tfds build {dataset}` on a machine with network and copy that folder here.") from err
-        pairs = list(tfds.as_numpy(ds))
+        return list(tfds.as_numpy(ds))
+
+    has_test = "test" in (builder.info.splits or {"test": 0})
+    train = read(split or "train")
+    test = read("test") if not split and has_test else None
+    label = builder.info.features["label"] if "label" in builder.info.features else None
+    return train, test, list(getattr(label, "names", None) or []) or None
+
+
+def _load_tfds(name):
+    train, test, class_names = read_tfds(name)
+
+    def stack(pairs):
         if not pairs:
             return np.zeros((0,)), np.zeros((0,), "int32")
         xs, ys = zip(*pairs)
         return np.stack(xs), np.asarray(ys)
 
-    splits = list(builder.info.splits.keys()) if builder.info.splits else ["train", "test"]
-    train = read(split or "train")
-    test = read("test") if not split and "test" in splits else None
-    class_names = None
-    label = builder.info.features.get("label") if hasattr(builder.info.features, "get") else None
-    if label is not None and hasattr(label, "names"):
-        class_names = list(label.names)
-    return train, test, class_names
+    return stack(train), (stack(test) if test is not None else None), class_names
 
 
 def _load_folder(path, image_size):

@@ -78,34 +78,16 @@ def _read_folder(path):
 
 
 def _read_tfds(name):
-    import tensorflow_datasets as tfds
+    from zoo.data import read_tfds
 
-    dataset, _, split = name.partition("/")
+    train, test, names = read_tfds(name)
 
-    def read(split_name):
-        try:
-            ds = tfds.load(dataset, split=split_name, as_supervised=True, download=False)
-        except AssertionError as err:
-            from zoo.data import DataUnavailableError
-            raise DataUnavailableError(
-                f"TFDS dataset {dataset!r} is not prepared on this machine. Run `tfds build "
-                f"{dataset}` where there is network and copy its data_dir here.") from err
-        texts, labels = [], []
-        for text, label in tfds.as_numpy(ds):
-            texts.append(text.decode("utf-8", errors="replace") if isinstance(text, bytes)
-                         else str(text))
-            labels.append(int(label))
-        return texts, labels
+    def decode(pairs):
+        texts = [text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+                 for text, _ in pairs]
+        return texts, [int(label) for _, label in pairs]
 
-    try:
-        builder = tfds.builder(dataset)
-    except Exception as err:
-        raise ValueError(f"Unknown TFDS dataset. Received: data='tfds:{name}' ({err})") from err
-    label_feature = builder.info.features["label"] if "label" in builder.info.features else None
-    names = list(getattr(label_feature, "names", []) or [])
-    train = read(split or "train")
-    test = read("test") if not split and "test" in (builder.info.splits or {"test": 0}) else None
-    return train, test, names
+    return decode(train), (decode(test) if test is not None else None), names or []
 
 
 def _check_texts(texts, where, argument):
