@@ -49,7 +49,7 @@ def test_standard_callbacks_compose_keras_callbacks(tmp_path):
     callbacks = standard_callbacks(str(tmp_path), schedule="reduce_on_plateau", patience=3)
     kinds = {type(c).__name__ for c in callbacks}
     assert {"TerminateOnNaN", "BackupAndRestore", "EarlyStopping", "ReduceLROnPlateau",
-            "AtomicModelCheckpoint", "CSVLogger", "TensorBoard"} <= kinds
+            "AtomicModelCheckpoint", "CSVLogger", "EpochTensorBoard"} <= kinds
     assert all(isinstance(c, keras.callbacks.Callback) for c in callbacks)
     none = standard_callbacks(str(tmp_path), patience=None, checkpoint=False, backup=False,
                               csv_log=False, tensorboard=False, terminate_on_nan=False)
@@ -86,3 +86,16 @@ def test_no_monitor_keeps_the_latest_epoch(tmp_path):
     assert "EarlyStopping" not in kinds and "ReduceLROnPlateau" not in kinds
     checkpoint = next(c for c in callbacks if type(c).__name__ == "AtomicModelCheckpoint")
     assert not checkpoint.save_best_only
+
+
+def test_tensorboard_writes_epoch_summaries(tmp_path):
+    import keras
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    callbacks = standard_callbacks(str(tmp_path), patience=None, checkpoint=False,
+                                   backup=False, csv_log=False)
+    model.fit(x, x[:, :1], validation_split=0.25, epochs=2, verbose=0, callbacks=callbacks)
+    for split in ("train", "validation"):
+        events = os.listdir(tmp_path / "logs" / split)
+        assert events and all(e.startswith("events.out.tfevents") for e in events)
