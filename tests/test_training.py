@@ -51,8 +51,7 @@ def test_run_directory_contents(tmp_path):
 def test_bad_arguments_raise_before_anything_is_written(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         _train(tmp_path, **kwargs)
-    if "data" not in kwargs:
-        assert not os.path.exists(tmp_path / "mlp")
+    assert not os.path.exists(tmp_path / "mlp")
 
 
 def test_unknown_model_name(tmp_path):
@@ -181,3 +180,16 @@ def test_mirrored_strategy_on_two_cpu_devices(tmp_path):
                           env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("ok")
+
+
+def test_mixup_trains_on_soft_labels_with_a_categorical_loss(tmp_path):
+    result = _train(tmp_path, name="lenet5", augment=("mixup",), epochs=1)
+    assert result.bundle.one_hot_labels
+    config = json.load(open(os.path.join(result.run_dir, "config.json")))
+    assert config["loss"] == "categorical_crossentropy"
+    assert np.isfinite(result.metrics["test_loss"]) and "test_accuracy" in result.metrics
+    before = open(os.path.join(result.run_dir, "metrics.json")).read()
+    with pytest.raises(ValueError, match=r"Unknown augmentation\(s\) \['blur'\]"):
+        _train(tmp_path, name="lenet5", augment=("blur",), overwrite=True)
+    # A bad argument found while loading data must not cost the existing run.
+    assert open(os.path.join(result.run_dir, "metrics.json")).read() == before

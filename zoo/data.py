@@ -87,6 +87,9 @@ class DataBundle:
     batch_size: int
     arrays: ArraySplits
     extras: dict = dataclasses.field(default_factory=dict)
+    # Labels are one-hot vectors (asked for, or soft labels from MixUp/CutMix):
+    # the loss must then be categorical rather than sparse.
+    one_hot_labels: bool = False
 
     def take_inputs(self, split="test", n=8):
         """The first `n` inputs of a split exactly as the model receives them."""
@@ -618,5 +621,6 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
         class_names=splits.class_names, source=describe_source(data),
         num_examples={"train": len(splits.x_train), "validation": len(splits.x_val),
                       "test": len(splits.x_test)},
-        batch_size=batch_size, arrays=splits, extras=dict(splits.extras))
+        batch_size=batch_size, arrays=splits, extras=dict(splits.extras),
+        one_hot_labels=bool(one_hot_classes))
     return hooks.prepare_data(spec, bundle)

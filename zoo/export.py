@@ -283,7 +283,6 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ou
     samples = None
     if bundle is not None and len(getattr(model, "inputs", None) or ()) == 1:
         samples = bundle.take_inputs("test", 8)
-        from zoo.training import write_json  # noqa: F401  (same atomic policy for npz)
         np.savez(sample_path + ".partial.npz", inputs=samples)
         os.replace(sample_path + ".partial.npz", sample_path)
     elif os.path.exists(sample_path):

@@ -215,21 +215,16 @@ def _is_complete(run_dir):
     return os.path.exists(os.path.join(run_dir, "metrics.json"))
 
 
-def prepare_run_dir(run_dir, config, *, overwrite=False):
-    """Create or reuse `run_dir`; returns True when resuming an interrupted run.
+def check_run_dir(run_dir, config, *, overwrite=False):
+    """Whether `run_dir` resumes an interrupted run; raises where it may not be used.
 
     An interrupted run (config.json and backup/ but no metrics.json) with the
     same configuration resumes; anything else already there is refused unless
-    `overwrite=True`.
+    `overwrite=True`. Changes nothing on disk (see `claim_run_dir`).
     """
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ValueError(f"run_dir exists and is not a directory. Received: run_dir={run_dir!r}")
-    if not os.path.isdir(run_dir) or not os.listdir(run_dir):
-        os.makedirs(run_dir, exist_ok=True)
-        return False
-    if overwrite:
-        shutil.rmtree(run_dir)
-        os.makedirs(run_dir)
+    if not os.path.isdir(run_dir) or not os.listdir(run_dir) or overwrite:
         return False
     config_path = os.path.join(run_dir, "config.json")
     if not os.path.exists(config_path):
@@ -248,6 +243,13 @@ def prepare_run_dir(run_dir, config, *, overwrite=False):
                          f"({', '.join(changed)} differ); resume it with the same arguments, "
                          f"or pass overwrite=True. Received: run_dir={run_dir!r}")
     return os.path.isdir(os.path.join(run_dir, "backup"))
+
+
+def claim_run_dir(run_dir, *, resumed):
+    """Create `run_dir`, emptying it first unless resuming (`check_run_dir` allowed it)."""
+    if not resumed and os.path.isdir(run_dir) and os.listdir(run_dir):
+        shutil.rmtree(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
 
 
 # ------------------------------------------------------------------- training
@@ -364,7 +366,9 @@ def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimiz
     if strategy is not None and isinstance(strategy, str):
         from zoo.distribute import STRATEGIES
         checks.choice("strategy", strategy, STRATEGIES)
-    resumed = prepare_run_dir(run_dir, config, overwrite=overwrite)
+    # Refuse an occupied run_dir now, but touch it only once data, model and
+    # compile have succeeded: a bad argument found later never costs a run.
+    resumed = check_run_dir(run_dir, config, overwrite=overwrite)
 
     # ---- TensorFlow from here on
     import keras
@@ -388,11 +392,9 @@ def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimiz
                             tuple(user_model.inputs[0].shape[1:]) if user_model else None),
                         augment=recipe.augment, classes=classes, options=data_options,
                         one_hot=one_hot)
-    soft_labels = one_hot or bundle.train.element_spec[-1].shape.rank == 2 and \
-        spec.task == "classification" and bundle.num_classes
     loss_name = loss or recipe.loss
-    if soft_labels and (loss_name in (None, "sparse_categorical_crossentropy")):
-        loss_name = "categorical_crossentropy"  # MixUp/CutMix produce soft labels
+    if bundle.one_hot_labels and loss_name in (None, "sparse_categorical_crossentropy"):
+        loss_name = "categorical_crossentropy"  # e.g. MixUp/CutMix soft labels
 
     dist = get_strategy(strategy)
     previous_policy = keras.config.dtype_policy().name
@@ -417,6 +419,7 @@ def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimiz
                    "num_examples": bundle.num_examples, "jit_compile": jit_compile,
                    "mixed_precision": mixed_precision, "task": spec.task,
                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    claim_run_dir(run_dir, resumed=resumed)
     write_json(os.path.join(run_dir, "config.json"), config)
 
     cbs = standard_callbacks(run_dir, monitor=hooks.monitor,
