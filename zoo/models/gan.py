@@ -159,6 +159,24 @@ def build_gan(*, generator, discriminator, num_classes=None, label_smoothing=0.0
     return model
 
 
+def _dcgan(*, input_shape, num_classes, latent_dim, generator_filters, discriminator_filters,
+           label_smoothing, seed, name):
+    """Validate the shared DCGAN arguments, then build (conditional when num_classes)."""
+    input_shape = checks.shape("input_shape", input_shape, rank=3)
+    checks.positive_int("latent_dim", latent_dim)
+    checks.fraction("label_smoothing", label_smoothing, high=0.5)
+    g_filters = check_filters(generator_filters)
+    d_filters = check_filters(discriminator_filters)
+    conv_stages_check(input_shape, len(g_filters), "generator_filters")
+    conv_stages_check(input_shape, len(d_filters), "discriminator_filters")
+    generator = dcgan_generator(output_shape=input_shape, latent_dim=latent_dim,
+                                filters=g_filters, num_classes=num_classes)
+    discriminator = dcgan_discriminator(input_shape=input_shape, filters=d_filters,
+                                        num_classes=num_classes)
+    return build_gan(generator=generator, discriminator=discriminator, num_classes=num_classes,
+                     label_smoothing=label_smoothing, seed=seed, name=name)
+
+
 def _space(hp):
     return {
         "latent_dim": hp.Choice("latent_dim", [32, 64, 100], default=100),
@@ -193,18 +211,10 @@ def dcgan(*, input_shape=(28, 28, 1), latent_dim=100, generator_filters=(128, 64
         seed: seed of the latent noise. Defaults to None.
         name: model name. Defaults to "dcgan".
     """
-    input_shape = checks.shape("input_shape", input_shape, rank=3)
-    checks.positive_int("latent_dim", latent_dim)
-    checks.fraction("label_smoothing", label_smoothing, high=0.5)
-    g_filters = check_filters(generator_filters)
-    d_filters = check_filters(discriminator_filters)
-    conv_stages_check(input_shape, len(g_filters), "generator_filters")
-    conv_stages_check(input_shape, len(d_filters), "discriminator_filters")
-    generator = dcgan_generator(output_shape=input_shape, latent_dim=latent_dim,
-                                filters=g_filters)
-    discriminator = dcgan_discriminator(input_shape=input_shape, filters=d_filters)
-    return build_gan(generator=generator, discriminator=discriminator,
-                     label_smoothing=label_smoothing, seed=seed, name=name)
+    return _dcgan(input_shape=input_shape, num_classes=None, latent_dim=latent_dim,
+                  generator_filters=generator_filters,
+                  discriminator_filters=discriminator_filters,
+                  label_smoothing=label_smoothing, seed=seed, name=name)
 
 
 @register(family="gan", task="generative", test_input_shape=(8, 8, 1),
@@ -237,17 +247,8 @@ def conditional_dcgan(*, input_shape=(28, 28, 1), num_classes=10, latent_dim=100
         seed: seed of the latent noise. Defaults to None.
         name: model name. Defaults to "conditional_dcgan".
     """
-    input_shape = checks.shape("input_shape", input_shape, rank=3)
     checks.positive_int("num_classes", num_classes)
-    checks.positive_int("latent_dim", latent_dim)
-    checks.fraction("label_smoothing", label_smoothing, high=0.5)
-    g_filters = check_filters(generator_filters)
-    d_filters = check_filters(discriminator_filters)
-    conv_stages_check(input_shape, len(g_filters), "generator_filters")
-    conv_stages_check(input_shape, len(d_filters), "discriminator_filters")
-    generator = dcgan_generator(output_shape=input_shape, latent_dim=latent_dim,
-                                filters=g_filters, num_classes=num_classes)
-    discriminator = dcgan_discriminator(input_shape=input_shape, filters=d_filters,
-                                        num_classes=num_classes)
-    return build_gan(generator=generator, discriminator=discriminator, num_classes=num_classes,
-                     label_smoothing=label_smoothing, seed=seed, name=name)
+    return _dcgan(input_shape=input_shape, num_classes=num_classes, latent_dim=latent_dim,
+                  generator_filters=generator_filters,
+                  discriminator_filters=discriminator_filters,
+                  label_smoothing=label_smoothing, seed=seed, name=name)
