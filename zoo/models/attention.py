@@ -15,6 +15,7 @@
 
 from zoo import checks
 from zoo._lazy import keras
+from zoo.models.rnn import check_token_inputs
 from zoo.registry import Recipe, register
 
 CELLS = {"lstm": "LSTM", "gru": "GRU"}
@@ -62,11 +63,7 @@ def transformer_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_d
         classifier_activation: activation of the output layer. Defaults to "softmax".
         name: model name. Defaults to "transformer_classifier".
     """
-    input_shape = checks.shape("input_shape", input_shape, rank=1)
-    checks.positive_int("vocab_size", vocab_size)
-    if vocab_size < 3:
-        raise ValueError(f"vocab_size must be at least 3. Received: vocab_size={vocab_size!r}")
-    checks.positive_int("embedding_dim", embedding_dim)
+    input_shape = check_token_inputs(input_shape, vocab_size, embedding_dim)
     checks.positive_int("num_layers", num_layers)
     checks.positive_int("num_heads", num_heads)
     if embedding_dim % num_heads:

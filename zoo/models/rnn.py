@@ -40,15 +40,21 @@ def _recurrent_stack(x, *, cell, units, num_layers, bidirectional, dropout,
     return x
 
 
-def _sequence_classifier(cell, *, input_shape, vocab_size, embedding_dim, num_classes, units,
-                         num_layers, bidirectional, dropout, recurrent_dropout,
-                         classifier_activation, name):
+def check_token_inputs(input_shape, vocab_size, embedding_dim):
+    """Validate the arguments every token-id classifier shares; returns input_shape."""
     input_shape = checks.shape("input_shape", input_shape, rank=1)
     checks.positive_int("vocab_size", vocab_size)
     if vocab_size < 3:
         # 0 is padding and 1 the out-of-vocabulary id of TextVectorization.
         raise ValueError(f"vocab_size must be at least 3. Received: vocab_size={vocab_size!r}")
     checks.positive_int("embedding_dim", embedding_dim)
+    return input_shape
+
+
+def _sequence_classifier(cell, *, input_shape, vocab_size, embedding_dim, num_classes, units,
+                         num_layers, bidirectional, dropout, recurrent_dropout,
+                         classifier_activation, name):
+    input_shape = check_token_inputs(input_shape, vocab_size, embedding_dim)
     checks.positive_int("num_classes", num_classes)
     _check_common(cell=cell, units=units, num_layers=num_layers, bidirectional=bidirectional,
                   dropout=dropout, recurrent_dropout=recurrent_dropout)
