@@ -32,15 +32,13 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    import zoo
-    from zoo import data as zdata
-    from zoo.callbacks import standard_callbacks
-    from zoo.hooks import get_hooks
-    from zoo.training import _builder_kwargs, compile_model
+    from zoo import training
 
-    spec = zoo.get_spec(args.model)
-    bundle = zdata.load(spec, args.data, batch_size=args.batch_size)
-    steps = -(-bundle.num_examples["train"] // args.batch_size)
+    # The same seam `zoo.train` composes: one plan (data loaded once), a fresh
+    # model per timing from `build_model`, and `fit` for the zoo's loop.
+    p = training.plan(args.model, args.data, batch_size=args.batch_size, epochs=args.epochs,
+                      jit_compile=False, mixed_precision=False)
+    bundle = p.bundle
     x_train = np.concatenate([b[0].numpy() for b in bundle.train])
     y_train = np.concatenate([b[1].numpy() for b in bundle.train])
     for _ in bundle.validation:  # fill the caches before timing
@@ -48,21 +46,14 @@ def main(argv=None):
 
     def fresh_model():
         keras.utils.set_random_seed(0)
-        model = spec.build(**_builder_kwargs(spec, bundle, {}))
-        compile_model(model, spec, steps_per_epoch=steps, epochs=args.epochs)
-        return model
+        return training.build_model(p)
 
     def timed_fit(kind):
         model = fresh_model()
         model.fit(bundle.train.take(2), epochs=1, verbose=0)  # trace outside the timing
         with tempfile.TemporaryDirectory() as run_dir:
             if kind == "zoo":
-                callbacks = standard_callbacks(run_dir, patience=spec.recipe.early_stopping_patience,
-                                               schedule=spec.recipe.schedule)
-                callbacks += get_hooks(spec).callbacks(model, bundle, run_dir)
-                fit = lambda: model.fit(bundle.train, validation_data=bundle.validation,  # noqa
-                                        epochs=args.epochs, callbacks=callbacks, verbose=0,
-                                        shuffle=False)
+                fit = lambda: training.fit(p, model, run_dir=run_dir, verbose=0)  # noqa
             elif kind == "bare_tfdata":
                 fit = lambda: model.fit(bundle.train, validation_data=bundle.validation,  # noqa
                                         epochs=args.epochs, verbose=0, shuffle=False)

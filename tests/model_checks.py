@@ -5,7 +5,7 @@ import numpy as np
 
 def example_batch(spec, model, n, rng):
     """(x, y) for one training step; y is None for unsupervised models."""
-    from zoo.hooks import get_hooks
+    from zoo.tasks import get_hooks
     custom = get_hooks(spec).example_batch(spec, model, n, rng)
     if custom is not None:
         return custom

@@ -203,7 +203,7 @@ def test_weight_decay_is_l2_with_half_coefficient():
 
 
 def test_local_response_normalization_matches_formula():
-    from zoo.models._cnn_layers import LocalResponseNormalization
+    from zoo.models.layers.cnn import LocalResponseNormalization
 
     x = np.random.default_rng(3).normal(size=(2, 3, 3, 7)).astype("float32")
     layer = LocalResponseNormalization(size=5, bias=2.0, alpha=0.1, beta=0.75)

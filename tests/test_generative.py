@@ -26,7 +26,7 @@ def digits():
 @pytest.fixture(scope="module")
 def digit_features(digits):
     """The Frechet-distance feature classifier, trained once on digits in [-1, 1]."""
-    from zoo.generative import feature_classifier
+    from zoo.tasks.generative import feature_classifier
 
     x_train, _, y_train, _ = digits
     return feature_classifier(x_train * 2 - 1, y_train, epochs=8, seed=0)
@@ -44,7 +44,7 @@ def _seed(seed=0):
 def test_conv_autoencoder_beats_pca_at_same_code_size(digits):
     import keras
 
-    from zoo.generative import pca_reconstruction_mse
+    from zoo.tasks.generative import pca_reconstruction_mse
 
     x_train, x_test, _, _ = digits
     _seed()
@@ -115,7 +115,7 @@ def test_vae_test_elbo_improves_and_samples_look_like_data(digits):
 
 
 def test_gan_frechet_distance_halves_after_short_training(digits, digit_features):
-    from zoo.generative import GANHooks, generated_quality
+    from zoo.tasks.generative import GANHooks, generated_quality
 
     x_train, x_test, y_train, _ = digits
     x_train, x_test = x_train * 2 - 1, x_test * 2 - 1  # tanh range, as GANHooks does
@@ -146,7 +146,7 @@ def test_gan_frechet_distance_halves_after_short_training(digits, digit_features
 def test_conditional_gan_draws_the_requested_digit(digits, digit_features):
     import keras
 
-    from zoo.generative import ConditionalGANHooks, generated_quality
+    from zoo.tasks.generative import ConditionalGANHooks, generated_quality
 
     x_train, x_test, y_train, _ = digits
     x_train, x_test = x_train * 2 - 1, x_test * 2 - 1
@@ -179,7 +179,7 @@ def test_conditional_gan_draws_the_requested_digit(digits, digit_features):
 def test_frechet_distance_matches_closed_form():
     from scipy import linalg
 
-    from zoo.generative import frechet_distance
+    from zoo.tasks.generative import frechet_distance
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=(500, 6))
@@ -272,7 +272,7 @@ def test_named_endpoints_match_in_a_fresh_tensorflow_process(tmp_path, rng):
     import sys
 
     from zoo.export import export_saved_model
-    from zoo.hooks import get_hooks
+    from zoo.tasks import get_hooks
 
     feeds, expected = {}, {}
     for name, names in ENDPOINTS.items():
@@ -307,7 +307,7 @@ def test_named_endpoints_match_in_a_fresh_tensorflow_process(tmp_path, rng):
 def test_sample_grid_writes_pngs_and_latent_plot(tmp_path, digits):
     import keras
 
-    from zoo.generative import SampleGrid
+    from zoo.tasks.generative import SampleGrid
 
     x_train, x_test, _, y_test = digits
     _seed()
@@ -329,7 +329,7 @@ def test_vae_and_gan_train_under_mixed_precision(rng):
     """The GPU default policy: float16 compute, float32 losses, both optimizers loss-scaled."""
     import keras
 
-    from zoo.generative import GANHooks
+    from zoo.tasks.generative import GANHooks
 
     x = rng.random((16, 8, 8, 1)).astype("float32")
     previous = keras.config.dtype_policy().name

@@ -22,7 +22,7 @@ def test_model_contract(name, tmp_path, rng):
     import tensorflow as tf
 
     from zoo.export import default_signature, export_saved_model, input_names
-    from zoo.hooks import get_hooks
+    from zoo.tasks import get_hooks
     from zoo.training import compile_model
 
     spec = zoo.get_spec(name)

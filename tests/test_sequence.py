@@ -142,7 +142,7 @@ def test_seq2seq_luong_trains_with_zoo_train_and_exports(rng, tmp_path):
 
 
 def test_seq2seq_source_validation():
-    from zoo.seq2seq import Seq2SeqHooks
+    from zoo.tasks.seq2seq import Seq2SeqHooks
 
     spec = zoo.get_spec("seq2seq_attention")
     hooks = Seq2SeqHooks()
@@ -159,7 +159,7 @@ def test_seq2seq_source_validation():
 def test_forecaster_beats_naive_on_seasonal_series(name):
     import keras
 
-    from zoo.timeseries import forecast_metrics, series_splits, with_normalization
+    from zoo.tasks.timeseries import forecast_metrics, series_splits, with_normalization
 
     rng = np.random.default_rng(0)
     t = np.arange(1200)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo import data as zdata
+import zoo.training
 
 POSITIVE = ["great", "good", "excellent", "love", "wonderful"]
 NEGATIVE = ["bad", "awful", "terrible", "hate", "boring"]
@@ -40,7 +40,7 @@ CSV_OPTIONS = {"text_column": "review", "label_column": "sentiment"}
 
 def test_csv_source_gives_stratified_seeded_string_splits(tmp_path):
     path = write_reviews(tmp_path / "reviews.csv")
-    bundle = zdata.load("lstm_classifier", f"csv:{path}", options=CSV_OPTIONS, seed=0)
+    bundle = zoo.training.load_data("lstm_classifier", f"csv:{path}", options=CSV_OPTIONS, seed=0)
     arrays = bundle.arrays
     assert bundle.class_names == ["neg", "pos"] and bundle.num_classes == 2
     assert bundle.input_shape == (200,)  # the model's own sequence length
@@ -52,15 +52,15 @@ def test_csv_source_gives_stratified_seeded_string_splits(tmp_path):
     # Splits are disjoint and cover the file.
     texts = [*arrays.x_train, *arrays.x_val, *arrays.x_test]
     assert len(set(texts)) == 120
-    again = zdata.load("lstm_classifier", f"csv:{path}", options=CSV_OPTIONS, seed=0)
-    other = zdata.load("lstm_classifier", f"csv:{path}", options=CSV_OPTIONS, seed=1)
+    again = zoo.training.load_data("lstm_classifier", f"csv:{path}", options=CSV_OPTIONS, seed=0)
+    other = zoo.training.load_data("lstm_classifier", f"csv:{path}", options=CSV_OPTIONS, seed=1)
     assert list(again.arrays.x_test) == list(arrays.x_test)
     assert list(other.arrays.x_test) != list(arrays.x_test)
-    shorter = zdata.load("lstm_classifier", f"csv:{path}",
+    shorter = zoo.training.load_data("lstm_classifier", f"csv:{path}",
                          options={**CSV_OPTIONS, "sequence_length": 16})
     assert shorter.input_shape == (16,)
     # Declared classes fix the names and their order (ids follow it).
-    declared = zdata.load("lstm_classifier", f"csv:{path}", options=CSV_OPTIONS,
+    declared = zoo.training.load_data("lstm_classifier", f"csv:{path}", options=CSV_OPTIONS,
                           classes=["pos", "neg"])
     assert declared.class_names == ["pos", "neg"]
     name_of = {t: bundle.class_names[int(y)] for x_, y_ in
@@ -69,7 +69,7 @@ def test_csv_source_gives_stratified_seeded_string_splits(tmp_path):
     assert all(name_of[t] == declared.class_names[int(y)]
                for t, y in zip(declared.arrays.x_test, declared.arrays.y_test))
     with pytest.raises(ValueError, match="'pos'.*not among the declared classes"):
-        zdata.load("lstm_classifier", f"csv:{path}", options=CSV_OPTIONS,
+        zoo.training.load_data("lstm_classifier", f"csv:{path}", options=CSV_OPTIONS,
                    classes=["neg", "neutral"])
 
 
@@ -79,7 +79,7 @@ def test_folder_source_one_subfolder_per_class(tmp_path):
         (tmp_path / name).mkdir()
         for i in range(15):
             (tmp_path / name / f"{i}.txt").write_text(review(rng, label))
-    bundle = zdata.load("gru_classifier", f"folder:{tmp_path}", seed=0)
+    bundle = zoo.training.load_data("gru_classifier", f"folder:{tmp_path}", seed=0)
     assert bundle.class_names == ["negative", "positive"]
     assert sum(bundle.num_examples.values()) == 30
     x, y = bundle.arrays.x_train, bundle.arrays.y_train
@@ -91,7 +91,7 @@ def test_tfds_imdb_reviews_with_mock_data():
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(num_examples=40):
-        bundle = zdata.load("lstm_classifier", "tfds:imdb_reviews", seed=0)
+        bundle = zoo.training.load_data("lstm_classifier", "tfds:imdb_reviews", seed=0)
     assert bundle.class_names == ["neg", "pos"]
     # The TFDS test split is kept as the test split; train is split into train/validation.
     assert bundle.num_examples["test"] == 40
@@ -100,11 +100,11 @@ def test_tfds_imdb_reviews_with_mock_data():
 
 
 def test_vocabulary_is_adapted_on_the_training_split_only(tmp_path):
-    from zoo.hooks import get_hooks
+    from zoo.tasks import get_hooks
 
     path = write_reviews(tmp_path / "reviews.csv")
     spec = zoo.get_spec("lstm_classifier")
-    bundle = zdata.load(spec, f"csv:{path}", options={**CSV_OPTIONS, "sequence_length": 12})
+    bundle = zoo.training.load_data(spec, f"csv:{path}", options={**CSV_OPTIONS, "sequence_length": 12})
     model = spec.build(input_shape=bundle.input_shape, vocab_size=400, embedding_dim=4,
                        units=4, num_classes=2)
     wrapped = get_hooks(spec).wrap_model(model, bundle)
@@ -134,7 +134,7 @@ def test_trained_text_model_serves_raw_strings_in_a_fresh_process(tmp_path):
     print(f"lstm_classifier on generated reviews: test accuracy "
           f"{result.metrics['test_accuracy']:.3f}")
     assert result.metrics["test_accuracy"] >= 0.9
-    card = zoo.training.read_json(str(tmp_path / "run" / "model_card.json"))
+    card = zoo.runs.read_json(str(tmp_path / "run" / "model_card.json"))
     assert card["exports"]["saved_model"]["max_abs_diff"] <= 1e-5
     texts = ["a wonderful film and a great plot", "boring awful movie, I hate it",
              "the actor was really excellent", "terrible"]
@@ -158,7 +158,7 @@ def test_trained_text_model_serves_raw_strings_in_a_fresh_process(tmp_path):
     ([["good", "pos"], ["fine", "pos"]], {}, "at least two distinct labels"),
 ])
 def test_bad_text_input_names_the_column(tmp_path, rows, options, message):
-    from zoo.hooks import get_hooks
+    from zoo.tasks import get_hooks
 
     path = write_reviews(tmp_path / "bad.csv", rows=rows)
     spec = zoo.get_spec("lstm_classifier")
@@ -172,8 +172,8 @@ def test_bad_folder_and_unknown_options(tmp_path):
     (tmp_path / "a" / "1.txt").write_text("fine")
     (tmp_path / "b" / "1.txt").write_text("  \n")
     with pytest.raises(ValueError, match="Empty text"):
-        zdata.load("lstm_classifier", f"folder:{tmp_path}")
+        zoo.training.load_data("lstm_classifier", f"folder:{tmp_path}")
     with pytest.raises(ValueError, match="does not exist"):
-        zdata.load("lstm_classifier", f"folder:{tmp_path / 'missing'}")
+        zoo.training.load_data("lstm_classifier", f"folder:{tmp_path / 'missing'}")
     with pytest.raises(ValueError, match="lookback"):
-        zdata.load("lstm_classifier", f"folder:{tmp_path}", options={"lookback": 3})
+        zoo.training.load_data("lstm_classifier", f"folder:{tmp_path}", options={"lookback": 3})

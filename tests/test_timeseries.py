@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo import data as zdata
-from zoo.timeseries import (baseline_forecasts, estimate_season, numeric_table, series_splits,
+import zoo.training
+from zoo.tasks.timeseries import (baseline_forecasts, estimate_season, numeric_table, series_splits,
                             windows)
 
 
@@ -86,21 +86,21 @@ def test_csv_source_selects_numeric_columns_and_targets(tmp_path):
     assert columns == ["temp", "load"] and targets == ["load"]  # timestamp is not numeric
     values, columns, targets = numeric_table(str(path), target="load", features="load")
     assert columns == ["load"] and values.shape == (400, 1)
-    bundle = zdata.load("gru_forecaster", f"csv:{path}",
+    bundle = zoo.training.load_data("gru_forecaster", f"csv:{path}",
                         options={"target": "load", "lookback": 24, "horizon": 6})
     assert bundle.input_shape == (24, 2)
     assert bundle.arrays.y_train.shape[1:] == (6,)
     assert bundle.extras["builder_kwargs"] == {"horizon": 6, "num_targets": 1}
-    both = zdata.load("lstm_forecaster", f"csv:{path}",
+    both = zoo.training.load_data("lstm_forecaster", f"csv:{path}",
                       options={"target": "load,temp", "lookback": 24, "horizon": 6})
     assert both.arrays.y_train.shape[1:] == (6, 2)
 
 
 def test_multi_target_forecaster_returns_original_units(tmp_path):
-    from zoo.timeseries import with_normalization
+    from zoo.tasks.timeseries import with_normalization
 
     path = write_series(tmp_path / "series.csv")
-    bundle = zdata.load("lstm_forecaster", f"csv:{path}",
+    bundle = zoo.training.load_data("lstm_forecaster", f"csv:{path}",
                         options={"target": "load,temp", "lookback": 24, "horizon": 6})
     model = zoo.build("lstm_forecaster", input_shape=(24, 2), horizon=6, num_targets=2, units=4)
     wrapped = with_normalization(model, bundle.extras)
@@ -116,7 +116,7 @@ def test_multi_target_forecaster_returns_original_units(tmp_path):
 def test_train_forecaster_end_to_end_and_serve_raw_windows(tmp_path):
     """`zoo train gru_forecaster --data csv:... --target load` in miniature, plus serving."""
     from zoo import cli
-    from zoo.training import read_json
+    from zoo.runs import read_json
 
     path = write_series(tmp_path / "series.csv", n=600)
     run_dir = tmp_path / "run"
@@ -158,7 +158,7 @@ def test_train_forecaster_end_to_end_and_serve_raw_windows(tmp_path):
     (None, {"target": "load", "lookback": 0}, "lookback"),
 ])
 def test_bad_series_input_names_the_column_or_argument(tmp_path, cells, options, message):
-    from zoo.hooks import get_hooks
+    from zoo.tasks import get_hooks
 
     path = write_series(tmp_path / "series.csv", n=300)
     if cells:
@@ -182,8 +182,8 @@ def test_standardized_loss_and_float32_ends_under_mixed_precision(tmp_path):
     """Forecasters train on loss in std units; raw-unit ends stay float32 under mixed_float16."""
     import keras
 
-    from zoo.models._sequence_layers import StandardizedError
-    from zoo.timeseries import with_normalization
+    from zoo.models.layers.sequence import StandardizedError
+    from zoo.tasks.timeseries import with_normalization
 
     loss = StandardizedError([2.0, 10.0])
     y_true = np.zeros((1, 3, 2), "float32")

@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
+import zoo.runs
 from zoo import training
 from zoo.registry import LOSSES, OPTIMIZERS
 
@@ -97,7 +98,7 @@ def test_interrupted_run_resumes_from_backup(tmp_path):
         _train(tmp_path, callbacks=[InterruptMidEpoch()], **kwargs)
     run_dir = tmp_path / "mlp"
     assert (run_dir / "backup").is_dir() and not (run_dir / "metrics.json").exists()
-    assert training.read_history(str(run_dir / "history.csv"))["epoch"] == [0.0, 1.0]
+    assert zoo.runs.read_history(str(run_dir / "history.csv"))["epoch"] == [0.0, 1.0]
 
     with pytest.raises(ValueError, match="different configuration .*recipe"):
         _train(tmp_path, epochs=6, model_kwargs={"hidden_units": (16,)})

@@ -19,7 +19,12 @@ _LAZY = {
     "export_saved_model": "zoo.export",
     "export_run": "zoo.export",
     "standard_callbacks": "zoo.callbacks",
-    "load_data": ("zoo.data", "load"),
+    "load_data": "zoo.training",
+    "plan": "zoo.training",
+    "build_model": "zoo.training",
+    "fit": "zoo.training",
+    "evaluate_model": "zoo.training",
+    "load_run": "zoo.runs",
 }
 
 __all__ = ["ModelSpec", "Recipe", "build", "get_spec", "list_models", "register",

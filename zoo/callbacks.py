@@ -101,7 +101,9 @@ def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="co
     """The callbacks every `zoo.train` run uses.
 
     Args:
-        run_dir: the run directory (checkpoints/, backup/, history.csv, logs/).
+        run_dir: the run directory (checkpoints/, backup/, history.csv, logs/), or
+            None for the in-memory callbacks only (a tuning trial): then no
+            checkpoint, backup, CSV log or TensorBoard is written.
         monitor: quantity for early stopping, ReduceLROnPlateau and the best
             checkpoint, or None: no early stopping or plateau schedule, and the
             checkpoint keeps the latest epoch. Defaults to "val_loss".
@@ -121,6 +123,8 @@ def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="co
     """
     checks.choice("schedule", schedule, SCHEDULES)
     checks.positive_int("patience", patience, allow_none=True)
+    if run_dir is None:
+        checkpoint = backup = csv_log = tensorboard = False
     callbacks = []
     if terminate_on_nan:
         callbacks.append(keras.callbacks.TerminateOnNaN())

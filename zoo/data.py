@@ -539,10 +539,17 @@ def pipeline(x, y, *, batch_size, input_shape=None, shuffle=False, seed=0, augme
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+GENERIC_OPTIONS = {"label_column": "CSV column holding the label (default: the last)"}
+
+
 def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None,
          validation_split=0.1, test_split=0.2, augment=(), classes=None, options=None,
-         one_hot=False):
-    """Load `data` for a registered model as a validated `DataBundle`.
+         one_hot=False, splits=None, allowed_options=None):
+    """Load `data` for a model as a validated `DataBundle`.
+
+    Task-specific readers (text, time series) run before this, in
+    `zoo.training.load_data`, which passes their result as `splits`; this
+    module never calls up into the tasks.
 
     Args:
         spec_or_name: a `ModelSpec` or registered name.
@@ -556,22 +563,25 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
             split. Defaults to 0.2.
         augment: augmentation names for the training split. Defaults to ().
         classes: keep only these labels, relabelled 0..k-1. Defaults to None.
-        options: source options for the family's hooks (text_column, ...).
-            Defaults to None.
+        options: source options (label_column, or a task's options). Defaults to None.
         one_hot: one-hot encode labels (categorical losses). Defaults to False.
+        splits: `ArraySplits` already read by a task's reader. Defaults to None.
+        allowed_options: option names accepted; defaults to `GENERIC_OPTIONS`.
     """
-    from zoo.hooks import get_hooks
     from zoo.registry import get_spec
 
     spec = get_spec(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
     checks.positive_int("batch_size", batch_size)
     _check_data_argument(data)
+    if isinstance(augment, str):
+        raise TypeError(f"augment must be a list of augmentation names, not a string. "
+                        f"Received: augment={augment!r}")
     options = dict(options or {})
-    hooks = get_hooks(spec)
-    unknown = sorted(set(options) - set(hooks.data_options) - {"label_column"})
+    allowed = set(GENERIC_OPTIONS if allowed_options is None else allowed_options)
+    unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(f"Unknown data option(s) {unknown} for model '{spec.name}'. "
-                         f"Allowed: {sorted({'label_column', *hooks.data_options})}")
+                         f"Allowed: {sorted(allowed)}")
     if augment:
         from zoo import augment as augment_module
         unknown_aug = [a for a in augment if a not in augment_module.AUGMENTATIONS]
@@ -579,11 +589,6 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
             raise ValueError(f"Unknown augmentation(s) {unknown_aug}. Allowed: "
                              f"{list(augment_module.AUGMENTATIONS)}")
 
-    # Families that split their own sources (text, time series) get the split
-    # arguments too; user options cannot set these keys (checked above).
-    splits = hooks.load_source(spec, data, {
-        **options, "seed": seed, "validation_split": validation_split,
-        "test_split": test_split, "classes": classes})
     if splits is None:
         image_size = None
         if spec.input_kind == "image" and spec.input_policy == "resize":
@@ -623,4 +628,4 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
                       "test": len(splits.x_test)},
         batch_size=batch_size, arrays=splits, extras=dict(splits.extras),
         one_hot_labels=bool(one_hot_classes))
-    return hooks.prepare_data(spec, bundle)
+    return bundle

@@ -16,7 +16,7 @@ import tempfile
 
 import numpy as np
 
-from zoo import checks
+from zoo import checks, runs
 
 FORMATS = ("saved_model", "keras", "tflite")
 SAMPLE_FILE = "export_inputs.npz"
@@ -115,11 +115,7 @@ def export_keras(model, path, *, overwrite=False):
     if not str(path).endswith(".keras"):
         raise ValueError(f"A Keras archive path must end with '.keras'. Received: path={path!r}")
     _check_target(path, overwrite)
-    temporary = str(path)[:-len(".keras")] + ".partial.keras"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # e.g. run_dir/export/
-    model.save(temporary)
-    os.replace(temporary, path)
-    return path
+    return runs.save_model(model, os.path.abspath(path))  # creates e.g. run_dir/export/
 
 
 def export_tflite(saved_model_dir, path, *, overwrite=False):
@@ -130,11 +126,11 @@ def export_tflite(saved_model_dir, path, *, overwrite=False):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
                                            tf.lite.OpsSet.SELECT_TF_OPS]
     flatbuffer = converter.convert()
-    temporary = f"{path}.partial"
-    with open(temporary, "wb") as f:
-        f.write(flatbuffer)
-    os.replace(temporary, path)
-    return path
+
+    def write(temporary):
+        with open(temporary, "wb") as f:
+            f.write(flatbuffer)
+    return runs.atomic_write(path, write)
 
 
 # Runs in a fresh interpreter that imports only TensorFlow and NumPy, as a
@@ -209,35 +205,32 @@ def package_versions():
     return versions
 
 
-def _registered_spec(name):
-    """The spec of a registered model, or None for a user's own `keras.Model`."""
-    from zoo.registry import get_spec, list_models
-    return get_spec(name) if name in list_models() else None
-
-
 def write_model_card(run_dir, model, config, metrics, exports):
-    from zoo.training import write_json
-    spec = _registered_spec(config["model"])
+    spec = runs.spec_of(config)
     card = {
-        "name": config["model"],
-        "spec": spec.to_dict() if spec else {"family": "custom", "task": config.get("task")},
+        "name": config.model,
+        "registered": config.registered,
+        "base_model": config.base_model,
+        "spec": spec.to_dict(),
         "parameters": int(model.count_params()),
         "inputs": [{"name": n, "shape": [None, *t.shape[1:]], "dtype": str(t.dtype)}
                    for n, t in zip(input_names(model), getattr(model, "inputs", None) or ())],
         "outputs": output_names(model),
-        "class_names": config.get("class_names"),
-        "data": config.get("data"),
+        "class_names": config.class_names,
+        "data": config.data,
+        # Provenance a fine-tuning run records (backbone source, weights sha256).
+        **{k: v for k, v in config.extra.items() if k in ("backbone", "weights")},
         "test_metrics": {k: v for k, v in metrics.items() if k.startswith("test_")},
         "metrics": metrics,
         "exports": exports,
         "versions": package_versions(),
     }
-    write_json(os.path.join(run_dir, "model_card.json"), card)
+    runs.write_json(os.path.join(run_dir, runs.CARD_FILE), card)
     return card
 
 
-def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, out=None,
-               overwrite=False, verify=True):
+def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, hooks=None,
+               out=None, overwrite=False, verify=True):
     """Export a finished run: artifacts, verification and model_card.json.
 
     Args:
@@ -246,6 +239,7 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ou
         model: the trained model (loaded from model.keras when None).
         bundle: its `DataBundle`, to take sample inputs from (otherwise the
             run's export_inputs.npz). Defaults to None.
+        hooks: the run's task hooks (resolved from config.json when None).
         out: target for a single format (default: inside `run_dir`). Defaults to None.
         overwrite: replace existing exports. Defaults to False.
         verify: check the SavedModel in a fresh process. Defaults to True.
@@ -253,8 +247,7 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ou
     Returns:
         {format: path} plus "max_abs_diff" when verified.
     """
-    from zoo.hooks import TaskHooks, get_hooks
-    from zoo.training import load_run, read_json
+    from zoo.tasks import get_hooks
 
     run_dir = os.path.abspath(run_dir)
     formats = tuple(formats)
@@ -272,28 +265,26 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ou
     for f in formats:
         _check_target(targets[f], overwrite)
     if model is None:
-        config, model = load_run(run_dir)
+        config, model = runs.load_run(run_dir)
     else:
-        config = read_json(os.path.join(run_dir, "config.json"))
-    spec = _registered_spec(config["model"])
-    metrics_path = os.path.join(run_dir, "metrics.json")
-    metrics = read_json(metrics_path) if os.path.exists(metrics_path) else {}
+        config = runs.read_config(run_dir)
+    metrics_path = os.path.join(run_dir, runs.METRICS_FILE)
+    metrics = runs.read_json(metrics_path) if os.path.exists(metrics_path) else {}
 
     sample_path = os.path.join(run_dir, SAMPLE_FILE)
     samples = None
     if bundle is not None and len(getattr(model, "inputs", None) or ()) == 1:
         samples = bundle.take_inputs("test", 8)
-        np.savez(sample_path + ".partial.npz", inputs=samples)
-        os.replace(sample_path + ".partial.npz", sample_path)
+        runs.atomic_write(sample_path, lambda tmp: np.savez(tmp, inputs=samples), suffix=".npz")
     elif os.path.exists(sample_path):
         with np.load(sample_path) as f:
             samples = f["inputs"]
 
     exports = {}
-    card_path = os.path.join(run_dir, "model_card.json")
+    card_path = os.path.join(run_dir, runs.CARD_FILE)
     if os.path.exists(card_path):
-        exports = read_json(card_path).get("exports", {})
-    signatures = (get_hooks(spec) if spec else TaskHooks()).export_signatures(model)
+        exports = runs.read_json(card_path).get("exports", {})
+    signatures = (hooks or get_hooks(runs.spec_of(config))).export_signatures(model)
     if "saved_model" in formats or "tflite" in formats:
         saved = targets["saved_model"]
         if "saved_model" in formats or not os.path.isdir(saved):

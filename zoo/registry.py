@@ -126,7 +126,9 @@ class ModelSpec:
 
     @property
     def arguments(self):
-        """Builder keyword arguments and their defaults."""
+        """Builder keyword arguments and their defaults ({} for an unregistered model)."""
+        if self.builder is None:
+            return {}
         return {n: p.default for n, p in inspect.signature(self.builder).parameters.items()
                 if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
@@ -279,6 +281,29 @@ def get_spec(name):
         raise ValueError(f"Unknown model name. Received: name={name!r}.{hint} "
                          f"`zoo list` shows all {len(_REGISTRY)} models.")
     return _REGISTRY[name]
+
+
+def custom_spec(name, *, input_shape, task="classification", input_kind=None, base=None):
+    """A spec for a model that is not registered (a user's `keras.Model`, a fine-tuned backbone).
+
+    Args:
+        name: the model's name.
+        input_shape: its per-example input shape.
+        task: "classification", "regression" or "autoencoder". Defaults to "classification".
+        input_kind: one of `INPUT_KINDS`; None infers "image" for rank 3, else
+            "vector". Defaults to None.
+        base: the registered spec it derives from, if any (its recipe is kept).
+            Defaults to None.
+    """
+    checks.choice("task", task, ("classification", "regression", "autoencoder"))
+    shape = tuple(input_shape)
+    kind = input_kind or ("image" if len(shape) == 3 else "vector")
+    checks.choice("input_kind", kind, INPUT_KINDS)
+    return ModelSpec(name=name, builder=None, family="custom", task=task,
+                     description=f"derived from {base.name}" if base else "user model",
+                     input_shape=shape, min_input_shape=None, test_input_shape=shape,
+                     input_kind=kind, input_policy="resize" if kind == "image" else "data",
+                     recipe=base.recipe if base else Recipe(), backbone=False)
 
 
 def build(name, **kwargs):

@@ -1,31 +1,34 @@
-"""Compile recipe + fit + evaluate -> a run directory.
+"""The training seam: plan -> build_model -> fit -> evaluate_model; `train` composes them.
 
     result = zoo.train("lenet5", data="digits", epochs=10)
     result.metrics["test_accuracy"], result.run_dir
 
-A run directory holds everything later steps need:
+Tuning, fine-tuning, distributed training and the benchmarks call the same
+public steps, so a trial, a fine-tuning phase and `zoo train` build, compile
+and fit a model in exactly one way:
 
-    config.json history.csv metrics.json curves.png model.keras
-    checkpoints/best.keras backup/ (only while interrupted) logs/
-    saved_model/ model_card.json (from `zoo.export.export_run`)
+    p = plan("mlp", data="digits", epochs=5)        # validate, resolve task hooks, load data once
+    with strategy.scope():                          # the caller owns the strategy scope
+        model = build_model(p, model_kwargs={...})  # build, check head, wrap, compile (recipe)
+    fit(p, model, run_dir=...)                      # shared callbacks; custom loop under multi_worker
+    evaluate_model(p, model)                        # test metrics + the task's own
 
 Arguments are validated before TensorFlow is imported, so a typo costs
-milliseconds, and nothing already in a run directory is overwritten unless
-`overwrite=True`.
+milliseconds, and nothing already in a run directory is touched unless the
+new run is ready to start (`zoo.runs` owns the directory and its files).
 """
 
 import dataclasses
 import inspect
-import json
+import numbers
 import os
-import shutil
 import sys
 import time
+from typing import Optional
 
-from zoo import checks
-from zoo.registry import LOSSES, OPTIMIZERS, SCHEDULES, ModelSpec, Recipe, get_spec
-
-RUN_FILES = ("config.json", "history.csv", "metrics.json", "model.keras")
+from zoo import checks, runs
+from zoo.registry import LOSSES, OPTIMIZERS, SCHEDULES, ModelSpec, Recipe, custom_spec, get_spec
+from zoo.runs import load_run  # noqa: F401  (public here too: `zoo.training.load_run`)
 
 
 @dataclasses.dataclass
@@ -39,69 +42,6 @@ class TrainResult:
     bundle: object
     spec: ModelSpec
     resumed: bool = False
-
-
-# ------------------------------------------------------------------ file helpers
-
-
-def write_json(path, obj):
-    """Write JSON atomically (temporary file, then rename)."""
-    temporary = f"{path}.partial"
-    with open(temporary, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(temporary, path)
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def read_history(path):
-    """history.csv as {column: [floats]} (empty dict if absent)."""
-    import csv
-    if not os.path.exists(path):
-        return {}
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    history = {}
-    for row in rows:
-        for key, value in row.items():
-            history.setdefault(key, []).append(float(value) if value not in ("", None) else None)
-    return history
-
-
-def plot_curves(history, path):
-    """Loss and metric curves (train vs validation) as a PNG, written atomically."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [k for k in history if k not in ("epoch", "learning_rate")
-             and not k.startswith("val_")]
-    if not names:
-        return
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
-    epochs = [int(e) + 1 for e in history.get("epoch", range(len(history[names[0]])))]
-    for ax, name in zip(axes[0], names):
-        ax.plot(epochs, history[name], label="train")
-        if f"val_{name}" in history:
-            ax.plot(epochs, history[f"val_{name}"], label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_title(name)
-        ax.legend()
-    fig.tight_layout()
-    temporary = f"{path}.partial.png"
-    fig.savefig(temporary, dpi=80)
-    plt.close(fig)
-    os.replace(temporary, path)
-
-
-def save_model_atomic(model, path):
-    temporary = path[:-len(".keras")] + ".partial.keras"
-    model.save(temporary)
-    os.replace(temporary, path)
 
 
 # --------------------------------------------------------------- compile recipe
@@ -129,7 +69,8 @@ def make_optimizer(name, learning_rate, *, momentum=0.9, weight_decay=0.0):
     return opt.Adadelta(learning_rate, weight_decay=wd)
 
 
-def _output_width(model):
+def output_width(model):
+    """Last dimension of the model's first output (None when unknown)."""
     shape = model.outputs[0].shape if getattr(model, "outputs", None) else None
     return shape[-1] if shape is not None and len(shape) >= 2 else None
 
@@ -139,20 +80,6 @@ def _outputs_logits(model):
     last = model.layers[-1] if model.layers else None
     activation = getattr(last, "activation", None)
     return activation is keras.activations.linear
-
-
-def default_loss(spec, model):
-    """The loss a spec trains with when neither recipe nor caller names one."""
-    if spec.recipe.loss:
-        return spec.recipe.loss
-    if spec.task == "classification":
-        return "binary_crossentropy" if _output_width(model) == 1 else \
-            "sparse_categorical_crossentropy"
-    if spec.task == "sequence":
-        return "sparse_categorical_crossentropy"
-    if spec.task in ("regression", "autoencoder"):
-        return "mse"
-    return None
 
 
 def make_loss_and_metrics(name, *, model, label_smoothing=0.0):
@@ -180,8 +107,8 @@ def make_loss_and_metrics(name, *, model, label_smoothing=0.0):
 
 
 def compile_model(model, spec, recipe=None, *, steps_per_epoch=1, epochs=None, loss=None,
-                  jit_compile=False):
-    """Compile `model` with the spec's recipe (optimizer, schedule, loss, metrics).
+                  jit_compile=False, hooks=None):
+    """Compile `model` with a recipe (optimizer, schedule, loss, metrics).
 
     Args:
         model: an uncompiled Keras model built from `spec`.
@@ -191,97 +118,274 @@ def compile_model(model, spec, recipe=None, *, steps_per_epoch=1, epochs=None, l
         epochs: used to size the LR schedule; defaults to the recipe's.
         loss: loss name overriding the recipe's. Defaults to None.
         jit_compile: XLA compilation. Defaults to False.
+        hooks: the spec's task hooks (resolved from `spec` when None). Defaults to None.
     """
     from zoo.callbacks import make_schedule
-    from zoo.hooks import get_hooks
+    from zoo.tasks import get_hooks
 
+    hooks = hooks or get_hooks(spec)
     recipe = recipe or spec.recipe
     total_steps = max(1, int(steps_per_epoch) * int(epochs or recipe.epochs))
     lr = make_schedule(recipe.schedule, recipe.learning_rate, total_steps=total_steps)
     optimizer = make_optimizer(recipe.optimizer, lr, momentum=recipe.momentum,
                                weight_decay=recipe.weight_decay)
-    loss_name = loss or recipe.loss or default_loss(spec, model)
+    loss_name = loss or recipe.loss or hooks.default_loss(spec, output_width(model))
     loss_obj, metrics = make_loss_and_metrics(loss_name, model=model,
                                               label_smoothing=recipe.label_smoothing)
-    get_hooks(spec).compile(model, optimizer=optimizer, loss=loss_obj, metrics=metrics,
-                            recipe=recipe, jit_compile=jit_compile)
+    hooks.compile(model, optimizer=optimizer, loss=loss_obj, metrics=metrics,
+                  recipe=recipe, jit_compile=jit_compile)
     return model
 
 
-# ------------------------------------------------------------------- run dirs
+# ------------------------------------------------------------------- the plan
 
 
-def _is_complete(run_dir):
-    return os.path.exists(os.path.join(run_dir, "metrics.json"))
+@dataclasses.dataclass
+class Plan:
+    """Everything decided before a model is built: spec, task hooks, recipe, data.
 
-
-def check_run_dir(run_dir, config, *, overwrite=False):
-    """Whether `run_dir` resumes an interrupted run; raises where it may not be used.
-
-    An interrupted run (config.json and backup/ but no metrics.json) with the
-    same configuration resumes; anything else already there is refused unless
-    `overwrite=True`. Changes nothing on disk (see `claim_run_dir`).
+    Made by `plan`; consumed by `build_model`, `fit` and `evaluate_model`.
+    Tuning builds many models from one plan (the data is loaded once).
     """
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise ValueError(f"run_dir exists and is not a directory. Received: run_dir={run_dir!r}")
-    if not os.path.isdir(run_dir) or not os.listdir(run_dir) or overwrite:
-        return False
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise ValueError(f"run_dir is not empty and holds no run (no config.json); pass "
-                         f"overwrite=True (--overwrite) to replace it. Received: "
-                         f"run_dir={run_dir!r}")
-    if _is_complete(run_dir):
-        raise ValueError(f"run_dir already holds a finished run; pass overwrite=True "
-                         f"(--overwrite) to replace it or choose another run_dir. Received: "
-                         f"run_dir={run_dir!r}")
-    previous = read_json(config_path)
-    keys = ("model", "data", "model_kwargs", "recipe", "seed", "data_options", "classes")
-    changed = [k for k in keys if previous.get(k) != config.get(k)]
-    if changed:
-        raise ValueError(f"run_dir holds an interrupted run with a different configuration "
-                         f"({', '.join(changed)} differ); resume it with the same arguments, "
-                         f"or pass overwrite=True. Received: run_dir={run_dir!r}")
-    return os.path.isdir(os.path.join(run_dir, "backup"))
+
+    spec: ModelSpec
+    hooks: object
+    recipe: Recipe
+    bundle: object
+    config: runs.RunConfig
+    model_kwargs: dict
+    seed: int = 0
+    strategy: object = None
+    jit_compile: bool = False
+    mixed_precision: bool = False
+    user_model: object = None
+    run_dir: Optional[str] = None
+    resumed: bool = False
+    data_options: dict = dataclasses.field(default_factory=dict)
+
+    def loss_for(self, recipe=None, bundle=None):
+        """The loss name for `recipe` (None: the task's default for the built model)."""
+        recipe = recipe or self.recipe
+        bundle = bundle or self.bundle
+        loss = recipe.loss
+        if bundle.one_hot_labels and loss in (None, "sparse_categorical_crossentropy"):
+            loss = "categorical_crossentropy"  # e.g. MixUp/CutMix soft labels
+        return loss
+
+    def steps_per_epoch(self, batch_size=None):
+        return -(-self.bundle.num_examples["train"] // (batch_size or self.bundle.batch_size))
+
+    def builder_kwargs(self, model_kwargs=None):
+        """Builder arguments: the caller's, then the sizes only the data knows."""
+        kwargs = {**self.model_kwargs, **dict(model_kwargs or {})}
+        if self.spec.builder is None:
+            return kwargs
+        params = inspect.signature(self.spec.builder).parameters
+        if "input_shape" in params:
+            kwargs.setdefault("input_shape", tuple(self.bundle.input_shape))
+        if "num_classes" in params and self.bundle.num_classes:
+            kwargs.setdefault("num_classes", self.bundle.num_classes)
+        # Sizes only the data knows (e.g. a forecaster's horizon and number of targets).
+        for key, value in self.bundle.extras.get("builder_kwargs", {}).items():
+            if key in params:
+                kwargs.setdefault(key, value)
+        return kwargs
+
+    def data(self, *, batch_size=None, augment=None):
+        """The plan's `DataBundle`, re-batched / re-augmented from the same validated arrays."""
+        batch_size = batch_size or self.bundle.batch_size
+        augment = self.recipe.augment if augment is None else tuple(augment)
+        if batch_size == self.bundle.batch_size and tuple(augment) == tuple(self.recipe.augment):
+            return self.bundle
+        return load_data(self.spec, self.config.data, hooks=self.hooks, batch_size=batch_size,
+                         seed=self.seed, input_shape=tuple(self.bundle.input_shape),
+                         augment=augment, classes=self.config.classes,
+                         options=self.data_options, splits=self.bundle.arrays,
+                         one_hot=self.bundle.one_hot_labels)
 
 
-def claim_run_dir(run_dir, *, resumed):
-    """Create `run_dir`, emptying it first unless resuming (`check_run_dir` allowed it)."""
-    if not resumed and os.path.isdir(run_dir) and os.listdir(run_dir):
-        shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
+def load_data(spec, data="digits", *, hooks=None, options=None, splits=None, **kwargs):
+    """Read `data` for `spec` through its task's reader, then `zoo.data.load`.
+
+    The composition of the task hooks (`load_source`, `prepare_data`) with the
+    generic data module; `kwargs` go to `zoo.data.load` (batch_size, seed,
+    input_shape, augment, classes, one_hot, validation_split, test_split).
+    """
+    from zoo import data as zdata
+    from zoo.tasks import get_hooks
+
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    hooks = hooks or get_hooks(spec)
+    options = dict(options or {})
+    allowed = {*zdata.GENERIC_OPTIONS, *hooks.data_options}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"Unknown data option(s) {unknown} for model '{spec.name}'. "
+                         f"Allowed: {sorted(allowed)}")
+    if splits is None and data is not None:
+        zdata._check_data_argument(data)
+        # Tasks that read their own sources (text, time series) also split them.
+        splits = hooks.load_source(spec, data, {
+            **options, "seed": kwargs.get("seed", 0),
+            "validation_split": kwargs.get("validation_split", 0.1),
+            "test_split": kwargs.get("test_split", 0.2), "classes": kwargs.get("classes")})
+    bundle = zdata.load(spec, data, options=options, splits=splits, allowed_options=allowed,
+                        **kwargs)
+    return hooks.prepare_data(spec, bundle)
 
 
-# ------------------------------------------------------------------- training
+def _is_keras_model(obj):
+    return hasattr(obj, "fit") and hasattr(obj, "inputs") and hasattr(obj, "layers")
 
 
-def _custom_spec(model, task):
-    checks.choice("task", task, ("classification", "regression", "autoencoder"))
-    shape = tuple(model.inputs[0].shape[1:])
-    return ModelSpec(name=model.name, builder=None, family="custom", task=task,
-                     description="user model", input_shape=shape, min_input_shape=None,
-                     test_input_shape=shape, input_kind="image" if len(shape) == 3 else "vector",
-                     input_policy="data")
+def _check_recipe_overrides(*, epochs, batch_size, optimizer, learning_rate, schedule, loss,
+                            weight_decay, augment):
+    if augment is not None and (isinstance(augment, (str, bytes)) or not all(
+            isinstance(a, str) for a in augment)):
+        raise TypeError(f"augment must be a list of augmentation names. "
+                        f"Received: augment={augment!r}")
+    return dict(
+        epochs=checks.positive_int("epochs", epochs, allow_none=True),
+        batch_size=checks.positive_int("batch_size", batch_size, allow_none=True),
+        optimizer=optimizer and checks.choice("optimizer", optimizer, OPTIMIZERS),
+        learning_rate=checks.positive_float("learning_rate", learning_rate, allow_none=True),
+        schedule=schedule and checks.choice("schedule", schedule, SCHEDULES),
+        loss=loss and checks.choice("loss", loss, LOSSES),
+        weight_decay=(None if weight_decay is None
+                      else checks.non_negative_float("weight_decay", weight_decay)),
+        augment=tuple(augment) if augment is not None else None)
 
 
-def _builder_kwargs(spec, bundle, model_kwargs):
-    params = inspect.signature(spec.builder).parameters
-    kwargs = dict(model_kwargs)
-    if "input_shape" in params:
-        kwargs.setdefault("input_shape", tuple(bundle.input_shape))
-    if "num_classes" in params and bundle.num_classes:
-        kwargs.setdefault("num_classes", bundle.num_classes)
-    # Sizes only the data knows (e.g. a forecaster's horizon and number of targets).
-    for key, value in bundle.extras.get("builder_kwargs", {}).items():
-        if key in params:
-            kwargs.setdefault(key, value)
-    return kwargs
+def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimizer=None,
+         learning_rate=None, schedule=None, loss=None, weight_decay=None, augment=None,
+         recipe=None, seed=0, model_kwargs=None, data_options=None, classes=None,
+         strategy=None, deterministic=False, jit_compile=None, mixed_precision=None,
+         task="classification", base_model=None, config_extra=None, run_dir=None,
+         overwrite=False, validation_split=0.1, test_split=0.2):
+    """Validate arguments, resolve the task hooks once, load the data once.
+
+    Args:
+        model_or_name: registered name or an uncompiled `keras.Model`.
+        data: data source (see `zoo.data`). Defaults to "digits".
+        epochs / batch_size / optimizer / learning_rate / schedule / loss /
+            weight_decay / augment: override the recipe. Default to None.
+        recipe: a whole `Recipe` replacing the spec's (overrides still apply).
+            Defaults to None.
+        seed: seed for `keras.utils.set_random_seed`, splits and shuffling. Defaults to 0.
+        model_kwargs: builder arguments. Defaults to None.
+        data_options: the task's data options (text_column, lookback, ...). Defaults to None.
+        classes: keep only these labels. Defaults to None.
+        strategy: distribution strategy name (see `zoo.distribute`) or a
+            `tf.distribute.Strategy`, recorded for the caller's scope. Defaults to None.
+        deterministic: enable TensorFlow op determinism. Defaults to False.
+        jit_compile: XLA; None means on with a GPU, off on CPU. Defaults to None.
+        mixed_precision: float16 compute; None means on with a GPU. Defaults to None.
+        task: task of a plain `keras.Model`. Defaults to "classification".
+        base_model: registered spec a plain `keras.Model` derives from (a
+            fine-tuned backbone), recorded in the run. Defaults to None.
+        config_extra: more keys for config.json (e.g. weights provenance). Defaults to None.
+        run_dir: the run directory to check (nothing is written). Defaults to None.
+        overwrite: allow replacing what `run_dir` holds. Defaults to False.
+        validation_split / test_split: split fractions. Default to 0.1 / 0.2.
+
+    Returns:
+        A `Plan`.
+    """
+    # ---- validation, before TensorFlow is imported
+    user_model = None
+    base = get_spec(base_model) if base_model is not None else None
+    if isinstance(model_or_name, str):
+        spec = get_spec(model_or_name)
+    elif _is_keras_model(model_or_name):
+        user_model = model_or_name
+        spec = custom_spec(user_model.name, input_shape=tuple(user_model.inputs[0].shape[1:]),
+                           task=task, base=base)
+    else:
+        raise TypeError(f"model_or_name must be a registered name or a keras.Model. "
+                        f"Received: {type(model_or_name).__name__}")
+    if not spec.trainable:
+        raise ValueError(f"Model '{spec.name}' is not trainable with `zoo.train`.")
+    if recipe is not None and not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be a zoo.Recipe. Received: {type(recipe).__name__}")
+    recipe = (recipe or spec.recipe).replace(**_check_recipe_overrides(
+        epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
+        schedule=schedule, loss=loss, weight_decay=weight_decay, augment=augment))
+    checks.non_negative_int("seed", seed)
+    if model_kwargs is not None and not isinstance(model_kwargs, dict):
+        raise TypeError(f"model_kwargs must be a dict. Received: {type(model_kwargs).__name__}")
+    model_kwargs = dict(model_kwargs or {})
+    if user_model is None:
+        unknown = sorted(set(model_kwargs) - set(spec.arguments))
+        if unknown:
+            raise ValueError(f"Unknown model argument(s) {unknown} for '{spec.name}'. "
+                             f"Allowed: {sorted(spec.arguments)}")
+    elif model_kwargs:
+        raise ValueError(f"model_kwargs apply to registered models only; a keras.Model is "
+                         f"already built. Received: model_kwargs={model_kwargs!r}")
+    if classes is not None:
+        if isinstance(classes, (str, bytes)) or len(classes) < 2 or len(set(classes)) != len(
+                classes) or not all(
+                isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 0
+                for c in classes):
+            raise ValueError(f"classes must list at least two distinct non-negative integer "
+                             f"labels. Received: classes={classes!r}")
+    if strategy is not None and isinstance(strategy, str):
+        from zoo.distribute import STRATEGIES
+        checks.choice("strategy", strategy, STRATEGIES)
+    if data_options is not None and not isinstance(data_options, dict):
+        raise TypeError(f"data_options must be a dict. Received: {type(data_options).__name__}")
+    config = runs.RunConfig(
+        model=spec.name, data=data if isinstance(data, str) else "<arrays>",
+        model_kwargs=dict(model_kwargs), recipe=recipe.to_dict(), seed=seed,
+        data_options=dict(data_options or {}),
+        classes=list(classes) if classes is not None else None,
+        strategy=strategy if isinstance(strategy, (str, type(None))) else repr(strategy),
+        deterministic=bool(deterministic), task=spec.task, registered=user_model is None,
+        base_model=spec.name if user_model is None else base_model,
+        input_kind=spec.input_kind, extra=dict(config_extra or {}))
+    resumed = False
+    if run_dir is not None:
+        run_dir = os.path.abspath(run_dir)
+        # Refuse an occupied run_dir now; it is touched only once the model is built.
+        resumed = runs.check_run_dir(run_dir, config, overwrite=overwrite)
+
+    # ---- TensorFlow from here on
+    import keras
+
+    from zoo.tasks import get_hooks
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        import tensorflow as tf
+        tf.config.experimental.enable_op_determinism()
+    on_gpu = _on_gpu()
+    jit_compile = on_gpu if jit_compile is None else bool(jit_compile)
+    mixed_precision = on_gpu if mixed_precision is None else bool(mixed_precision)
+    hooks = get_hooks(spec)
+    bundle = load_data(spec, data, hooks=hooks, batch_size=recipe.batch_size, seed=seed,
+                       input_shape=model_kwargs.get("input_shape") or (
+                           tuple(user_model.inputs[0].shape[1:]) if user_model else None),
+                       augment=recipe.augment, classes=classes, options=data_options,
+                       one_hot=recipe.loss == "categorical_crossentropy",
+                       validation_split=validation_split, test_split=test_split)
+    p = Plan(spec=spec, hooks=hooks, recipe=recipe, bundle=bundle, config=config,
+             model_kwargs=model_kwargs, seed=seed, strategy=strategy, jit_compile=jit_compile,
+             mixed_precision=mixed_precision, user_model=user_model, run_dir=run_dir,
+             resumed=resumed, data_options=dict(data_options or {}))
+    config.input_shape = list(bundle.input_shape)
+    config.num_classes = bundle.num_classes
+    config.class_names = bundle.class_names
+    config.loss = p.loss_for()
+    config.num_examples = dict(bundle.num_examples)
+    config.jit_compile = jit_compile
+    config.mixed_precision = mixed_precision
+    return p
 
 
 def _check_head(spec, model, num_classes):
     if spec.task != "classification" or not num_classes:
         return
-    width = _output_width(model)
+    width = output_width(model)
     if width == 1 and num_classes > 2:
         raise ValueError(f"Model '{spec.name}' has one sigmoid output (binary), but the data has "
                          f"{num_classes} classes. Select two with classes=(a, b) "
@@ -296,11 +400,119 @@ def _on_gpu():
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def build_model(p, *, model_kwargs=None, recipe=None, model=None, epochs=None, bundle=None):
+    """Build, check the head, wrap for the task, and compile: one model of plan `p`.
+
+    Opens no strategy scope: the caller does (KerasTuner opens its own around
+    `HyperModel.build`).  The dtype policy (mixed precision) is set for the
+    build and restored afterwards.
+
+    Args:
+        p: a `Plan`.
+        model_kwargs: builder arguments on top of the plan's. Defaults to None.
+        recipe: a `Recipe` replacing the plan's (a tuning trial's). Defaults to None.
+        model: an already built `keras.Model` to wrap and compile instead
+            (a fine-tuning phase). Defaults to None (build from the spec).
+        epochs: epochs the LR schedule is sized for; defaults to the recipe's.
+        bundle: the data the model will see (its batch size sizes the
+            schedule); defaults to `p.bundle`.
+    """
+    import keras
+
+    recipe = recipe or p.recipe
+    bundle = bundle or p.bundle
+    previous_policy = keras.config.dtype_policy().name
+    if p.mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        if model is None:
+            model = p.user_model if p.user_model is not None else \
+                p.spec.build(**p.builder_kwargs(model_kwargs))
+        _check_head(p.spec, model, bundle.num_classes)
+        model = p.hooks.wrap_model(model, bundle)
+        compile_model(model, p.spec, recipe, steps_per_epoch=p.steps_per_epoch(bundle.batch_size),
+                      epochs=epochs, loss=p.loss_for(recipe, bundle), jit_compile=p.jit_compile,
+                      hooks=p.hooks)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    return model
+
+
+def fit(p, model, *, run_dir=None, epochs=None, callbacks=None, resume=False, verbose="auto",
+        backup_freq="epoch", bundle=None, recipe=None, initial_epoch=0):
+    """Train `model` on the plan's data with the shared callbacks.
+
+    With a `run_dir`, the full standard set writes into it (best checkpoint,
+    BackupAndRestore, history.csv, TensorBoard) plus the task's own
+    callbacks; without one, only the in-memory callbacks run (TerminateOnNaN,
+    early stopping, ReduceLROnPlateau), as a tuning trial wants.
+
+    Args:
+        p: a `Plan`.
+        model: a model from `build_model(p)`.
+        run_dir: directory the callbacks write to. Defaults to None.
+        epochs: Defaults to the recipe's.
+        callbacks: extra Keras callbacks. Defaults to None.
+        resume: continue history.csv (an interrupted run). Defaults to False.
+        verbose: Keras verbosity. Defaults to "auto".
+        backup_freq: BackupAndRestore frequency ("epoch" or batches). Defaults to "epoch".
+        bundle: the data (e.g. `p.data(batch_size=...)`); defaults to `p.bundle`.
+        recipe: the recipe the model was compiled with; defaults to `p.recipe`.
+        initial_epoch: Keras `initial_epoch`. Defaults to 0.
+
+    Returns:
+        The Keras `History`.
+    """
+    from zoo.callbacks import standard_callbacks
+
+    recipe = recipe or p.recipe
+    bundle = bundle or p.bundle
+    epochs = checks.positive_int("epochs", epochs, allow_none=True) or recipe.epochs
+    cbs = standard_callbacks(run_dir, monitor=p.hooks.monitor,
+                             patience=recipe.early_stopping_patience, schedule=recipe.schedule,
+                             backup_freq=backup_freq, resume=resume)
+    if run_dir is not None:
+        cbs += p.hooks.callbacks(model, bundle, run_dir)
+    cbs += list(callbacks or [])
+    # The training pipeline shuffles itself (seeded), so fit must not.
+    return model.fit(bundle.train, validation_data=bundle.validation, epochs=epochs,
+                     callbacks=cbs, verbose=verbose, shuffle=False, initial_epoch=initial_epoch)
+
+
+def evaluate_model(p, model, *, bundle=None):
+    """Test-split metrics, prefixed "test_", plus the task's own metrics."""
+    bundle = bundle or p.bundle
+    metrics = {}
+    if getattr(model, "compiled_loss", None) is not None or getattr(model, "loss", None) is not None:
+        values = model.evaluate(bundle.test, verbose=0, return_dict=True)
+        metrics = {f"test_{k}": float(v) for k, v in values.items()}
+    metrics.update({k: (float(v) if isinstance(v, (int, float)) else v)
+                    for k, v in p.hooks.evaluate(model, bundle).items()})
+    return metrics
+
+
+def save_run(p, model, run_dir, metrics, *, export=True):
+    """Finish a run directory: model.keras, curves, metrics.json (last), then the export.
+
+    metrics.json marks the run finished, so it is written only once the model
+    it describes is safely on disk.
+    """
+    history = runs.read_history(os.path.join(run_dir, runs.HISTORY_FILE))
+    metrics = dict(metrics, epochs_run=len(history.get("epoch", [])))
+    runs.save_model(model, os.path.join(run_dir, runs.MODEL_FILE))
+    runs.plot_curves(history, os.path.join(run_dir, "curves.png"))
+    runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
+    if export and p.spec.exportable:
+        from zoo.export import export_run
+        export_run(run_dir, model=model, bundle=p.bundle, hooks=p.hooks, overwrite=True)
+    return history, metrics
+
+
 def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimizer=None,
           learning_rate=None, schedule=None, loss=None, seed=0, run_dir=None, strategy=None,
           overwrite=False, model_kwargs=None, data_options=None, augment=None, classes=None,
           deterministic=False, jit_compile=None, mixed_precision=None, task="classification",
-          callbacks=None, backup_freq="epoch", export=True, verbose="auto"):
+          callbacks=None, backup_freq="epoch", export=True, verbose="auto", **plan_options):
     """Train a registered model (or a Keras model) and write a run directory.
 
     Args:
@@ -314,7 +526,7 @@ def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimiz
             `tf.distribute.Strategy`. Defaults to None (default strategy).
         overwrite: replace an existing run directory. Defaults to False.
         model_kwargs: builder arguments. Defaults to None.
-        data_options: source options for the family (text_column, ...). Defaults to None.
+        data_options: the task's data options (text_column, ...). Defaults to None.
         augment: augmentation names overriding the recipe's. Defaults to None.
         classes: keep only these labels. Defaults to None.
         deterministic: enable TensorFlow op determinism. Defaults to False.
@@ -325,166 +537,59 @@ def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimiz
         backup_freq: BackupAndRestore frequency ("epoch" or batches). Defaults to "epoch".
         export: export a SavedModel and model card into the run directory. Defaults to True.
         verbose: Keras verbosity. Defaults to "auto".
+        **plan_options: more `plan` arguments (recipe, weight_decay,
+            base_model, config_extra, validation_split, test_split).
     """
-    # ---- validation, before TensorFlow is imported
-    user_model = None
-    if isinstance(model_or_name, str):
-        spec = get_spec(model_or_name)
-    elif hasattr(model_or_name, "fit") and hasattr(model_or_name, "inputs"):
-        user_model = model_or_name
-        spec = _custom_spec(user_model, task)
-    else:
-        raise TypeError(f"model_or_name must be a registered name or a keras.Model. "
-                        f"Received: {type(model_or_name).__name__}")
-    if not spec.trainable:
-        raise ValueError(f"Model '{spec.name}' is not trainable with `zoo.train`.")
-    recipe = spec.recipe.replace(
-        epochs=checks.positive_int("epochs", epochs, allow_none=True),
-        batch_size=checks.positive_int("batch_size", batch_size, allow_none=True),
-        optimizer=optimizer and checks.choice("optimizer", optimizer, OPTIMIZERS),
-        learning_rate=checks.positive_float("learning_rate", learning_rate, allow_none=True),
-        schedule=schedule and checks.choice("schedule", schedule, SCHEDULES),
-        loss=loss and checks.choice("loss", loss, LOSSES),
-        augment=tuple(augment) if augment is not None else None)
-    checks.non_negative_int("seed", seed)
-    model_kwargs = dict(model_kwargs or {})
-    if user_model is None:
-        unknown = sorted(set(model_kwargs) - set(spec.arguments))
-        if unknown:
-            raise ValueError(f"Unknown model argument(s) {unknown} for '{spec.name}'. "
-                             f"Allowed: {sorted(spec.arguments)}")
-    run_dir = os.path.abspath(run_dir or os.path.join("runs", spec.name))
-    config = {
-        "model": spec.name, "data": data if isinstance(data, str) else "<arrays>",
-        "model_kwargs": {k: list(v) if isinstance(v, tuple) else v
-                         for k, v in model_kwargs.items()},
-        "recipe": recipe.to_dict(), "seed": seed, "data_options": dict(data_options or {}),
-        "classes": list(classes) if classes is not None else None,
-        "strategy": strategy if isinstance(strategy, (str, type(None))) else repr(strategy),
-        "deterministic": bool(deterministic),
-    }
-    if strategy is not None and isinstance(strategy, str):
-        from zoo.distribute import STRATEGIES
-        checks.choice("strategy", strategy, STRATEGIES)
-    # Refuse an occupied run_dir now, but touch it only once data, model and
-    # compile have succeeded: a bad argument found later never costs a run.
-    resumed = check_run_dir(run_dir, config, overwrite=overwrite)
+    name = model_or_name if isinstance(model_or_name, str) else \
+        getattr(model_or_name, "name", "model")
+    run_dir = os.path.abspath(run_dir or os.path.join("runs", str(name)))
+    p = plan(model_or_name, data, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+             learning_rate=learning_rate, schedule=schedule, loss=loss, seed=seed,
+             model_kwargs=model_kwargs, data_options=data_options, augment=augment,
+             classes=classes, strategy=strategy, deterministic=deterministic,
+             jit_compile=jit_compile, mixed_precision=mixed_precision, task=task,
+             run_dir=run_dir, overwrite=overwrite, **plan_options)
 
-    # ---- TensorFlow from here on
-    import keras
-
-    from zoo import data as zdata
-    from zoo.callbacks import standard_callbacks
     from zoo.distribute import get_strategy
-    from zoo.hooks import get_hooks
+    with get_strategy(p.strategy).scope():
+        model = build_model(p)
 
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        import tensorflow as tf
-        tf.config.experimental.enable_op_determinism()
-    on_gpu = _on_gpu()
-    jit_compile = on_gpu if jit_compile is None else bool(jit_compile)
-    mixed_precision = on_gpu if mixed_precision is None else bool(mixed_precision)
-    hooks = get_hooks(spec)
-    one_hot = (loss or recipe.loss) == "categorical_crossentropy"
-    bundle = zdata.load(spec, data, batch_size=recipe.batch_size, seed=seed,
-                        input_shape=model_kwargs.get("input_shape") or (
-                            tuple(user_model.inputs[0].shape[1:]) if user_model else None),
-                        augment=recipe.augment, classes=classes, options=data_options,
-                        one_hot=one_hot)
-    loss_name = loss or recipe.loss
-    if bundle.one_hot_labels and loss_name in (None, "sparse_categorical_crossentropy"):
-        loss_name = "categorical_crossentropy"  # e.g. MixUp/CutMix soft labels
-
-    dist = get_strategy(strategy)
-    previous_policy = keras.config.dtype_policy().name
-    if mixed_precision:
-        keras.config.set_dtype_policy("mixed_float16")
-    try:
-        with dist.scope():
-            if user_model is not None:
-                model = user_model
-            else:
-                model = spec.build(**_builder_kwargs(spec, bundle, model_kwargs))
-            _check_head(spec, model, bundle.num_classes)
-            model = hooks.wrap_model(model, bundle)
-            steps = -(-bundle.num_examples["train"] // recipe.batch_size)
-            compile_model(model, spec, recipe, steps_per_epoch=steps, loss=loss_name,
-                          jit_compile=jit_compile)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
-
-    config.update({"input_shape": list(bundle.input_shape), "num_classes": bundle.num_classes,
-                   "class_names": bundle.class_names, "loss": loss_name,
-                   "num_examples": bundle.num_examples, "jit_compile": jit_compile,
-                   "mixed_precision": mixed_precision, "task": spec.task,
-                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    claim_run_dir(run_dir, resumed=resumed)
-    write_json(os.path.join(run_dir, "config.json"), config)
-
-    cbs = standard_callbacks(run_dir, monitor=hooks.monitor,
-                             patience=recipe.early_stopping_patience,
-                             schedule=recipe.schedule, backup_freq=backup_freq, resume=resumed)
-    cbs += hooks.callbacks(model, bundle, run_dir) + list(callbacks or [])
-    # The training pipeline shuffles itself (seeded), so fit must not.
-    model.fit(bundle.train, validation_data=bundle.validation, epochs=recipe.epochs,
-              callbacks=cbs, verbose=verbose, shuffle=False)
-
-    metrics = evaluate_model(model, spec, bundle)
-    history = read_history(os.path.join(run_dir, "history.csv"))
-    metrics["epochs_run"] = len(history.get("epoch", []))
-    write_json(os.path.join(run_dir, "metrics.json"), metrics)
-    save_model_atomic(model, os.path.join(run_dir, "model.keras"))
-    plot_curves(history, os.path.join(run_dir, "curves.png"))
-    result = TrainResult(model=model, run_dir=run_dir, history=history, metrics=metrics,
-                         bundle=bundle, spec=spec, resumed=resumed)
-    if export and spec.exportable:
-        from zoo.export import export_run
-        export_run(run_dir, model=model, bundle=bundle, overwrite=True)
-    return result
-
-
-def evaluate_model(model, spec, bundle):
-    """Test-split metrics, prefixed "test_", plus the family's own metrics."""
-    from zoo.hooks import get_hooks
-    metrics = {}
-    if model.compiled_loss is not None or getattr(model, "loss", None) is not None:
-        values = model.evaluate(bundle.test, verbose=0, return_dict=True)
-        metrics = {f"test_{k}": float(v) for k, v in values.items()}
-    metrics.update({k: (float(v) if isinstance(v, (int, float)) else v)
-                    for k, v in get_hooks(spec).evaluate(model, bundle).items()})
-    return metrics
-
-
-def load_run(run_dir):
-    """(config, keras model) of a finished run directory."""
-    import keras
-    run_dir = os.path.abspath(run_dir)
-    path = os.path.join(run_dir, "model.keras")
-    if not os.path.exists(path):
-        raise ValueError(f"run_dir holds no finished run (no model.keras). "
-                         f"Received: run_dir={run_dir!r}")
-    config = read_json(os.path.join(run_dir, "config.json"))
-    from zoo.hooks import get_hooks
-    from zoo.registry import list_models
-    # Importing the families (and their hooks modules, e.g. zoo.text) registers
-    # their custom Keras objects; a user's own model has none.
-    if config["model"] in list_models():
-        get_hooks(get_spec(config["model"]))
-    return config, keras.saving.load_model(path)
+    p.config.started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    runs.claim_run_dir(run_dir, resumed=p.resumed)
+    runs.write_config(run_dir, p.config)
+    fit(p, model, run_dir=run_dir, callbacks=callbacks, resume=p.resumed, verbose=verbose,
+        backup_freq=backup_freq)
+    metrics = evaluate_model(p, model)
+    history, metrics = save_run(p, model, run_dir, metrics, export=export)
+    return TrainResult(model=model, run_dir=run_dir, history=history, metrics=metrics,
+                       bundle=p.bundle, spec=p.spec, resumed=p.resumed)
 
 
 def evaluate(run_dir, data=None, *, batch_size=None):
-    """Re-evaluate a finished run on its test split (or on `data`)."""
-    from zoo import data as zdata
+    """Re-evaluate a finished run on its test split (or on `data`).
+
+    Works for any run: registered models, a user's own `keras.Model`, a
+    fine-tuned backbone (its spec is rebuilt from config.json).
+    """
+    from zoo.tasks import get_hooks
+
+    batch_size = checks.positive_int("batch_size", batch_size, allow_none=True)
     config, model = load_run(run_dir)
-    spec = get_spec(config["model"])
-    bundle = zdata.load(spec, data or config["data"],
-                        batch_size=batch_size or config["recipe"]["batch_size"],
-                        seed=config["seed"], input_shape=tuple(config["input_shape"]),
-                        classes=config.get("classes"), options=config.get("data_options"),
-                        one_hot=config.get("loss") == "categorical_crossentropy")
-    return evaluate_model(model, spec, bundle)
+    source = data or config.data
+    if source == "<arrays>":
+        raise ValueError(f"This run was trained on in-memory arrays; pass data= (CLI: --data) "
+                         f"to evaluate it. Received: run_dir={run_dir!r}")
+    spec = runs.spec_of(config)
+    hooks = get_hooks(spec)
+    bundle = load_data(spec, source, hooks=hooks,
+                       batch_size=batch_size or config.recipe.get("batch_size", 32),
+                       seed=config.seed, input_shape=tuple(config.input_shape),
+                       classes=config.classes, options=config.data_options,
+                       one_hot=config.loss == "categorical_crossentropy")
+    p = Plan(spec=spec, hooks=hooks, recipe=Recipe(**{
+        **config.recipe, "augment": tuple(config.recipe.get("augment", ()))}),
+        bundle=bundle, config=config, model_kwargs=dict(config.model_kwargs), seed=config.seed)
+    return evaluate_model(p, model)
 
 
 def print_summary(result, stream=sys.stdout):

@@ -33,7 +33,7 @@ def _alexnet(*, input_shape, num_classes, include_top, weights, pooling, classif
     input_shape, weights = check_common(
         name="alexnet", input_shape=input_shape, min_size=MIN_SIZE, num_classes=num_classes,
         include_top=include_top, pooling=pooling, weights=weights, weight_decay=weight_decay)
-    from zoo.models._cnn_layers import LocalResponseNormalization
+    from zoo.models.layers.cnn import LocalResponseNormalization
 
     layers = keras.layers
     reg = l2(weight_decay)

@@ -10,7 +10,7 @@
   target shifted right by one behind a start token (teacher forcing);
   `greedy_decode` feeds its own predictions back at inference.
   `zoo.train("seq2seq_attention", data=(source_ids, target_ids))` does the
-  shifting itself (see `zoo.seq2seq`).
+  shifting itself (see `zoo.tasks.seq2seq`).
 """
 
 from zoo import checks
@@ -40,7 +40,7 @@ def _transformer_space(hp):
           num_params=1_359_874,
           params_note="vocab 20000, sequence 200, embedding 64, 2 blocks x 4 heads, "
                       "ff 128, 2 classes",
-          hooks="zoo.text:TextHooks", search_space=_transformer_space,
+          hooks="zoo.tasks.text:TextHooks", search_space=_transformer_space,
           recipe=Recipe(optimizer="adam", learning_rate=5e-4, epochs=10,
                         early_stopping_patience=3),
           test_kwargs={"vocab_size": 20, "embedding_dim": 8, "num_heads": 2, "ff_dim": 8,
@@ -72,7 +72,7 @@ def transformer_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_d
     checks.positive_int("ff_dim", ff_dim)
     checks.fraction("dropout", dropout)
     checks.positive_int("num_classes", num_classes)
-    from zoo.models._sequence_layers import PositionalEmbedding
+    from zoo.models.layers.sequence import PositionalEmbedding
 
     layers = keras.layers
     inputs = keras.Input(shape=input_shape, dtype="int32", name="tokens")
@@ -145,7 +145,7 @@ def _seq2seq_space(hp):
           num_params=1_258_656,
           params_note="source/target vocab 4000, embedding 64, 128 LSTM units, additive "
                       "attention",
-          hooks="zoo.seq2seq:Seq2SeqHooks", search_space=_seq2seq_space,
+          hooks="zoo.tasks.seq2seq:Seq2SeqHooks", search_space=_seq2seq_space,
           recipe=Recipe(optimizer="adam", learning_rate=1e-3, epochs=30,
                         loss="sparse_categorical_crossentropy", early_stopping_patience=5),
           test_kwargs={"vocab_size": 12, "embedding_dim": 4, "units": 6, "target_length": 4})

@@ -13,7 +13,7 @@ from zoo import checks
 from zoo._lazy import keras
 from zoo.registry import Recipe, register
 
-HOOKS = "zoo.generative:AutoencoderHooks"
+HOOKS = "zoo.tasks.generative:AutoencoderHooks"
 
 
 def _check_common(input_shape, latent_dim, noise_stddev, *, rank=None):

@@ -5,7 +5,7 @@ Conventions from the paper: strided convolutions instead of pooling
 generator's output and the discriminator's input layer, ReLU in the
 generator with a tanh output, LeakyReLU(0.2) in the discriminator, weights
 from N(0, 0.02), Adam(2e-4, beta_1=0.5).  Images are in [-1, 1]; `zoo.train`
-scales data there (`zoo.generative.GANHooks.prepare_data`).
+scales data there (`zoo.tasks.generative.GANHooks.prepare_data`).
 
 `dcgan_generator` and `dcgan_discriminator` are plain builders (not registry
 entries: neither trains on its own with `fit`); `dcgan` and its class-conditional
@@ -17,7 +17,7 @@ from zoo._lazy import keras
 from zoo.models.autoencoder import check_filters, conv_stages_check
 from zoo.registry import Recipe, register
 
-HOOKS = "zoo.generative:GANHooks"
+HOOKS = "zoo.tasks.generative:GANHooks"
 KERNEL = 4  # a multiple of the stride avoids checkerboard artefacts (Odena et al. 2016)
 
 
@@ -145,7 +145,7 @@ def build_gan(*, generator, discriminator, num_classes=None, label_smoothing=0.0
     if tuple(discriminator.outputs[0].shape[1:]) not in ((1,), ()):
         raise ValueError(f"discriminator must output one logit per image. Received: "
                          f"discriminator output shape {tuple(discriminator.outputs[0].shape)}")
-    from zoo.models._generative_layers import GAN, ConditionalGAN
+    from zoo.models.layers.generative import GAN, ConditionalGAN
 
     image = np.zeros((1, *expected), dtype="float32")
     if num_classes:
@@ -225,7 +225,7 @@ def dcgan(*, input_shape=(28, 28, 1), latent_dim=100, generator_filters=(128, 64
                       "(64, 128); generator and discriminator together",
           recipe=Recipe(optimizer="adam", learning_rate=2e-4, epochs=30, batch_size=64,
                         early_stopping_patience=None),
-          search_space=_space, hooks="zoo.generative:ConditionalGANHooks",
+          search_space=_space, hooks="zoo.tasks.generative:ConditionalGANHooks",
           test_kwargs={"num_classes": 3, "latent_dim": 4, "generator_filters": (8, 4),
                        "discriminator_filters": (4, 8), "seed": 0})
 def conditional_dcgan(*, input_shape=(28, 28, 1), num_classes=10, latent_dim=100,

@@ -3,9 +3,9 @@
 Two heads share one private builder:
 - classifiers read integer token ids (sequence_length,) through an embedding
   (`zoo train lstm_classifier --data csv:reviews.csv` prepends a
-  TextVectorization layer, see `zoo.text`), and
+  TextVectorization layer, see `zoo.tasks.text`), and
 - forecasters read numeric windows (lookback, features) and predict the next
-  `horizon` steps of `num_targets` series (`zoo.timeseries` adds the
+  `horizon` steps of `num_targets` series (`zoo.tasks.timeseries` adds the
   normalisation in front and the de-normalisation behind).
 """
 
@@ -14,8 +14,8 @@ from zoo._lazy import keras
 from zoo.registry import Recipe, register
 
 CELLS = {"simple_rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
-TEXT_HOOKS = "zoo.text:TextHooks"
-SERIES_HOOKS = "zoo.timeseries:SeriesHooks"
+TEXT_HOOKS = "zoo.tasks.text:TextHooks"
+SERIES_HOOKS = "zoo.tasks.timeseries:SeriesHooks"
 
 
 def _check_common(*, cell, units, num_layers, bidirectional, dropout, recurrent_dropout):

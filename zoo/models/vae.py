@@ -1,6 +1,6 @@
 """Variational autoencoders (Kingma & Welling 2013), dense and convolutional.
 
-The returned model is a `zoo.models._generative_layers.VAE`: `fit(x)` trains
+The returned model is a `zoo.models.layers.generative.VAE`: `fit(x)` trains
 the negative (beta-)ELBO and logs reconstruction, KL and ELBO; `model(x)`
 reconstructs from the posterior mean (deterministic); `encode`, `decode` and
 `sample(n)` reach the two halves, which are also sub-models named "encoder"
@@ -15,7 +15,7 @@ from zoo.models.autoencoder import (check_filters, conv_decoder_layers, conv_enc
                                     conv_stages_check)
 from zoo.registry import Recipe, register
 
-HOOKS = "zoo.generative:VAEHooks"
+HOOKS = "zoo.tasks.generative:VAEHooks"
 RECONSTRUCTION_LOSSES = ("bce", "mse")
 
 
@@ -34,7 +34,7 @@ def _heads(x, latent_dim):
 
 
 def _vae(encoder, decoder, input_shape, beta, reconstruction_loss, seed, name):
-    from zoo.models._generative_layers import VAE
+    from zoo.models.layers.generative import VAE
 
     model = VAE(encoder, decoder, beta=float(beta), reconstruction_loss=reconstruction_loss,
                 seed=seed, name=name)

@@ -2,7 +2,7 @@
 
 - `AutoencoderHooks`, `VAEHooks`, `GANHooks`: what `zoo.train` does differently
   for autoencoders (targets = inputs), VAEs and GANs (two optimizers, data in
-  [-1, 1]) -- see `zoo.hooks.TaskHooks`.
+  [-1, 1]) -- see `zoo.tasks.TaskHooks`.
 - `SampleGrid`: a Keras callback writing run_dir/samples/epoch_NNN.png
   (inputs and reconstructions, and/or samples) after every epoch, and for
   2-D VAEs run_dir/latent_space.png at the end of training.
@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from zoo import checks
-from zoo.hooks import TaskHooks
+from zoo.tasks import TaskHooks
 
 # ------------------------------------------------------------------ data helpers
 

@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from zoo import checks
-from zoo.hooks import TaskHooks
+from zoo.tasks import TaskHooks
 
 
 def _parse_float(text):
@@ -212,7 +212,7 @@ def with_normalization(model, extras):
     """`model` between a Normalization (inputs) and a Denormalization (outputs) layer."""
     import keras
 
-    from zoo.models._sequence_layers import Denormalization
+    from zoo.models.layers.sequence import Denormalization
 
     if any(isinstance(layer, Denormalization) for layer in model.layers):
         return model  # already wrapped (a resumed run)
@@ -278,13 +278,15 @@ def forecast_metrics(model, x, y, extras, batch_size=256):
 class SeriesHooks(TaskHooks):
     """Numeric CSV windows, train-only normalisation and baseline metrics for forecasters."""
 
-    # zoo.data.load adds seed, validation_split, test_split and classes itself.
-    data_options = ("target", "lookback", "horizon", "features", "season")
+    # load_source also receives seed, validation_split, test_split and classes.
+    data_options = {
+        "target": "column(s) to forecast, comma-separated (default: every column)",
+        "lookback": "input window in steps",
+        "horizon": "steps to forecast",
+        "features": "input columns, comma-separated (default: every numeric column)",
+        "season": "seasonal period of the naive baseline (default: estimated)",
+    }
 
-    def __init__(self):
-        # Registers the custom layers these models contain, so `load_run` /
-        # `keras.saving.load_model` can rebuild them in a fresh process.
-        import zoo.models._sequence_layers  # noqa: F401
 
     def load_source(self, spec, source, options):
         if not (isinstance(source, str) and source.startswith("csv:")):
@@ -313,7 +315,7 @@ class SeriesHooks(TaskHooks):
     def compile(self, model, *, optimizer, loss, metrics, recipe, jit_compile=False):
         import keras
 
-        from zoo.models._sequence_layers import Denormalization, StandardizedError
+        from zoo.models.layers.sequence import Denormalization, StandardizedError
 
         denormalization = [layer for layer in model.layers
                            if isinstance(layer, Denormalization)]

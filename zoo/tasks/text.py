@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from zoo import checks
-from zoo.hooks import TaskHooks
+from zoo.tasks import TaskHooks
 
 DEFAULT_TEXT_COLUMN = "text"
 DEFAULT_LABEL_COLUMN = "label"
@@ -189,13 +189,13 @@ def with_text_input(model, train_texts):
 class TextHooks(TaskHooks):
     """Raw-text sources and a vocabulary layer for the token classifiers."""
 
-    # zoo.data.load adds seed, validation_split, test_split and classes itself.
-    data_options = ("text_column", "label_column", "sequence_length")
+    # load_source also receives seed, validation_split, test_split and classes.
+    data_options = {
+        "text_column": "CSV column holding the text (default 'text')",
+        "label_column": "CSV column holding the label (default 'label')",
+        "sequence_length": "tokens per text; longer texts are truncated",
+    }
 
-    def __init__(self):
-        # Registers the custom layers these models contain, so `load_run` /
-        # `keras.saving.load_model` can rebuild them in a fresh process.
-        import zoo.models._sequence_layers  # noqa: F401
 
     def load_source(self, spec, source, options):
         if not isinstance(source, str):

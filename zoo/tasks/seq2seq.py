@@ -15,7 +15,7 @@ reports token and whole-sequence accuracy over non-padding positions.
 
 import numpy as np
 
-from zoo.hooks import TaskHooks
+from zoo.tasks import TaskHooks
 
 PAD, START = 0, 1
 

@@ -1,6 +1,6 @@
 """Serializable custom objects of the generative families (VAE and GAN).
 
-Imported inside builder bodies only (it imports Keras at module level).
+Imported inside builder bodies and by `zoo.models.layers` (it imports Keras at module level).
 
 `call` of every class here uses `keras.ops` only, so inference and export are
 backend-neutral.  `train_step`/`test_step` are the one exception: a VAE's

@@ -1,0 +1,329 @@
+"""The run directory: its typed config, atomic files, check/claim, and `load_run`.
+
+A run directory holds everything later steps need (evaluate, export, resume,
+fine-tune, retrain a trial):
+
+    config.json history.csv metrics.json curves.png model.keras
+    checkpoints/best.keras backup/ (only while interrupted) logs/
+    saved_model/ model_card.json export_inputs.npz
+
+This module owns those files: training and export both import it and
+nothing else writes them by hand.  It never imports TensorFlow at import
+time; `load_run` imports Keras and every custom object of the zoo
+(`zoo.models.layers`) before `keras.saving.load_model`, so a run reloads in
+a fresh process whatever family wrote it.
+
+A run is finished once `metrics.json` exists; it is written last (after
+`model.keras`), so a kill at any moment leaves either an interrupted run
+(which resumes) or a finished one with its model.
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+from typing import Optional
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+MODEL_FILE = "model.keras"
+CARD_FILE = "model_card.json"
+BACKUP_DIR = "backup"
+# What must match for an interrupted run to resume with a new call.
+RESUME_KEYS = ("model", "data", "model_kwargs", "recipe", "seed", "data_options", "classes")
+
+
+class RunError(ValueError):
+    """A run directory cannot be used as asked (missing, unfinished, damaged)."""
+
+
+# ------------------------------------------------------------------ atomic files
+
+
+def _finite(obj):
+    """JSON-safe copy: NaN and infinities become None (bare NaN is not JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def atomic_write(path, write, *, suffix=""):
+    """Call `write(temporary_path)`, then rename it onto `path` (never a half file).
+
+    Args:
+        path: the final path.
+        write: function of the temporary path that writes the content.
+        suffix: ending the temporary name keeps (some writers check it,
+            e.g. ".keras" or ".png"). Defaults to "".
+    """
+    stem = path[:-len(suffix)] if suffix and path.endswith(suffix) else path
+    temporary = f"{stem}.partial{os.getpid()}{suffix}"
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def write_json(path, obj):
+    """Write JSON atomically; non-finite floats are written as null."""
+    def write(temporary):
+        with open(temporary, "w") as f:
+            json.dump(_finite(obj), f, indent=2, sort_keys=True, default=str, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+    return atomic_write(path, write)
+
+
+def read_json(path):
+    """The JSON object in `path`; a damaged or missing file raises `RunError` naming it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise RunError(f"File not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunError(f"File is damaged (not valid JSON: {err}): {path}") from None
+
+
+def read_history(path):
+    """history.csv as {column: [floats]} (empty dict if absent)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    history = {}
+    for row in rows:
+        for key, value in row.items():
+            if key is None:
+                continue
+            try:
+                number = float(value) if value not in ("", None) else None
+            except ValueError:
+                number = None
+            history.setdefault(key, []).append(number)
+    return history
+
+
+def save_model(model, path):
+    """`model.save` atomically (a kill mid-write never leaves a truncated .keras)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return atomic_write(path, model.save, suffix=".keras")
+
+
+def plot_curves(history, path):
+    """Loss and metric curves (train vs validation) as a PNG, written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [k for k in history if k not in ("epoch", "learning_rate")
+             and not k.startswith("val_")]
+    if not names:
+        return None
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+    epochs = [int(e) + 1 for e in history.get("epoch", range(len(history[names[0]])))]
+    for ax, name in zip(axes[0], names):
+        ax.plot(epochs, history[name], label="train")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80), suffix=".png")
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------ typed config
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """config.json of a run, typed.
+
+    `registered` says whether `model` names a registered spec; `base_model`
+    is the registered spec the model came from (the model itself for a
+    registered run, the backbone's spec for a fine-tuned one, None for a
+    user's own `keras.Model`).  Keys this class does not know (written by a
+    newer version, or by tuning/transfer) are kept in `extra` and written
+    back unchanged.
+    """
+
+    model: str
+    data: str = "digits"
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    recipe: dict = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    data_options: dict = dataclasses.field(default_factory=dict)
+    classes: Optional[list] = None
+    strategy: Optional[str] = None
+    deterministic: bool = False
+    task: str = "classification"
+    registered: bool = True
+    base_model: Optional[str] = None
+    input_shape: Optional[list] = None
+    input_kind: Optional[str] = None
+    num_classes: Optional[int] = None
+    class_names: Optional[list] = None
+    loss: Optional[str] = None
+    num_examples: dict = dataclasses.field(default_factory=dict)
+    jit_compile: bool = False
+    mixed_precision: bool = False
+    started: Optional[str] = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self):
+        d = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+             if f.name != "extra"}
+        return {**_jsonable(self.extra), **d}
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        if not isinstance(d, dict) or "model" not in d:
+            raise RunError(f"config.json is not a run configuration (no 'model' key): {d!r:.200}")
+        kwargs = {k: v for k, v in d.items() if k in known}
+        extra = {k: v for k, v in d.items() if k not in known}
+        kwargs.setdefault("registered", True)
+        return cls(**kwargs, extra=extra)
+
+    def resume_view(self):
+        """What must be equal for a new call to resume this run."""
+        d = self.to_dict()
+        return {k: d.get(k) for k in RESUME_KEYS}
+
+
+def read_config(run_dir):
+    """The `RunConfig` of `run_dir` (a damaged config.json raises `RunError` naming it)."""
+    return RunConfig.from_dict(read_json(os.path.join(run_dir, CONFIG_FILE)))
+
+
+def write_config(run_dir, config):
+    return write_json(os.path.join(run_dir, CONFIG_FILE), config.to_dict())
+
+
+# ------------------------------------------------------------------ check / claim
+
+
+def is_finished(run_dir):
+    return os.path.exists(os.path.join(run_dir, METRICS_FILE))
+
+
+def check_run_dir(run_dir, config, *, overwrite=False):
+    """Whether `run_dir` resumes an interrupted run; raises where it may not be used.
+
+    An interrupted run (config.json and backup/ but no metrics.json) with the
+    same configuration resumes; anything else already there is refused unless
+    `overwrite=True`. Changes nothing on disk (see `claim_run_dir`).
+
+    Args:
+        run_dir: the run directory (absolute).
+        config: the new run's `RunConfig`.
+        overwrite: allow replacing what is there. Defaults to False.
+    """
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise RunError(f"run_dir exists and is not a directory. Received: run_dir={run_dir!r}")
+    if os.path.abspath(run_dir) in (os.path.abspath(os.getcwd()), os.path.expanduser("~"), "/"):
+        raise RunError(f"run_dir may not be the working, home or root directory (overwriting "
+                       f"would delete it). Received: run_dir={run_dir!r}")
+    if not os.path.isdir(run_dir) or not os.listdir(run_dir) or overwrite:
+        return False
+    if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
+        raise RunError(f"run_dir is not empty and holds no run (no config.json); pass "
+                       f"overwrite=True (--overwrite) to replace it. Received: "
+                       f"run_dir={run_dir!r}")
+    if is_finished(run_dir):
+        raise RunError(f"run_dir already holds a finished run; pass overwrite=True "
+                       f"(--overwrite) to replace it or choose another run_dir. Received: "
+                       f"run_dir={run_dir!r}")
+    previous = read_config(run_dir).resume_view()
+    current = config.resume_view()
+    changed = [k for k in RESUME_KEYS if previous.get(k) != current.get(k)]
+    if changed:
+        raise RunError(f"run_dir holds an interrupted run with a different configuration "
+                       f"({', '.join(changed)} differ); resume it with the same arguments, "
+                       f"or pass overwrite=True. Received: run_dir={run_dir!r}")
+    return os.path.isdir(os.path.join(run_dir, BACKUP_DIR))
+
+
+def claim_run_dir(run_dir, *, resumed):
+    """Create `run_dir`, emptying it first unless resuming (`check_run_dir` allowed it)."""
+    if not resumed and os.path.isdir(run_dir) and os.listdir(run_dir):
+        shutil.rmtree(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+
+
+# ------------------------------------------------------------------ loading
+
+
+def load_model(path):
+    """`keras.saving.load_model` with every zoo custom object registered first.
+
+    `safe_mode` stays on: a `.keras` file with a Lambda layer is refused.
+    A missing or damaged file raises `RunError` naming it.
+    """
+    import keras
+
+    import zoo.models.layers  # noqa: F401  (registers the zoo's custom objects)
+    if not os.path.exists(path):
+        raise RunError(f"File not found: {path}")
+    try:
+        return keras.saving.load_model(path)
+    except (OSError, EOFError) as err:
+        raise RunError(f"Model file is damaged and cannot be loaded ({err}): {path}") from None
+    except ValueError as err:
+        message = str(err)
+        if "zip" in message.lower() or "File not found" in message:
+            raise RunError(f"Model file is damaged and cannot be loaded: {path}") from None
+        raise
+    except Exception as err:  # zipfile.BadZipFile and h5py errors have no common base
+        if type(err).__name__ in ("BadZipFile", "LargeZipFile"):
+            raise RunError(f"Model file is damaged and cannot be loaded: {path}") from None
+        raise
+
+
+def load_run(run_dir):
+    """(RunConfig, keras model) of a finished run directory."""
+    run_dir = os.path.abspath(run_dir)
+    if not os.path.isdir(run_dir):
+        raise RunError(f"run_dir does not exist or is not a directory. "
+                       f"Received: run_dir={run_dir!r}")
+    path = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.exists(path):
+        raise RunError(f"run_dir holds no finished run (no {MODEL_FILE}). "
+                       f"Received: run_dir={run_dir!r}")
+    config = read_config(run_dir)
+    return config, load_model(path)
+
+
+def spec_of(config):
+    """The `ModelSpec` a run's data pipeline and hooks follow.
+
+    A registered run gets its own spec; any other run (a user's model, a
+    fine-tuned backbone) gets a spec made from what config.json records.
+    """
+    from zoo.registry import custom_spec, get_spec, list_models
+    if config.registered and config.model in list_models():
+        return get_spec(config.model)
+    return custom_spec(config.model, input_shape=tuple(config.input_shape or ()),
+                       task=config.task, input_kind=config.input_kind)
