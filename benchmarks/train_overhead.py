@@ -39,6 +39,7 @@ def main(argv=None):
     p = training.plan(args.model, args.data, batch_size=args.batch_size, epochs=args.epochs,
                       jit_compile=False, mixed_precision=False)
     bundle = p.bundle
+    steps = p.steps_per_epoch()
     x_train = np.concatenate([b[0].numpy() for b in bundle.train])
     y_train = np.concatenate([b[1].numpy() for b in bundle.train])
     for _ in bundle.validation:  # fill the caches before timing

@@ -26,7 +26,7 @@ def digits():
 @pytest.fixture(scope="module")
 def digit_features(digits):
     """The Frechet-distance feature classifier, trained once on digits in [-1, 1]."""
-    from zoo.tasks.generative import feature_classifier
+    from zoo.metrics import feature_classifier
 
     x_train, _, y_train, _ = digits
     return feature_classifier(x_train * 2 - 1, y_train, epochs=8, seed=0)
@@ -44,7 +44,7 @@ def _seed(seed=0):
 def test_conv_autoencoder_beats_pca_at_same_code_size(digits):
     import keras
 
-    from zoo.tasks.generative import pca_reconstruction_mse
+    from zoo.metrics import pca_reconstruction_mse
 
     x_train, x_test, _, _ = digits
     _seed()
@@ -179,7 +179,7 @@ def test_conditional_gan_draws_the_requested_digit(digits, digit_features):
 def test_frechet_distance_matches_closed_form():
     from scipy import linalg
 
-    from zoo.tasks.generative import frechet_distance
+    from zoo.metrics import frechet_distance
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=(500, 6))
@@ -307,7 +307,7 @@ def test_named_endpoints_match_in_a_fresh_tensorflow_process(tmp_path, rng):
 def test_sample_grid_writes_pngs_and_latent_plot(tmp_path, digits):
     import keras
 
-    from zoo.tasks.generative import SampleGrid
+    from zoo.callbacks import SampleGrid
 
     x_train, x_test, _, y_test = digits
     _seed()

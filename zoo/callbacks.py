@@ -9,8 +9,9 @@ Keras `LearningRateSchedule` (or a float), usable from Python and the CLI.
 import os
 
 import keras
+import numpy as np
 
-from zoo import checks
+from zoo import checks, plots
 from zoo.registry import SCHEDULES
 
 
@@ -151,3 +152,76 @@ def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="co
         callbacks.append(EpochTensorBoard(os.path.join(run_dir, "logs"), profile_batch=0,
                                           write_graph=False))
     return callbacks
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """Keras callback: a PNG grid of reconstructions and/or samples after each epoch.
+
+    Writes `run_dir/samples/epoch_NNN.png` atomically (temp file, then
+    `os.replace`), so a viewer never sees a half-written file; with
+    `latent_data` and a 2-D VAE also `run_dir/latent_space.png` at the end.
+
+    Args:
+        run_dir: the run directory.
+        images: fixed inputs to reconstruct, or None. Defaults to None.
+        num_samples: samples per grid from a fixed latent batch (VAE/GAN);
+            0 for none. Defaults to 8.
+        value_range: data range, (0, 1) or (-1, 1) for tanh GANs. Defaults to (0, 1).
+        every: write every `every` epochs. Defaults to 1.
+        latent_data: (x, y) for the 2-D latent plot, or None. Defaults to None.
+        seed: seed of the fixed latent batch. Defaults to 0.
+    """
+
+    def __init__(self, run_dir, *, images=None, num_samples=8, value_range=(0.0, 1.0), every=1,
+                 latent_data=None, seed=0):
+        super().__init__()
+        self.run_dir = os.fspath(run_dir)
+        self.images = None if images is None else np.asarray(images)
+        self.num_samples = checks.non_negative_int("num_samples", num_samples)
+        self.value_range = tuple(value_range)
+        self.every = checks.positive_int("every", every)
+        self.latent_data = latent_data
+        self.seed = seed
+        self.written = []
+
+    def on_train_begin(self, logs=None):
+        self.written = []
+        self._latents = None
+        if self.num_samples:
+            dim = getattr(self.model, "latent_dim", None)
+            if dim:
+                rng = np.random.default_rng(self.seed)
+                self._latents = rng.standard_normal((self.num_samples, dim)).astype("float32")
+
+    def _rows(self):
+        rows = []
+        if self.images is not None:
+            rows.append(("input", self.images))
+            rows.append(("reconstruction", np.asarray(self.model(self.images, training=False))))
+        if self._latents is not None:
+            part = getattr(self.model, "generator", None) or getattr(self.model, "decoder")
+            classes = getattr(self.model, "num_classes", None)
+            if classes:  # conditional GAN: labels 0, 1, ... cycling over the classes
+                labels = (np.arange(len(self._latents)) % classes).astype("int32")
+                images = np.asarray(part([self._latents, labels], training=False))
+                width, label = min(classes, 10), f"labels 0..{min(classes, 10) - 1}"
+            else:
+                images = np.asarray(part(self._latents, training=False))
+                width, label = 8, "sample"
+            # Rows of at most `width` images keep the grid readable.
+            rows += [(label, images[i:i + width]) for i in range(0, len(images), width)]
+        return rows
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        path = os.path.join(self.run_dir, "samples", f"epoch_{epoch + 1:03d}.png")
+        plots.save_image_grid(self._rows(), path, value_range=self.value_range,
+                        title=f"{self.model.name}, epoch {epoch + 1}")
+        self.written.append(path)
+
+    def on_train_end(self, logs=None):
+        if self.latent_data is not None and getattr(self.model, "latent_dim", None) == 2 \
+                and hasattr(self.model, "encode"):
+            x, y = self.latent_data
+            plots.save_latent_plot(self.model, x, y, os.path.join(self.run_dir, "latent_space.png"))

@@ -7,7 +7,6 @@ plus any named endpoints a family declares (`hooks.export_signatures`).
 and compares outputs with the Keras model.
 """
 
-import json
 import os
 import shutil
 import subprocess

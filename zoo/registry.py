@@ -144,6 +144,22 @@ class ModelSpec:
                     f"Allowed: {sorted(self.arguments)}")
         return self.builder(**kwargs)
 
+    def space_point(self, hp):
+        """(builder kwargs, recipe overrides) of the spec's search space at `hp`.
+
+        A spec without a space gives ({}, {}); an `hp` with no values set
+        (`keras_tuner.HyperParameters()`) gives the space's default point.
+        """
+        if self.search_space is None:
+            return {}, {}
+        point = dict(self.search_space(hp))
+        recipe = dict(point.pop("recipe", None) or {})
+        unknown = sorted(set(recipe) - {f.name for f in dataclasses.fields(Recipe)})
+        if unknown:
+            raise ValueError(f"Search space of '{self.name}' sets unknown recipe fields "
+                             f"{unknown}. Allowed: {[f.name for f in dataclasses.fields(Recipe)]}")
+        return point, recipe
+
     def load_hooks(self):
         """The object named by `hooks` ("module:attribute"), or None."""
         if not self.hooks:
@@ -201,7 +217,12 @@ def register(*, family, task, test_input_shape, input_shape=None, min_input_shap
         params_note: which variant `num_params` is for. Defaults to "".
         recipe: a `Recipe`. Defaults to `Recipe()`.
         search_space: function of a KerasTuner `hp` returning builder kwargs,
-            every value with a default. Defaults to None.
+            every value with a default equal to the registered model's (so
+            the space's default point is the model `zoo train NAME` trains).
+            The returned dict may also hold a "recipe" entry: a dict of
+            `Recipe` fields (learning_rate, optimizer, batch_size,
+            weight_decay, ...) that the space tunes, with the recipe's values
+            as defaults. See `ModelSpec.space_point`. Defaults to None.
         exportable / trainable / backbone: capability flags.
         hooks: "module:attribute" of an object with optional training,
             evaluation and export hooks (see `zoo.training`). Defaults to None.

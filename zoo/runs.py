@@ -121,31 +121,6 @@ def save_model(model, path):
     return atomic_write(path, model.save, suffix=".keras")
 
 
-def plot_curves(history, path):
-    """Loss and metric curves (train vs validation) as a PNG, written atomically."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [k for k in history if k not in ("epoch", "learning_rate")
-             and not k.startswith("val_")]
-    if not names:
-        return None
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
-    epochs = [int(e) + 1 for e in history.get("epoch", range(len(history[names[0]])))]
-    for ax, name in zip(axes[0], names):
-        ax.plot(epochs, history[name], label="train")
-        if f"val_{name}" in history:
-            ax.plot(epochs, history[f"val_{name}"], label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_title(name)
-        ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80), suffix=".png")
-    plt.close(fig)
-    return path
-
-
 # ------------------------------------------------------------------ typed config
 
 
@@ -306,7 +281,7 @@ def load_run(run_dir):
     """(RunConfig, keras model) of a finished run directory."""
     run_dir = os.path.abspath(run_dir)
     if not os.path.isdir(run_dir):
-        raise RunError(f"run_dir does not exist or is not a directory. "
+        raise RunError(f"run_dir holds no finished run (it does not exist or is not a directory). "
                        f"Received: run_dir={run_dir!r}")
     path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.exists(path):

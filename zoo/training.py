@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Optional
 
-from zoo import checks, runs
+from zoo import checks, plots, runs
 from zoo.registry import LOSSES, OPTIMIZERS, SCHEDULES, ModelSpec, Recipe, custom_spec, get_spec
 from zoo.runs import load_run  # noqa: F401  (public here too: `zoo.training.load_run`)
 
@@ -500,7 +500,7 @@ def save_run(p, model, run_dir, metrics, *, export=True):
     history = runs.read_history(os.path.join(run_dir, runs.HISTORY_FILE))
     metrics = dict(metrics, epochs_run=len(history.get("epoch", [])))
     runs.save_model(model, os.path.join(run_dir, runs.MODEL_FILE))
-    runs.plot_curves(history, os.path.join(run_dir, "curves.png"))
+    plots.plot_curves(history, os.path.join(run_dir, "curves.png"))
     runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
     if export and p.spec.exportable:
         from zoo.export import export_run
