@@ -6,64 +6,150 @@
                    [--lr X] [--schedule S] [--seed N] [--out DIR] [--strategy S] ...
     zoo evaluate RUN_DIR
     zoo export RUN_DIR [--format saved_model keras tflite] [--out PATH] [--overwrite]
+    zoo tune NAME ...       (tuning.cli)
+    zoo finetune BACKBONE ...  (transfer.cli)
 
-`--help`, `list` and `info` never import TensorFlow.
+`--help`, `list` and `info` never import TensorFlow.  A user error prints
+one line and exits 2 (1 when a dataset is missing); `--debug` shows the
+traceback instead.
 """
 
 import argparse
 import ast
+import importlib
 import json
 import os
 import sys
 
+from zoo import checks
 from zoo.registry import LOSSES, OPTIMIZERS, SCHEDULES, TASKS
 
 EXIT_USAGE = 2
+EXIT_DATA = 1
+# Subcommands that live in their own packages: module with HELP,
+# add_arguments(parser) and run(args) -> exit code; imported without TensorFlow.
+PLUGINS = {"tune": "tuning.cli", "finetune": "transfer.cli"}
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _argument_type(check, what):
+    """An argparse type from a `zoo.checks` function (one rule, one message)."""
+    def parse(text):
+        try:
+            value = float(text) if check in (checks.positive_float,) else int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        try:
+            return check("value", value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    return parse
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+positive_int = _argument_type(checks.positive_int, "a positive integer")
+non_negative_int = _argument_type(checks.non_negative_int, "a non-negative integer")
+positive_float = _argument_type(checks.positive_float, "a positive number")
 
 
-def _int_list(text):
+def int_list(text):
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
 
 
-def _model_arg(text):
+def model_arg(text):
+    """KEY=VALUE with VALUE a Python literal (numbers, True/False, [lists], 'strings')."""
     key, sep, value = text.partition("=")
-    if not sep or not key:
+    if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
         parsed = ast.literal_eval(value)
     except (ValueError, SyntaxError):
-        parsed = value
+        if any(c in value for c in "[](){},'\""):
+            raise argparse.ArgumentTypeError(
+                f"{key}: {value!r} is not a Python literal (e.g. [64,32], 0.5, True, "
+                f"'relu')") from None
+        parsed = value  # a bare word: a string such as relu
+    if isinstance(parsed, str) and parsed.lower() in ("true", "false", "yes", "no"):
+        raise argparse.ArgumentTypeError(
+            f"{key}: write booleans as True or False, got {value!r}")
     if isinstance(parsed, list):
         parsed = tuple(parsed)
     return key, parsed
 
 
+def _task_data_options():
+    """{option: help} over every task the registered models use (no TensorFlow)."""
+    from zoo.data import GENERIC_OPTIONS
+    from zoo.registry import get_spec, list_models
+    options = dict(GENERIC_OPTIONS)
+    seen = set()
+    for name in list_models():
+        spec = get_spec(name)
+        if spec.hooks and spec.hooks not in seen:
+            seen.add(spec.hooks)
+            hooks = spec.load_hooks()
+            for option, help_text in (getattr(hooks, "data_options", None) or {}).items():
+                options.setdefault(option, help_text)
+    return options
+
+
+_INT_OPTIONS = ("lookback", "horizon", "sequence_length", "season")
+
+
+def add_training_arguments(parser, *, recipe=True):
+    """The flags `zoo train`, `zoo tune` and `zoo finetune` share.
+
+    Args:
+        parser: an argparse parser.
+        recipe: add the recipe overrides (epochs, lr, ...). Defaults to True.
+    """
+    parser.add_argument("--data", default="digits",
+                        help="digits (default, offline), mnist, fashion_mnist, cifar10, "
+                             "cifar100, tfds:NAME, folder:PATH, npz:PATH, csv:PATH")
+    if recipe:
+        parser.add_argument("--epochs", type=positive_int)
+        parser.add_argument("--batch-size", type=positive_int)
+        parser.add_argument("--optimizer", choices=OPTIMIZERS)
+        parser.add_argument("--lr", type=positive_float, help="learning rate")
+        parser.add_argument("--schedule", choices=SCHEDULES)
+        parser.add_argument("--loss", choices=LOSSES)
+        parser.add_argument("--augment", nargs="+", metavar="NAME",
+                            help="augmentations, e.g. flip crop")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--strategy", help="default, cpu, one_device, mirrored, multi_worker, tpu")
+    parser.add_argument("--classes", type=int_list, help="keep these labels only, e.g. 3,8")
+    parser.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism")
+    parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="XLA (default: on with a GPU, off on CPU)")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
+    group = parser.add_argument_group("data options (by task)")
+    for option, help_text in _task_data_options().items():
+        group.add_argument(f"--{option.replace('_', '-')}", dest=option, help=help_text,
+                           type=positive_int if option in _INT_OPTIONS else str)
+
+
+def training_options(args):
+    """`zoo.train` / `zoo.training.plan` keyword arguments from `add_training_arguments` flags."""
+    options = {k: getattr(args, k) for k in _task_data_options()
+               if getattr(args, k, None) is not None}
+    kwargs = dict(data=args.data, seed=args.seed, strategy=args.strategy, classes=args.classes,
+                  deterministic=args.deterministic, jit_compile=args.jit_compile,
+                  data_options=options or None, verbose=args.verbose)
+    if hasattr(args, "epochs"):
+        kwargs.update(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+                      learning_rate=args.lr, schedule=args.schedule, loss=args.loss,
+                      augment=args.augment)
+    return kwargs
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="zoo", description="Keras model zoo: list, train, evaluate and export models.")
+        prog="zoo", description="Keras model zoo: list, train, tune, fine-tune, evaluate and "
+                                "export models.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("list", help="list registered models")
@@ -80,36 +166,17 @@ def build_parser():
 
     p = sub.add_parser("train", help="train a model and write a run directory")
     p.add_argument("name")
-    p.add_argument("--data", default="digits",
-                   help="digits (default, offline), mnist, fashion_mnist, cifar10, cifar100, "
-                        "tfds:NAME, folder:PATH, npz:PATH, csv:PATH")
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--lr", type=_positive_float, help="learning rate")
-    p.add_argument("--schedule", choices=SCHEDULES)
-    p.add_argument("--loss", choices=LOSSES)
-    p.add_argument("--seed", type=int, default=0)
+    add_training_arguments(p)
     p.add_argument("--out", help="run directory (default runs/NAME)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--strategy", help="default, cpu, one_device, mirrored, multi_worker, tpu")
-    p.add_argument("--augment", nargs="+", metavar="NAME", help="augmentations, e.g. flip crop")
-    p.add_argument("--classes", type=_int_list, help="keep these labels only, e.g. 3,8")
-    p.add_argument("--arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--arg", type=model_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="model builder argument, e.g. --arg hidden_units=[64,32]")
-    p.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism")
-    p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="XLA (default: on with a GPU, off on CPU)")
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
-    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
-    for flag in ("text-column", "label-column", "target"):
-        p.add_argument(f"--{flag}", help="data option for csv sources")
-    p.add_argument("--lookback", type=_positive_int, help="time-series input window")
-    p.add_argument("--horizon", type=_positive_int, help="time-series forecast steps")
 
     p = sub.add_parser("evaluate", help="evaluate a finished run on its test split")
     p.add_argument("run_dir")
     p.add_argument("--data", help="evaluate on another source")
+    p.add_argument("--batch-size", type=positive_int)
 
     p = sub.add_parser("export", help="export a finished run for serving")
     p.add_argument("run_dir")
@@ -118,6 +185,15 @@ def build_parser():
     p.add_argument("--out", help="target path (one format only)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-verify", action="store_true", help="skip the fresh-process check")
+
+    for command, module in PLUGINS.items():
+        try:
+            plugin = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            continue
+        plugin.add_arguments(sub.add_parser(command, help=plugin.HELP))
     return parser
 
 
@@ -182,24 +258,17 @@ def cmd_info(args):
 def cmd_train(args):
     from zoo.registry import get_spec
     get_spec(args.name)  # unknown names fail before TensorFlow loads
-    options = {k: getattr(args, k) for k in ("text_column", "label_column", "target",
-                                              "lookback", "horizon")
-               if getattr(args, k) is not None}
     from zoo.training import print_summary, train
-    result = train(
-        args.name, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer=args.optimizer, learning_rate=args.lr, schedule=args.schedule, loss=args.loss,
-        seed=args.seed, run_dir=args.out, strategy=args.strategy, overwrite=args.overwrite,
-        model_kwargs=dict(args.arg), data_options=options or None, augment=args.augment,
-        classes=args.classes, deterministic=args.deterministic, jit_compile=args.jit_compile,
-        export=not args.no_export, verbose=args.verbose)
+    result = train(args.name, run_dir=args.out, overwrite=args.overwrite,
+                   model_kwargs=dict(args.arg), export=not args.no_export,
+                   **training_options(args))
     print_summary(result)
     return 0
 
 
 def cmd_evaluate(args):
     from zoo.training import evaluate
-    metrics = evaluate(args.run_dir, data=args.data)
+    metrics = evaluate(args.run_dir, data=args.data, batch_size=args.batch_size)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -220,23 +289,43 @@ COMMANDS = {"list": cmd_list, "info": cmd_info, "train": cmd_train, "evaluate": 
             "export": cmd_export}
 
 
+def _quiet_tensorflow():
+    """Keep TensorFlow's start-up log lines out of the CLI's output (before it loads)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def _is_user_error(err):
+    """Errors that are the user's to fix (one line) rather than a bug (traceback)."""
+    from zoo.data import DataUnavailableError
+    return isinstance(err, (ValueError, TypeError, FileNotFoundError, PermissionError,
+                            NotADirectoryError, IsADirectoryError, DataUnavailableError))
+
+
 def main(argv=None):
+    _quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
+    if args.command in COMMANDS:
+        run = COMMANDS[args.command]
+    else:
+        run = importlib.import_module(PLUGINS[args.command]).run
     try:
-        return COMMANDS[args.command](args)
-    except ValueError as err:
-        print(f"zoo {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return run(args)
+    except KeyboardInterrupt:
+        print(f"zoo {args.command}: interrupted; an interrupted run resumes when the same "
+              f"command is run again", file=sys.stderr)
+        return 130
     except Exception as err:
-        from zoo.data import DataUnavailableError
-        if not isinstance(err, DataUnavailableError):
+        if args.debug or not _is_user_error(err):
             raise
-        print(f"zoo {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        from zoo.data import DataUnavailableError
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"zoo {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_DATA if isinstance(err, DataUnavailableError) else EXIT_USAGE
 
 
 if __name__ == "__main__":
