@@ -7,6 +7,7 @@ plus any named endpoints a family declares (`hooks.export_signatures`).
 and compares outputs with the Keras model.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -134,35 +135,97 @@ def export_tflite(saved_model_dir, path, *, overwrite=False):
 
 # Runs in a fresh interpreter that imports only TensorFlow and NumPy, as a
 # serving process would; it refuses to run if this package got imported.
+# One process serves a whole list of jobs (TensorFlow starts once).
 _VERIFY_SCRIPT = r"""
-import sys, numpy as np, tensorflow as tf
-path, inputs_file, outputs_file, signature = sys.argv[1:5]
-loaded = tf.saved_model.load(path)
-fn = loaded.signatures[signature]
-with np.load(inputs_file, allow_pickle=False) as f:
-    feeds = {k: tf.constant(f[k]) for k in f.files}
-outputs = fn(**feeds)
+import json, sys, numpy as np, tensorflow as tf
+with open(sys.argv[1]) as f:
+    jobs = json.load(f)
+for job in jobs:
+    loaded = tf.saved_model.load(job["path"])
+    fn = loaded.signatures[job["signature"]]
+    with np.load(job["inputs"], allow_pickle=False) as f:
+        feeds = {k: tf.constant(f[k]) for k in f.files}
+    outputs = fn(**feeds)
+    np.savez(job["outputs"], **{k: v.numpy() for k, v in outputs.items()})
 assert "zoo" not in sys.modules, "the serving process imported zoo"
-np.savez(outputs_file, **{k: v.numpy() for k, v in outputs.items()})
 """
+
+
+def run_saved_models_fresh(jobs):
+    """Outputs of SavedModel signatures computed in ONE fresh TensorFlow-only process.
+
+    Args:
+        jobs: list of (path, feeds dict, signature name).
+
+    Returns:
+        A list of {output name: array}, one per job.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = []
+        for i, (path, feeds, signature) in enumerate(jobs):
+            inputs_file = os.path.join(tmp, f"inputs_{i}.npz")
+            np.savez(inputs_file, **feeds)
+            manifest.append({"path": os.path.abspath(path), "inputs": inputs_file,
+                             "outputs": os.path.join(tmp, f"outputs_{i}.npz"),
+                             "signature": signature})
+        manifest_file = os.path.join(tmp, "jobs.json")
+        with open(manifest_file, "w") as f:
+            json.dump(manifest, f)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        proc = subprocess.run([sys.executable, "-c", _VERIFY_SCRIPT, manifest_file],
+                              capture_output=True, text=True, env=env, cwd=tmp)
+        if proc.returncode != 0:
+            paths = ", ".join(job["path"] for job in manifest)
+            raise ExportVerificationError(f"Loading {paths} in a fresh process failed:\n"
+                                          f"{proc.stderr[-3000:]}")
+        results = []
+        for job in manifest:
+            with np.load(job["outputs"]) as f:
+                results.append({k: f[k] for k in f.files})
+        return results
 
 
 def run_saved_model_fresh(path, feeds, signature="serving_default"):
     """Outputs of a SavedModel signature computed in a fresh TensorFlow-only process."""
-    with tempfile.TemporaryDirectory() as tmp:
-        inputs_file = os.path.join(tmp, "inputs.npz")
-        outputs_file = os.path.join(tmp, "outputs.npz")
-        np.savez(inputs_file, **feeds)
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        proc = subprocess.run([sys.executable, "-c", _VERIFY_SCRIPT, path, inputs_file,
-                               outputs_file, signature], capture_output=True, text=True,
-                              env=env, cwd=tmp)
-        if proc.returncode != 0:
-            raise ExportVerificationError(f"Loading {path} in a fresh process failed:\n"
-                                          f"{proc.stderr[-3000:]}")
-        with np.load(outputs_file) as f:
-            return {k: f[k] for k in f.files}
+    return run_saved_models_fresh([(path, feeds, signature)])[0]
+
+
+def _expected_and_feeds(model, inputs):
+    names = input_names(model)
+    arrays = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    feeds = {name: np.asarray(a) for name, a in zip(names, arrays)}
+    expected = model(list(arrays) if len(arrays) > 1 else arrays[0], training=False)
+    if not isinstance(expected, dict):
+        expected = expected if isinstance(expected, (list, tuple)) else [expected]
+        expected = dict(zip(output_names(model), expected))
+    return {k: np.asarray(v) for k, v in expected.items()}, feeds
+
+
+def _max_diff(path, expected, served, atol):
+    worst = 0.0
+    for key, value in expected.items():
+        if key not in served:
+            raise ExportVerificationError(f"Output {key!r} missing from the SavedModel {path} "
+                                          f"(has {sorted(served)}).")
+        worst = max(worst, float(np.max(np.abs(value - served[key]))))
+    if worst > atol:
+        raise ExportVerificationError(f"SavedModel {path} outputs differ from Keras by "
+                                      f"{worst:.3g} (allowed {atol}).")
+    return worst
+
+
+def verify_saved_models(items, *, atol=1e-5):
+    """`verify_saved_model` for many (path, model, inputs) items in one fresh process.
+
+    Returns:
+        The largest absolute difference of each item.
+    """
+    prepared = [(path, *_expected_and_feeds(model, inputs)) for path, model, inputs in items]
+    served = run_saved_models_fresh([(path, feeds, "serving_default")
+                                     for path, _, feeds in prepared])
+    return [_max_diff(path, expected, outputs, atol)
+            for (path, expected, _), outputs in zip(prepared, served)]
 
 
 def verify_saved_model(path, model, inputs, *, atol=1e-5):
@@ -171,24 +234,7 @@ def verify_saved_model(path, model, inputs, *, atol=1e-5):
     Returns:
         The largest absolute difference; raises `ExportVerificationError` above `atol`.
     """
-    names = input_names(model)
-    arrays = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-    feeds = {name: np.asarray(a) for name, a in zip(names, arrays)}
-    served = run_saved_model_fresh(path, feeds)
-    expected = model(list(arrays) if len(arrays) > 1 else arrays[0], training=False)
-    if not isinstance(expected, dict):
-        expected = expected if isinstance(expected, (list, tuple)) else [expected]
-        expected = dict(zip(output_names(model), expected))
-    worst = 0.0
-    for key, value in expected.items():
-        if key not in served:
-            raise ExportVerificationError(f"Output {key!r} missing from the SavedModel "
-                                          f"(has {sorted(served)}).")
-        worst = max(worst, float(np.max(np.abs(np.asarray(value) - served[key]))))
-    if worst > atol:
-        raise ExportVerificationError(f"SavedModel outputs differ from Keras by {worst:.3g} "
-                                      f"(allowed {atol}).")
-    return worst
+    return verify_saved_models([(path, model, inputs)], atol=atol)[0]
 
 
 def package_versions():
