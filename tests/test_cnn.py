@@ -1,5 +1,6 @@
 """CNN families: published parameter counts, keras.applications weight
-compatibility, CIFAR option-A shortcuts, input checks, stage outputs, LRN, MACs.
+compatibility, ImageNet weights from Keras's cache, CIFAR option-A shortcuts,
+input checks, declared backbone stages, LRN, MACs.
 
 The registry-driven tests (tests/test_models.py) cover forward/fit/save/export.
 """
@@ -140,12 +141,49 @@ def test_weights_path_loads_keras_applications_file(tmp_path):
                   weights=path)
 
 
-@pytest.mark.parametrize("name", ["alexnet", "vgg16", "resnet50", "resnet20"])
-def test_imagenet_weights_raise_offline_error(name):
-    with pytest.raises(ValueError, match="never downloads|not downloaded") as err:
+@pytest.mark.parametrize("name", ["alexnet", "resnet20"])
+def test_imagenet_weights_refused_without_a_keras_twin(name):
+    with pytest.raises(ValueError, match="publishes no ImageNet weights"):
         zoo.build(name, weights="imagenet")
-    if name in ("vgg16", "resnet50"):
-        assert "save_weights" in str(err.value)
+
+
+def test_imagenet_weights_offline_without_cache_names_the_file(tmp_path, monkeypatch):
+    import time
+
+    from zoo.models import _blocks
+
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    monkeypatch.setattr(_blocks, "keras_cache_dir", lambda: str(tmp_path / "models"))
+    start = time.perf_counter()
+    with pytest.raises(ValueError) as err:
+        zoo.build("resnet50", weights="imagenet", include_top=False, input_shape=(32, 32, 3))
+    message = str(err.value)
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert str(tmp_path / "models") in message
+    assert time.perf_counter() - start < 30  # nothing waits on a network
+    with pytest.raises(ValueError, match="3 input channels"):
+        zoo.build("vgg16", weights="imagenet", include_top=False, input_shape=(32, 32, 1))
+    with pytest.raises(ValueError, match="num_classes=1000"):
+        zoo.build("vgg16", weights="imagenet", num_classes=10)
+
+
+def test_imagenet_weights_load_from_keras_cache(tmp_path, monkeypatch):
+    # A file under Keras's own name in Keras's cache (randomly initialised here:
+    # no ImageNet weights exist offline) is what weights="imagenet" loads.
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from zoo.models import _blocks
+
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    monkeypatch.setattr(_blocks, "keras_cache_dir", lambda: str(tmp_path))
+    ref = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    name, _, _ = _blocks.imagenet_file_name("VGG16", include_top=False)
+    with h5py.File(tmp_path / name, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, ref)
+    model = zoo.build("vgg16", weights="imagenet", include_top=False, input_shape=(32, 32, 3))
+    x = np.random.default_rng(4).random((2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model(x), ref(x), atol=1e-5)
 
 
 def test_missing_weights_file():
@@ -192,6 +230,45 @@ def test_stage_outputs(name, shape, sizes, tmp_path):
         model.save(path)
         reloaded = keras.models.load_model(path)
         assert [n for n, _ in stage_outputs(reloaded)] == [n for n, _ in stages]
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet50v2", "vgg11_bn", "alexnet"])
+def test_include_top_false_takes_any_image_size(name):
+    model = zoo.build(name, input_shape=(None, None, 3), include_top=False, pooling="avg")
+    for size in (67, 80):
+        x = np.zeros((1, size, size, 3), "float32")
+        assert model(x).shape[0] == 1
+    with pytest.raises(ValueError, match="input_shape"):
+        zoo.build(name, input_shape=(None, None, 3), include_top=True)
+
+
+def test_backbone_info_declares_stages_first_conv_and_classifier():
+    from zoo.registry import backbone_info
+
+    for name in zoo.list_models():
+        spec = zoo.get_spec(name)
+        assert spec.backbone == (spec.features is not None), name
+    info = backbone_info("resnet50")
+    assert info.first_conv == "conv1_conv" and info.imagenet == "ResNet50"
+    assert info.imagenet_preprocessing == "caffe"
+    assert backbone_info("resnet50v2").imagenet_preprocessing == "tf"
+    model = zoo.build("resnet18", input_shape=(64, 64, 3))
+    assert isinstance(model.get_layer(info.first_conv), keras.layers.Conv2D)
+    assert model.layers[-1].name == info.classifier
+    with pytest.raises(ValueError, match="not a backbone.*resnet50"):
+        backbone_info("lenet5")
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg11", "vgg16_bn", "resnet18", "resnet20"])
+def test_search_space_default_point_is_the_registered_model(name):
+    import inspect
+
+    kt = pytest.importorskip("keras_tuner")
+    spec = zoo.get_spec(name)
+    point, recipe = spec.space_point(kt.HyperParameters())
+    defaults = {k: p.default for k, p in inspect.signature(spec.builder).parameters.items()}
+    assert point and all(defaults[k] == v for k, v in point.items()), (point, defaults)
+    assert all(getattr(spec.recipe, k) == v for k, v in recipe.items())
 
 
 def test_weight_decay_is_l2_with_half_coefficient():

@@ -94,6 +94,58 @@ class Recipe:
 
 
 @dataclasses.dataclass(frozen=True)
+class FeatureInfo:
+    """Where a backbone's features are (timm's `feature_info`), declared next to `@register`.
+
+    Args:
+        stages: names of the layers that end each resolution stage, shallow to
+            deep (the last one is the feature map a new head pools).
+        reductions: total stride of each stage output, same length as `stages`.
+        first_conv: name of the stem convolution (adapted to other channel counts).
+        classifier: name of the layer `include_top=True` ends with. Defaults to "predictions".
+        imagenet: the `keras.applications` model whose published ImageNet
+            weights load into this architecture unchanged, or None. Defaults to None.
+        imagenet_preprocessing: the `preprocess_input` mode those weights expect
+            ("caffe", "tf", "torch"). Defaults to None.
+    """
+
+    stages: tuple
+    reductions: tuple
+    first_conv: str
+    classifier: str = "predictions"
+    imagenet: Optional[str] = None
+    imagenet_preprocessing: Optional[str] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "stages", tuple(self.stages))
+        object.__setattr__(self, "reductions", tuple(self.reductions))
+        if not self.stages or len(self.stages) != len(self.reductions):
+            raise ValueError(f"stages and reductions must be non-empty and of equal length. "
+                             f"Received: stages={self.stages!r}, reductions={self.reductions!r}")
+        if self.imagenet_preprocessing not in (None, "caffe", "tf", "torch"):
+            raise ValueError(f"imagenet_preprocessing must be None, 'caffe', 'tf' or 'torch'. "
+                             f"Received: imagenet_preprocessing={self.imagenet_preprocessing!r}")
+
+    def stage_outputs(self, model):
+        """[(layer name, KerasTensor)] of each stage of a model built from this spec.
+
+        Use them as multi-scale features:
+        `keras.Model(model.input, [t for _, t in info.stage_outputs(model)])`.
+        """
+        names = {layer.name for layer in model.layers}
+        missing = [n for n in self.stages if n not in names]
+        if missing:
+            raise ValueError(f"Model {model.name!r} lacks the stage layers {missing}; it was "
+                             f"not built by this spec's builder.")
+        return [(n, model.get_layer(n).output) for n in self.stages]
+
+    def to_dict(self):
+        return {"stages": list(self.stages), "reductions": list(self.reductions),
+                "first_conv": self.first_conv, "classifier": self.classifier,
+                "imagenet": self.imagenet, "imagenet_preprocessing": self.imagenet_preprocessing}
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """Everything the package knows about one registered model.
 
@@ -123,6 +175,7 @@ class ModelSpec:
     backbone: bool = False
     hooks: Optional[str] = None
     test_kwargs: dict = dataclasses.field(default_factory=dict)
+    features: Optional[FeatureInfo] = None
 
     @property
     def arguments(self):
@@ -191,6 +244,7 @@ class ModelSpec:
             "exportable": self.exportable,
             "trainable": self.trainable,
             "backbone": self.backbone,
+            "features": self.features.to_dict() if self.features else None,
             "arguments": args,
         }
 
@@ -199,7 +253,7 @@ def register(*, family, task, test_input_shape, input_shape=None, min_input_shap
              input_kind="image", input_policy="resize", input_dtype="float32", paper="",
              num_params=None, params_note="", recipe=None, search_space=None,
              exportable=True, trainable=True, backbone=False, hooks=None, test_kwargs=None,
-             name=None):
+             features=None, name=None):
     """Decorator that records a builder in the registry and returns it unchanged.
 
     Args:
@@ -223,9 +277,13 @@ def register(*, family, task, test_input_shape, input_shape=None, min_input_shap
             `Recipe` fields (learning_rate, optimizer, batch_size,
             weight_decay, ...) that the space tunes, with the recipe's values
             as defaults. See `ModelSpec.space_point`. Defaults to None.
-        exportable / trainable / backbone: capability flags.
+        exportable / trainable / backbone: capability flags; a backbone must
+            declare `features`.
         hooks: "module:attribute" of an object with optional training,
             evaluation and export hooks (see `zoo.training`). Defaults to None.
+        features: a `FeatureInfo` (stage outputs, first convolution,
+            classifier, ImageNet weights); giving it makes the model a backbone.
+            Defaults to None.
         test_kwargs: builder kwargs the registry-driven tests use (small
             sizes). Defaults to {}.
         name: registry name; defaults to the function's name.
@@ -233,6 +291,12 @@ def register(*, family, task, test_input_shape, input_shape=None, min_input_shap
     checks.choice("task", task, TASKS)
     checks.choice("input_kind", input_kind, INPUT_KINDS)
     checks.choice("input_policy", input_policy, INPUT_POLICIES)
+    if features is not None and not isinstance(features, FeatureInfo):
+        raise TypeError(f"features must be a zoo.registry.FeatureInfo. "
+                        f"Received: {type(features).__name__}")
+    if backbone and features is None:
+        raise TypeError("A backbone must declare its features (features=FeatureInfo(...)).")
+    backbone = backbone or features is not None
 
     def decorator(fn):
         model_name = name or fn.__name__
@@ -261,7 +325,8 @@ def register(*, family, task, test_input_shape, input_shape=None, min_input_shap
             input_policy=input_policy, input_dtype=input_dtype, paper=paper,
             num_params=num_params, params_note=params_note, recipe=recipe or Recipe(),
             search_space=search_space, exportable=exportable, trainable=trainable,
-            backbone=backbone, hooks=hooks, test_kwargs=dict(test_kwargs or {}))
+            backbone=backbone, hooks=hooks, test_kwargs=dict(test_kwargs or {}),
+            features=features)
         return fn
 
     return decorator
@@ -302,6 +367,16 @@ def get_spec(name):
         raise ValueError(f"Unknown model name. Received: name={name!r}.{hint} "
                          f"`zoo list` shows all {len(_REGISTRY)} models.")
     return _REGISTRY[name]
+
+
+def backbone_info(name):
+    """The `FeatureInfo` of backbone `name`; other names raise `ValueError` listing the backbones."""
+    spec = get_spec(name)
+    if spec.features is None:
+        backbones = [n for n in list_models() if _REGISTRY[n].features is not None]
+        raise ValueError(f"Model {name!r} is not a backbone. Backbones: {', '.join(backbones)}. "
+                         f"Received: name={name!r}")
+    return spec.features
 
 
 def custom_spec(name, *, input_shape, task="classification", input_kind=None, base=None):

@@ -1,26 +1,102 @@
 """Pieces shared by the CNN families (AlexNet, VGG, ResNet).
 
-Argument checks, the keras.applications-style head, local weight files,
-the paper's L2 weight decay and `stage_outputs`, which finds the end of each
-resolution stage so that a model can serve as a backbone.
+Argument checks, the shared prologue/epilogue (`cnn_model`: input, head,
+weights), Keras's ImageNet weight files (found in Keras's cache or fetched
+with `keras.utils.get_file`), local weight files, the paper's L2 weight decay
+and `stage_outputs` (the stages each backbone declares in its `FeatureInfo`).
 
 No Keras at import time: everything that touches Keras runs inside builders.
 """
 
 import os
-import re
 
 from zoo import checks
 from zoo._lazy import keras
 
 POOLINGS = (None, "avg", "max")
 
-# keras.applications names of the models whose weight layout the zoo copies,
-# used to tell a user how to obtain ImageNet weights offline.
-KERAS_APPLICATIONS = {
-    "vgg16": "VGG16", "vgg19": "VGG19", "resnet50": "ResNet50", "resnet101": "ResNet101",
-    "resnet152": "ResNet152", "resnet50v2": "ResNet50V2",
+# Keras's published ImageNet weight files, as keras.applications fetches them
+# (keras/src/applications/*.py): app -> (origin folder, file stem, md5 without
+# top, md5 with top).  The names are Keras's own, so a file downloaded by
+# keras.applications on any machine is found in the same cache, and vice versa.
+_KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+KERAS_WEIGHTS = {
+    "VGG16": ("vgg16/", "vgg16_weights_tf_dim_ordering_tf_kernels",
+              "6d6bbae143d832006294945121d1f1fc", "64373286793e3c8b2b4e3219cbf3544b"),
+    "VGG19": ("vgg19/", "vgg19_weights_tf_dim_ordering_tf_kernels",
+              "253f8cb515780f3b799900260a226db6", "cbe5617147190e668d6c5d5026f83318"),
+    "ResNet50": ("resnet/", "resnet50_weights_tf_dim_ordering_tf_kernels",
+                 "4d473c1dd8becc155b73f8504c6f6626", "2cb95161c43110f7111970584f804107"),
+    "ResNet101": ("resnet/", "resnet101_weights_tf_dim_ordering_tf_kernels",
+                  "88cf7a10940856eca736dc7b7e228a21", "f1aeb4b969a6efcfb50fad2f0c20cfc5"),
+    "ResNet152": ("resnet/", "resnet152_weights_tf_dim_ordering_tf_kernels",
+                  "ee4c566cf9a93f14d82f913c2dc6dd0c", "100835be76be38e30d865e96f2aaae62"),
+    "ResNet50V2": ("resnet/", "resnet50v2_weights_tf_dim_ordering_tf_kernels",
+                   "fac2f116257151a9d068a22e544a4917", "3ef43a0b657b3be2300d5770ece849e0"),
+    "EfficientNetB0": ("https://storage.googleapis.com/keras-applications/", "efficientnetb0",
+                       "50bc09e76180e00e4465e1a485ddc09d", "902e53a9f72be733fc0bcb005b3ebbac"),
+    # Keras publishes no hash for MobileNetV2; the stem names alpha 1.0 and the
+    # input size the weights were trained at (any size loads without the top).
+    "MobileNetV2": ("mobilenet_v2/", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}",
+                    None, None),
 }
+MOBILENET_V2_ROWS = (96, 128, 160, 192, 224)
+
+
+def imagenet_file_name(app, *, include_top, rows=224):
+    """(file name, origin URL, Keras's hash) of `app`'s ImageNet weights."""
+    checks.choice("app", app, tuple(KERAS_WEIGHTS))
+    folder, stem, hash_notop, hash_top = KERAS_WEIGHTS[app]
+    if app == "MobileNetV2":
+        stem = stem.format(rows=rows if rows in MOBILENET_V2_ROWS else 224)
+        name = stem + (".h5" if include_top else "_no_top.h5")
+    elif app.startswith("EfficientNet"):
+        name = stem + (".h5" if include_top else "_notop.h5")
+    else:
+        name = stem + (".h5" if include_top else "_notop.h5")
+    origin = (folder if folder.startswith("https://") else _KERAS + folder) + name
+    return name, origin, hash_top if include_top else hash_notop
+
+
+def keras_cache_dir():
+    """Keras's download cache for weights (`$KERAS_HOME/models`, as `keras.utils.get_file`)."""
+    from keras.src.backend.config import keras_home  # the same place get_file uses
+
+    base = os.path.expanduser(keras_home())
+    if os.path.isdir(base) and not os.access(base, os.W_OK):
+        base = os.path.join("/tmp", ".keras")  # get_file's own fallback
+    return os.path.join(base, "models")
+
+
+def offline():
+    return os.environ.get("ZOO_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def imagenet_weights(app, *, include_top, rows=224):
+    """Path of `app`'s ImageNet weights: Keras's cache, else one download through Keras.
+
+    A cached file is used as is (Keras checked its hash when it downloaded
+    it); a missing one is fetched with `keras.utils.get_file` and Keras's
+    published hash.  With ZOO_OFFLINE=1, or when the download fails, raises
+    `ValueError` at once naming the file and the folder to put it in.
+    """
+    name, origin, file_hash = imagenet_file_name(app, include_top=include_top, rows=rows)
+    cache = keras_cache_dir()
+    path = os.path.join(cache, name)
+    if os.path.isfile(path):
+        return path
+    where = (f"{name!r} is not in Keras's cache. Download {origin} on a machine with network "
+             f"(or run keras.applications.{app}(weights='imagenet'"
+             f"{'' if include_top else ', include_top=False'}) there) and copy it to {path}")
+    if offline():
+        raise ValueError(f"weights='imagenet' with ZOO_OFFLINE set: {where}. "
+                         f"Received: weights='imagenet'")
+    import keras
+    try:
+        return keras.utils.get_file(name, origin, cache_subdir="models", file_hash=file_hash)
+    except Exception as err:  # urllib raises assorted errors; Keras wraps some in Exception
+        raise ValueError(f"weights='imagenet': download failed ({type(err).__name__}: {err}); "
+                         f"{where}. Received: weights='imagenet'") from None
 
 
 def check_common(*, name, input_shape, min_size, num_classes, include_top, pooling,
@@ -29,48 +105,65 @@ def check_common(*, name, input_shape, min_size, num_classes, include_top, pooli
 
     Args:
         name: registry name, used in messages.
-        input_shape: (height, width, channels).
+        input_shape: (height, width, channels); height and width may be None
+            with include_top=False (any image size, as in keras.applications).
         min_size: smallest height/width the downsampling allows.
         num_classes, include_top, pooling, weights, weight_decay: builder args.
         channels: required channel count, or None.
 
     Returns:
-        (input_shape tuple, weights path or None).
+        (input_shape tuple, weights: None, a file path or "imagenet").
     """
+    if not isinstance(include_top, bool):
+        raise ValueError(f"include_top must be True or False. "
+                         f"Received: include_top={include_top!r}")
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels) with rank 3; the "
                          f"minimum for {name} is ({min_size}, {min_size}, 1). "
                          f"Received: input_shape={input_shape!r}")
-    input_shape = checks.shape("input_shape", input_shape, rank=3,
-                               min_shape=(min_size, min_size, 1), channels=channels)
+    if not include_top and (input_shape[0] is None or input_shape[1] is None):
+        sized = tuple(min_size if d is None else d for d in input_shape[:2])
+        checks.shape("input_shape", (*sized, input_shape[2]), rank=3,
+                     min_shape=(min_size, min_size, 1), channels=channels)
+        input_shape = (*(None if d is None else int(d) for d in input_shape[:2]),
+                       int(input_shape[2]))
+    else:
+        input_shape = checks.shape("input_shape", input_shape, rank=3,
+                                   min_shape=(min_size, min_size, 1), channels=channels)
     checks.positive_int("num_classes", num_classes)
-    if not isinstance(include_top, bool):
-        raise ValueError(f"include_top must be True or False. "
-                         f"Received: include_top={include_top!r}")
     checks.choice("pooling", pooling, POOLINGS)
     checks.non_negative_float("weight_decay", weight_decay)
-    return input_shape, check_weights(weights, name=name)
+    weights = check_weights(weights, name=name)
+    if weights == "imagenet":
+        if input_shape[-1] != 3:
+            raise ValueError(f"weights='imagenet' needs 3 input channels (the file's first "
+                             f"convolution is RGB); for {input_shape[-1]} channels use "
+                             f"transfer.load_backbone, which adapts the first convolution. "
+                             f"Received: input_shape={input_shape!r}")
+        if include_top and num_classes != 1000:
+            raise ValueError(f"weights='imagenet' with include_top=True needs num_classes=1000. "
+                             f"Received: num_classes={num_classes!r}")
+    return input_shape, weights
 
 
 def check_weights(weights, *, name):
-    """None, or the path of an existing local weights file; never downloads."""
+    """None, "imagenet" (for a model whose layout matches a keras.applications model),
+    or the path of an existing local weights file."""
     if weights is None:
         return None
     if weights == "imagenet":
-        app = KERAS_APPLICATIONS.get(name)
-        if app:
-            how = (f"on a machine with network access run `keras.applications.{app}("
-                   f"weights='imagenet', include_top=..., input_shape=...).save_weights("
-                   f"'{name}_imagenet.weights.h5')`, copy that file here and pass "
-                   f"weights='/path/to/{name}_imagenet.weights.h5' (the layer layout is the same)")
-        else:
-            how = ("keras.applications publishes no ImageNet weights for this architecture; "
-                   "train it (e.g. `zoo train`) and pass the saved .weights.h5 path")
-        raise ValueError(f"weights='imagenet' is not downloaded by the zoo (it works offline). "
-                         f"For {name}: {how}. Received: weights='imagenet'")
+        from zoo.registry import get_spec
+        info = get_spec(name).features
+        if info is None or info.imagenet is None:
+            raise ValueError(f"keras.applications publishes no ImageNet weights for {name}'s "
+                             f"architecture; train it (e.g. `zoo train`) and pass the saved "
+                             f".weights.h5 path, or fine-tune one of the weight-compatible "
+                             f"models (resnet50/101/152, resnet50v2, vgg16/19). "
+                             f"Received: weights='imagenet'")
+        return "imagenet"
     if not isinstance(weights, (str, os.PathLike)):
-        raise ValueError(f"weights must be None or the path of a local .weights.h5/.h5 file. "
-                         f"Received: weights={weights!r}")
+        raise ValueError(f"weights must be None, 'imagenet' or the path of a local "
+                         f".weights.h5/.h5 file. Received: weights={weights!r}")
     path = os.fspath(weights)
     if not path.endswith(".h5"):
         raise ValueError(f"weights must be a .weights.h5 (or legacy .h5) file. "
@@ -81,9 +174,14 @@ def check_weights(weights, *, name):
 
 
 def load_weights(model, path, **args):
-    """Load `path` into `model`, turning a layout mismatch into a clear ValueError."""
+    """Load `path` (or "imagenet") into `model`, turning a layout mismatch into a clear ValueError."""
     if path is None:
         return model
+    if path == "imagenet":
+        from zoo.registry import get_spec
+        app = get_spec(args.pop("spec_name")).features.imagenet
+        path = imagenet_weights(app, include_top=args.get("include_top", False))
+    args.pop("spec_name", None)
     try:
         model.load_weights(path)
     except (ValueError, KeyError) as err:
@@ -121,43 +219,38 @@ def head(x, *, include_top, pooling, num_classes, classifier_activation, regular
     return x
 
 
-# Stage ends, by layer name: ResNets (keras.applications naming) end a stage
-# with the last `conv{stage}_block{n}_out`; VGG and AlexNet with `block{stage}_pool`;
-# anything else may name a layer `..._stage{i}_out`.
-_STAGE_PATTERNS = (
-    re.compile(r"^conv(\d+)_block(\d+)_out$"),
-    re.compile(r"^block(\d+)_pool$"),
-    re.compile(r"_stage(\d+)_out$"),
-)
+def cnn_model(body, *, spec_name, min_size, input_shape, num_classes, include_top, weights,
+              pooling, classifier_activation, weight_decay, name, flatten_top=None,
+              **weight_args):
+    """The prologue and epilogue every zoo CNN shares around its `body`.
+
+    Checks the keras.applications-style arguments, makes the input, calls
+    `body(inputs, regularizer)`, adds the head (`flatten_top(x, regularizer)`
+    for a flatten-dense top, else global average pooling + classifier) and
+    loads `weights`.
+    """
+    input_shape, weights = check_common(
+        name=spec_name, input_shape=input_shape, min_size=min_size, num_classes=num_classes,
+        include_top=include_top, pooling=pooling, weights=weights, weight_decay=weight_decay)
+    reg = l2(weight_decay)
+    inputs = keras.Input(shape=input_shape, name="inputs")
+    x = body(inputs, reg)
+    top = (lambda t: flatten_top(t, reg)) if flatten_top is not None else None
+    x = head(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
+             classifier_activation=classifier_activation, regularizer=reg, flatten_top=top)
+    model = keras.Model(inputs, x, name=name)
+    return load_weights(model, weights, spec_name=spec_name, input_shape=input_shape,
+                        include_top=include_top, num_classes=num_classes, **weight_args)
 
 
-def stage_outputs(model):
+def stage_outputs(model, name=None):
     """The output tensor of each resolution stage of a zoo CNN, shallow to deep.
 
-    Works on models built by this package (also after `.keras` reload), since
-    it reads layer names: ResNets `conv{k}_block{n}_out` (the last block of
-    stage k; pre-activation ResNets end with `post_relu`), VGG/AlexNet
-    `block{k}_pool`, otherwise layers named `*_stage{k}_out`.  Use them as
-    backbone features: `keras.Model(model.input, [t for _, t in stage_outputs(model)])`.
+    The stages are the ones the spec declares (`zoo.registry.backbone_info`);
+    `name` is the registered name, by default the model's own name.
 
     Returns:
         list of (layer_name, KerasTensor).
     """
-    found = {}
-    for layer in model.layers:
-        for pattern in _STAGE_PATTERNS:
-            match = pattern.search(layer.name)
-            if match:
-                stage = int(match.group(1))
-                order = int(match.group(2)) if pattern.groups > 1 else 0
-                if stage not in found or order > found[stage][0]:
-                    found[stage] = (order, layer)
-                break
-    if not found:
-        raise ValueError(f"Model {model.name!r} has no stage-output layers (names like "
-                         f"'conv3_block4_out', 'block2_pool' or '*_stage2_out').")
-    stages = [found[k][1] for k in sorted(found)]
-    names = {layer.name for layer in model.layers}
-    if "post_relu" in names:  # pre-activation nets finish the last stage after the final add
-        stages[-1] = model.get_layer("post_relu")
-    return [(layer.name, layer.output) for layer in stages]
+    from zoo.registry import backbone_info
+    return backbone_info(name or model.name).stage_outputs(model)

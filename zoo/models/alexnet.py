@@ -18,8 +18,8 @@ kernel penalty of `weight_decay / 2` (the gradient of the paper's decay).
 """
 
 from zoo._lazy import keras
-from zoo.models._blocks import check_common, head, l2, load_weights
-from zoo.registry import Recipe, register
+from zoo.models._blocks import cnn_model
+from zoo.registry import FeatureInfo, Recipe, register
 
 # conv1 11x11/4 valid, then three 3x3/2 poolings: 67 is the smallest side that
 # leaves a 1x1 map after pool5.
@@ -30,16 +30,12 @@ def _alexnet(*, input_shape, num_classes, include_top, weights, pooling, classif
              grouped, weight_decay, name):
     if not isinstance(grouped, bool):
         raise ValueError(f"grouped must be True or False. Received: grouped={grouped!r}")
-    input_shape, weights = check_common(
-        name="alexnet", input_shape=input_shape, min_size=MIN_SIZE, num_classes=num_classes,
-        include_top=include_top, pooling=pooling, weights=weights, weight_decay=weight_decay)
     from zoo.models.layers.cnn import LocalResponseNormalization
 
     layers = keras.layers
-    reg = l2(weight_decay)
     groups = 2 if grouped else 1
 
-    def conv(filters, kernel, *, strides=1, padding="same", groups=1, bias=0.0, name):
+    def conv(filters, kernel, *, reg, strides=1, padding="same", groups=1, bias=0.0, name):
         return layers.Conv2D(filters, kernel, strides=strides, padding=padding, groups=groups,
                              activation="relu",
                              kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
@@ -49,19 +45,19 @@ def _alexnet(*, input_shape, num_classes, include_top, weights, pooling, classif
     def pool(name):
         return layers.MaxPooling2D(3, strides=2, name=name)  # overlapping pooling, s < z
 
-    inputs = keras.Input(shape=input_shape, name="inputs")
-    x = conv(96, 11, strides=4, padding="valid", name="block1_conv1")(inputs)
-    x = LocalResponseNormalization(name="block1_lrn")(x)
-    x = pool("block1_pool")(x)
-    x = conv(256, 5, groups=groups, bias=1.0, name="block2_conv2")(x)
-    x = LocalResponseNormalization(name="block2_lrn")(x)
-    x = pool("block2_pool")(x)
-    x = conv(384, 3, name="block3_conv3")(x)
-    x = conv(384, 3, groups=groups, bias=1.0, name="block3_conv4")(x)
-    x = conv(256, 3, groups=groups, bias=1.0, name="block3_conv5")(x)
-    x = pool("block3_pool")(x)
+    def body(inputs, reg):
+        x = conv(96, 11, strides=4, padding="valid", reg=reg, name="block1_conv1")(inputs)
+        x = LocalResponseNormalization(name="block1_lrn")(x)
+        x = pool("block1_pool")(x)
+        x = conv(256, 5, groups=groups, bias=1.0, reg=reg, name="block2_conv2")(x)
+        x = LocalResponseNormalization(name="block2_lrn")(x)
+        x = pool("block2_pool")(x)
+        x = conv(384, 3, reg=reg, name="block3_conv3")(x)
+        x = conv(384, 3, groups=groups, bias=1.0, reg=reg, name="block3_conv4")(x)
+        x = conv(256, 3, groups=groups, bias=1.0, reg=reg, name="block3_conv5")(x)
+        return pool("block3_pool")(x)
 
-    def top(x):
+    def top(x, reg):
         x = layers.Flatten(name="flatten")(x)
         for i in (6, 7):
             x = layers.Dense(4096, activation="relu",
@@ -72,11 +68,10 @@ def _alexnet(*, input_shape, num_classes, include_top, weights, pooling, classif
                             kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
                             kernel_regularizer=reg, name="predictions")(x)
 
-    x = head(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
-             classifier_activation=classifier_activation, flatten_top=top)
-    model = keras.Model(inputs, x, name=name)
-    return load_weights(model, weights, input_shape=input_shape, include_top=include_top,
-                        num_classes=num_classes, grouped=grouped)
+    return cnn_model(body, spec_name="alexnet", min_size=MIN_SIZE, input_shape=input_shape,
+                     num_classes=num_classes, include_top=include_top, weights=weights,
+                     pooling=pooling, classifier_activation=classifier_activation,
+                     weight_decay=weight_decay, name=name, flatten_top=top, grouped=grouped)
 
 
 def _space(hp):
@@ -96,7 +91,9 @@ def _space(hp):
           recipe=Recipe(optimizer="momentum", learning_rate=1e-2, momentum=0.9,
                         schedule="reduce_on_plateau", batch_size=128, epochs=90,
                         augment=("crop", "flip"), early_stopping_patience=None),
-          search_space=_space, backbone=True, test_kwargs={"num_classes": 3})
+          search_space=_space, test_kwargs={"num_classes": 3},
+          features=FeatureInfo(stages=("block1_pool", "block2_pool", "block3_pool"),
+                               reductions=(8, 16, 32), first_conv="block1_conv1"))
 def alexnet(*, input_shape=(227, 227, 3), num_classes=1000, include_top=True, weights=None,
             pooling=None, classifier_activation="softmax", grouped=True, weight_decay=5e-4,
             name="alexnet"):

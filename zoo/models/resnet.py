@@ -19,10 +19,9 @@ kernel penalty of `weight_decay / 2`, whose gradient is the SGD weight decay of
 the paper; recipes therefore keep the optimizer's decoupled decay at 0.
 """
 
-from zoo import checks
 from zoo._lazy import keras
-from zoo.models._blocks import check_common, head, l2, load_weights
-from zoo.registry import Recipe, register
+from zoo.models._blocks import cnn_model
+from zoo.registry import FeatureInfo, Recipe, register
 
 BN_EPSILON = 1.001e-5  # keras.applications' value (its weights were converted with it)
 BN_MOMENTUM = 0.9  # moving averages settle within a short run
@@ -89,14 +88,14 @@ def _option_a_shortcut(x, filters, stride, name):
     if stride > 1:
         # A 1x1 max-pool with a stride is plain subsampling x[:, ::s, ::s, :].
         x = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_subsample")(x)
-    height, width, channels = x.shape[1:]
-    extra = filters - channels
+    extra = filters - x.shape[-1]
     if extra:
-        # View channels as a third spatial axis so ZeroPadding3D can pad them.
-        x = layers.Reshape((height, width, channels, 1), name=f"{name}_0_expand")(x)
-        x = layers.ZeroPadding3D(((0, 0), (0, 0), (extra // 2, extra - extra // 2)),
+        # Move channels to the rows axis so ZeroPadding2D can pad them, and back;
+        # unlike a reshape this needs no static height/width (input_shape=(None, None, C)).
+        x = layers.Permute((3, 1, 2), name=f"{name}_0_expand")(x)
+        x = layers.ZeroPadding2D(((extra // 2, extra - extra // 2), (0, 0)),
                                  name=f"{name}_0_pad")(x)
-        x = layers.Reshape((height, width, filters), name=f"{name}_0_squeeze")(x)
+        x = layers.Permute((2, 3, 1), name=f"{name}_0_squeeze")(x)
     return x
 
 
@@ -148,64 +147,51 @@ def _preact_stack(x, filters, blocks, *, stride=2, reg=None, name):
 
 # ---- networks ------------------------------------------------------------------------------
 
-def _imagenet_resnet(*, kind, blocks, input_shape, num_classes, include_top, weights, pooling,
-                     classifier_activation, weight_decay, name, spec_name):
-    input_shape, weights = check_common(
-        name=spec_name, input_shape=input_shape, min_size=32, num_classes=num_classes,
-        include_top=include_top, pooling=pooling, weights=weights, weight_decay=weight_decay)
-    layers = keras.layers
-    reg = l2(weight_decay)
-    inputs = keras.Input(shape=input_shape, name="inputs")
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
-    # keras.applications keeps the stem conv bias in v1/v2 bottleneck nets; basic-block
-    # nets follow the paper (no bias before batch norm).
-    x = _conv(64, 7, strides=2, use_bias=kind != "basic", reg=reg, name="conv1_conv")(x)
-    if kind != "preact":
-        x = _relu("conv1_relu")(_bn("conv1_bn", 1e-5 if kind == "basic" else BN_EPSILON)(x))
-    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    for stage, (filters, count) in enumerate(zip((64, 128, 256, 512), blocks), start=2):
-        stage_name = f"conv{stage}"
-        if kind == "bottleneck":
-            x = _bottleneck_stack(x, filters, count, stride=1 if stage == 2 else 2, reg=reg,
+def _imagenet_resnet(*, kind, blocks, spec_name, **args):
+    def body(inputs, reg):
+        layers = keras.layers
+        x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
+        # keras.applications keeps the stem conv bias in v1/v2 bottleneck nets; basic-block
+        # nets follow the paper (no bias before batch norm).
+        x = _conv(64, 7, strides=2, use_bias=kind != "basic", reg=reg, name="conv1_conv")(x)
+        if kind != "preact":
+            x = _relu("conv1_relu")(_bn("conv1_bn", 1e-5 if kind == "basic" else BN_EPSILON)(x))
+        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+        for stage, (filters, count) in enumerate(zip((64, 128, 256, 512), blocks), start=2):
+            stage_name = f"conv{stage}"
+            if kind == "bottleneck":
+                x = _bottleneck_stack(x, filters, count, stride=1 if stage == 2 else 2,
+                                      reg=reg, name=stage_name)
+            elif kind == "preact":
+                x = _preact_stack(x, filters, count, stride=1 if stage == 5 else 2, reg=reg,
                                   name=stage_name)
-        elif kind == "preact":
-            x = _preact_stack(x, filters, count, stride=1 if stage == 5 else 2, reg=reg,
-                              name=stage_name)
-        else:
-            for i in range(1, count + 1):
-                stride = 2 if (i == 1 and stage > 2) else 1
-                x = _basic_block(x, filters, stride=stride, reg=reg,
-                                 name=f"{stage_name}_block{i}")
-    if kind == "preact":
-        x = _relu("post_relu")(_bn("post_bn")(x))
-    x = head(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
-             classifier_activation=classifier_activation, regularizer=reg)
-    model = keras.Model(inputs, x, name=name)
-    return load_weights(model, weights, input_shape=input_shape, include_top=include_top,
-                        num_classes=num_classes)
+            else:
+                for i in range(1, count + 1):
+                    stride = 2 if (i == 1 and stage > 2) else 1
+                    x = _basic_block(x, filters, stride=stride, reg=reg,
+                                     name=f"{stage_name}_block{i}")
+        if kind == "preact":
+            x = _relu("post_relu")(_bn("post_bn")(x))
+        return x
+
+    return cnn_model(body, spec_name=spec_name, min_size=32, **args)
 
 
-def _cifar_resnet(*, depth, input_shape, num_classes, include_top, weights, pooling,
-                  classifier_activation, weight_decay, name, spec_name):
-    input_shape, weights = check_common(
-        name=spec_name, input_shape=input_shape, min_size=8, num_classes=num_classes,
-        include_top=include_top, pooling=pooling, weights=weights, weight_decay=weight_decay)
+def _cifar_resnet(*, depth, spec_name, **args):
     n = (depth - 2) // 6
-    reg = l2(weight_decay)
-    inputs = keras.Input(shape=input_shape, name="inputs")
-    x = _conv(16, 3, padding="same", use_bias=False, reg=reg, name="conv1_conv")(inputs)
-    x = _relu("conv1_relu")(_bn("conv1_bn", 1e-5)(x))
-    for stage, filters in enumerate((16, 32, 64), start=2):
-        for i in range(1, n + 1):
-            stride = 2 if (i == 1 and stage > 2) else 1
-            x = _basic_block(x, filters, stride=stride, shortcut="A", reg=reg,
-                             name=f"conv{stage}_block{i}")
-    x = head(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
-             classifier_activation=classifier_activation, regularizer=reg)
-    model = keras.Model(inputs, x, name=name)
-    return load_weights(model, weights, input_shape=input_shape, include_top=include_top,
-                        num_classes=num_classes)
+
+    def body(inputs, reg):
+        x = _conv(16, 3, padding="same", use_bias=False, reg=reg, name="conv1_conv")(inputs)
+        x = _relu("conv1_relu")(_bn("conv1_bn", 1e-5)(x))
+        for stage, filters in enumerate((16, 32, 64), start=2):
+            for i in range(1, n + 1):
+                stride = 2 if (i == 1 and stage > 2) else 1
+                x = _basic_block(x, filters, stride=stride, shortcut="A", reg=reg,
+                                 name=f"conv{stage}_block{i}")
+        return x
+
+    return cnn_model(body, spec_name=spec_name, min_size=8, **args)
 
 
 # ---- registry ------------------------------------------------------------------------------
@@ -229,70 +215,63 @@ def _resnet_space(hp):
     return {"weight_decay": hp.Choice("weight_decay", [0.0, 1e-4, 5e-4], default=1e-4)}
 
 
-def _imagenet_spec(num_params, note, paper=_PAPER):
+def _imagenet_spec(num_params, note, blocks, *, paper=_PAPER, imagenet=None, preact=False):
+    stages = [f"conv{stage}_block{n}_out" for stage, n in enumerate(blocks, start=2)]
+    if preact:  # the last stage ends after the final BN + ReLU
+        stages[-1] = "post_relu"
+    features = FeatureInfo(
+        stages=stages, reductions=(8, 16, 32, 32) if preact else (4, 8, 16, 32),
+        first_conv="conv1_conv", imagenet=imagenet,
+        imagenet_preprocessing=("tf" if preact else "caffe") if imagenet else None)
     return dict(family="resnet", task="classification", test_input_shape=(32, 32, 3),
                 min_input_shape=(32, 32, 1), paper=paper, num_params=num_params,
                 params_note=note, recipe=_IMAGENET_RECIPE, search_space=_resnet_space,
-                backbone=True, test_kwargs={"num_classes": 3})
+                features=features, test_kwargs={"num_classes": 3})
 
 
 @register(**_imagenet_spec(11_699_112,
                            "basic blocks 2-2-2-2, 224x224x3, 1000 classes: 11,689,512 trainable "
-                           "(torchvision's resnet18) + 9,600 BN moving statistics"))
+                           "(torchvision's resnet18) + 9,600 BN moving statistics",
+                           (2, 2, 2, 2)))
 def resnet18(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
              pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet18"):
     """ResNet-18: basic blocks 2-2-2-2, projection shortcuts (option B).
 
-    Args:
-        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
-        num_classes: number of classes. Defaults to 1000.
-        include_top: keep global average pooling and the classifier. Defaults to True.
-        weights: None (random init) or the path of a local .weights.h5/.h5 file
-            ("imagenet" raises: the zoo never downloads). Defaults to None.
-        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
-        classifier_activation: activation of the classifier. Defaults to "softmax".
-        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
-            of weight_decay / 2. Defaults to 1e-4.
-        name: model name. Defaults to "resnet18".
+    Args: as `resnet50`.
     """
     return _imagenet_resnet(kind="basic", blocks=(2, 2, 2, 2), spec_name="resnet18", **locals())
 
 
 @register(**_imagenet_spec(21_814_696,
                            "basic blocks 3-4-6-3, 224x224x3, 1000 classes: 21,797,672 trainable "
-                           "(torchvision's resnet34) + 17,024 BN moving statistics"))
+                           "(torchvision's resnet34) + 17,024 BN moving statistics",
+                           (3, 4, 6, 3)))
 def resnet34(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
              pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet34"):
     """ResNet-34: basic blocks 3-4-6-3, projection shortcuts (option B).
 
-    Args:
-        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
-        num_classes: number of classes. Defaults to 1000.
-        include_top: keep global average pooling and the classifier. Defaults to True.
-        weights: None (random init) or the path of a local .weights.h5/.h5 file
-            ("imagenet" raises: the zoo never downloads). Defaults to None.
-        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
-        classifier_activation: activation of the classifier. Defaults to "softmax".
-        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
-            of weight_decay / 2. Defaults to 1e-4.
-        name: model name. Defaults to "resnet34".
+    Args: as `resnet50`.
     """
     return _imagenet_resnet(kind="basic", blocks=(3, 4, 6, 3), spec_name="resnet34", **locals())
 
 
 @register(**_imagenet_spec(25_636_712,
                            "= keras.applications.ResNet50 (conv biases kept), 224x224x3, 1000 "
-                           "classes; 25,583,592 trainable + 53,120 BN moving statistics"))
+                           "classes; 25,583,592 trainable + 53,120 BN moving statistics",
+                           (3, 4, 6, 3), imagenet="ResNet50"))
 def resnet50(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
              pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet50"):
     """ResNet-50: bottleneck blocks 3-4-6-3, weight-compatible with keras.applications.ResNet50.
 
     Args:
-        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
+        input_shape: (height, width, channels), at least 32x32; (None, None, C)
+            with include_top=False takes any size. Defaults to (224, 224, 3).
         num_classes: number of classes. Defaults to 1000.
         include_top: keep global average pooling and the classifier. Defaults to True.
-        weights: None (random init) or the path of a local .weights.h5/.h5 file
-            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        weights: None (random init), "imagenet" (the models with a keras.applications
+            twin: resnet50/101/152, resnet50v2; Keras's published file, from Keras's
+            cache or downloaded once, with its hash) or the path of a local
+            .weights.h5/.h5 file. Defaults to None.
         pooling: with include_top=False: None, "avg" or "max". Defaults to None.
         classifier_activation: activation of the classifier. Defaults to "softmax".
         weight_decay: the paper's weight decay, applied as an L2 kernel penalty
@@ -305,22 +284,13 @@ def resnet50(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, w
 
 @register(**_imagenet_spec(44_707_176,
                            "= keras.applications.ResNet101, 224x224x3, 1000 classes; "
-                           "44,601,832 trainable + 105,344 BN moving statistics"))
+                           "44,601,832 trainable + 105,344 BN moving statistics",
+                           (3, 4, 23, 3), imagenet="ResNet101"))
 def resnet101(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
               pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet101"):
     """ResNet-101: bottleneck blocks 3-4-23-3, weight-compatible with keras.applications.
 
-    Args:
-        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
-        num_classes: number of classes. Defaults to 1000.
-        include_top: keep global average pooling and the classifier. Defaults to True.
-        weights: None (random init) or the path of a local .weights.h5/.h5 file
-            ("imagenet" raises: the zoo never downloads). Defaults to None.
-        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
-        classifier_activation: activation of the classifier. Defaults to "softmax".
-        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
-            of weight_decay / 2. Defaults to 1e-4.
-        name: model name. Defaults to "resnet101".
+    Args: as `resnet50`.
     """
     return _imagenet_resnet(kind="bottleneck", blocks=(3, 4, 23, 3), spec_name="resnet101",
                             **locals())
@@ -328,22 +298,13 @@ def resnet101(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, 
 
 @register(**_imagenet_spec(60_419_944,
                            "= keras.applications.ResNet152, 224x224x3, 1000 classes; "
-                           "60,268,520 trainable + 151,424 BN moving statistics"))
+                           "60,268,520 trainable + 151,424 BN moving statistics",
+                           (3, 8, 36, 3), imagenet="ResNet152"))
 def resnet152(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
               pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet152"):
     """ResNet-152: bottleneck blocks 3-8-36-3, weight-compatible with keras.applications.
 
-    Args:
-        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
-        num_classes: number of classes. Defaults to 1000.
-        include_top: keep global average pooling and the classifier. Defaults to True.
-        weights: None (random init) or the path of a local .weights.h5/.h5 file
-            ("imagenet" raises: the zoo never downloads). Defaults to None.
-        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
-        classifier_activation: activation of the classifier. Defaults to "softmax".
-        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
-            of weight_decay / 2. Defaults to 1e-4.
-        name: model name. Defaults to "resnet152".
+    Args: as `resnet50`.
     """
     return _imagenet_resnet(kind="bottleneck", blocks=(3, 8, 36, 3), spec_name="resnet152",
                             **locals())
@@ -351,7 +312,8 @@ def resnet152(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, 
 
 @register(**_imagenet_spec(25_613_800,
                            "= keras.applications.ResNet50V2, 224x224x3, 1000 classes; "
-                           "25,568,360 trainable + 45,440 BN moving statistics", paper=_PAPER_V2))
+                           "25,568,360 trainable + 45,440 BN moving statistics", (3, 4, 6, 3),
+                           paper=_PAPER_V2, imagenet="ResNet50V2", preact=True))
 def resnet50v2(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
                pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet50v2"):
     """ResNet-50 v2 (pre-activation), weight-compatible with keras.applications.ResNet50V2.
@@ -359,17 +321,7 @@ def resnet50v2(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True,
     As in Keras, each stage strides in its last block, so the
     `conv{k}_block{n}_out` stage outputs sit at strides 8, 16, 32, 32.
 
-    Args:
-        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
-        num_classes: number of classes. Defaults to 1000.
-        include_top: keep global average pooling and the classifier. Defaults to True.
-        weights: None (random init) or the path of a local .weights.h5/.h5 file
-            ("imagenet" raises: the zoo never downloads). Defaults to None.
-        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
-        classifier_activation: activation of the classifier. Defaults to "softmax".
-        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
-            of weight_decay / 2. Defaults to 1e-4.
-        name: model name. Defaults to "resnet50v2".
+    Args: as `resnet50`.
     """
     return _imagenet_resnet(kind="preact", blocks=(3, 4, 6, 3), spec_name="resnet50v2", **locals())
 
@@ -386,7 +338,10 @@ def _cifar_spec(depth, num_params):
                              f"option-A shortcuts, 32x32x3, 10 classes; Table 6: "
                              f"{CIFAR_TABLE6[depth] / 1e6:g}M trainable (the rest of the count "
                              f"is BN moving statistics)"),
-                recipe=_CIFAR_RECIPE, search_space=_resnet_space, backbone=True,
+                recipe=_CIFAR_RECIPE, search_space=_resnet_space,
+                features=FeatureInfo(stages=[f"conv{s}_block{(depth - 2) // 6}_out"
+                                             for s in (2, 3, 4)],
+                                     reductions=(1, 2, 4), first_conv="conv1_conv"),
                 test_kwargs={"num_classes": 3})
 
 
@@ -395,17 +350,7 @@ def resnet20(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weigh
              pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet20"):
     """ResNet-20 for CIFAR: 3 stages x 3 basic blocks, 16/32/64 filters, option-A shortcuts.
 
-    Args:
-        input_shape: (height, width, channels), at least 8x8. Defaults to (32, 32, 3).
-        num_classes: number of classes. Defaults to 10.
-        include_top: keep global average pooling and the classifier. Defaults to True.
-        weights: None (random init) or the path of a local .weights.h5/.h5 file
-            ("imagenet" raises: the zoo never downloads). Defaults to None.
-        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
-        classifier_activation: activation of the classifier. Defaults to "softmax".
-        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
-            of weight_decay / 2. Defaults to 1e-4.
-        name: model name. Defaults to "resnet20".
+    Args: as `resnet50` (the input must be at least 8x8).
     """
     return _cifar_resnet(depth=20, spec_name="resnet20", **locals())
 
@@ -415,17 +360,7 @@ def resnet32(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weigh
              pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet32"):
     """ResNet-32 for CIFAR: 3 stages x 5 basic blocks, 16/32/64 filters, option-A shortcuts.
 
-    Args:
-        input_shape: (height, width, channels), at least 8x8. Defaults to (32, 32, 3).
-        num_classes: number of classes. Defaults to 10.
-        include_top: keep global average pooling and the classifier. Defaults to True.
-        weights: None (random init) or the path of a local .weights.h5/.h5 file
-            ("imagenet" raises: the zoo never downloads). Defaults to None.
-        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
-        classifier_activation: activation of the classifier. Defaults to "softmax".
-        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
-            of weight_decay / 2. Defaults to 1e-4.
-        name: model name. Defaults to "resnet32".
+    Args: as `resnet50` (the input must be at least 8x8).
     """
     return _cifar_resnet(depth=32, spec_name="resnet32", **locals())
 
@@ -435,17 +370,7 @@ def resnet44(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weigh
              pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet44"):
     """ResNet-44 for CIFAR: 3 stages x 7 basic blocks, 16/32/64 filters, option-A shortcuts.
 
-    Args:
-        input_shape: (height, width, channels), at least 8x8. Defaults to (32, 32, 3).
-        num_classes: number of classes. Defaults to 10.
-        include_top: keep global average pooling and the classifier. Defaults to True.
-        weights: None (random init) or the path of a local .weights.h5/.h5 file
-            ("imagenet" raises: the zoo never downloads). Defaults to None.
-        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
-        classifier_activation: activation of the classifier. Defaults to "softmax".
-        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
-            of weight_decay / 2. Defaults to 1e-4.
-        name: model name. Defaults to "resnet44".
+    Args: as `resnet50` (the input must be at least 8x8).
     """
     return _cifar_resnet(depth=44, spec_name="resnet44", **locals())
 
@@ -455,17 +380,7 @@ def resnet56(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weigh
              pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet56"):
     """ResNet-56 for CIFAR: 3 stages x 9 basic blocks, 16/32/64 filters, option-A shortcuts.
 
-    Args:
-        input_shape: (height, width, channels), at least 8x8. Defaults to (32, 32, 3).
-        num_classes: number of classes. Defaults to 10.
-        include_top: keep global average pooling and the classifier. Defaults to True.
-        weights: None (random init) or the path of a local .weights.h5/.h5 file
-            ("imagenet" raises: the zoo never downloads). Defaults to None.
-        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
-        classifier_activation: activation of the classifier. Defaults to "softmax".
-        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
-            of weight_decay / 2. Defaults to 1e-4.
-        name: model name. Defaults to "resnet56".
+    Args: as `resnet50` (the input must be at least 8x8).
     """
     return _cifar_resnet(depth=56, spec_name="resnet56", **locals())
 
@@ -475,16 +390,6 @@ def resnet110(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weig
               pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet110"):
     """ResNet-110 for CIFAR: 3 stages x 18 basic blocks, 16/32/64 filters, option-A shortcuts.
 
-    Args:
-        input_shape: (height, width, channels), at least 8x8. Defaults to (32, 32, 3).
-        num_classes: number of classes. Defaults to 10.
-        include_top: keep global average pooling and the classifier. Defaults to True.
-        weights: None (random init) or the path of a local .weights.h5/.h5 file
-            ("imagenet" raises: the zoo never downloads). Defaults to None.
-        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
-        classifier_activation: activation of the classifier. Defaults to "softmax".
-        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
-            of weight_decay / 2. Defaults to 1e-4.
-        name: model name. Defaults to "resnet110".
+    Args: as `resnet50` (the input must be at least 8x8).
     """
     return _cifar_resnet(depth=110, spec_name="resnet110", **locals())

@@ -12,8 +12,8 @@ Weight decay: `weight_decay` (the paper's 5e-4) adds an L2 kernel penalty of
 """
 
 from zoo._lazy import keras
-from zoo.models._blocks import check_common, head, l2, load_weights
-from zoo.registry import Recipe, register
+from zoo.models._blocks import cnn_model
+from zoo.registry import FeatureInfo, Recipe, register
 
 # Convolutions per block (each block ends with 2x2 max-pooling); filters 64-128-256-512-512.
 CONFIGS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
@@ -22,28 +22,25 @@ FILTERS = (64, 128, 256, 512, 512)
 
 def _vgg(*, depth, batch_norm, input_shape, num_classes, include_top, weights, pooling,
          classifier_activation, weight_decay, name, spec_name):
-    input_shape, weights = check_common(
-        name=spec_name, input_shape=input_shape, min_size=32, num_classes=num_classes,
-        include_top=include_top, pooling=pooling, weights=weights, weight_decay=weight_decay)
     layers = keras.layers
-    reg = l2(weight_decay)
-    inputs = keras.Input(shape=input_shape, name="inputs")
-    x = inputs
-    for block, (convs, filters) in enumerate(zip(CONFIGS[depth], FILTERS), start=1):
-        for i in range(1, convs + 1):
-            prefix = f"block{block}_conv{i}"
-            if batch_norm:
-                x = layers.Conv2D(filters, 3, padding="same", kernel_regularizer=reg,
-                                  name=prefix)(x)
-                x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
-                                              name=f"block{block}_bn{i}")(x)
-                x = layers.Activation("relu", name=f"block{block}_relu{i}")(x)
-            else:
-                x = layers.Conv2D(filters, 3, padding="same", activation="relu",
-                                  kernel_regularizer=reg, name=prefix)(x)
-        x = layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
 
-    def top(x):
+    def body(x, reg):
+        for block, (convs, filters) in enumerate(zip(CONFIGS[depth], FILTERS), start=1):
+            for i in range(1, convs + 1):
+                prefix = f"block{block}_conv{i}"
+                if batch_norm:
+                    x = layers.Conv2D(filters, 3, padding="same", kernel_regularizer=reg,
+                                      name=prefix)(x)
+                    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
+                                                  name=f"block{block}_bn{i}")(x)
+                    x = layers.Activation("relu", name=f"block{block}_relu{i}")(x)
+                else:
+                    x = layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                      kernel_regularizer=reg, name=prefix)(x)
+            x = layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
+        return x
+
+    def top(x, reg):
         x = layers.Flatten(name="flatten")(x)
         for i in (1, 2):
             x = layers.Dense(4096, activation="relu", kernel_regularizer=reg, name=f"fc{i}")(x)
@@ -51,11 +48,10 @@ def _vgg(*, depth, batch_norm, input_shape, num_classes, include_top, weights, p
         return layers.Dense(num_classes, activation=classifier_activation,
                             kernel_regularizer=reg, name="predictions")(x)
 
-    x = head(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
-             classifier_activation=classifier_activation, flatten_top=top)
-    model = keras.Model(inputs, x, name=name)
-    return load_weights(model, weights, input_shape=input_shape, include_top=include_top,
-                        num_classes=num_classes)
+    return cnn_model(body, spec_name=spec_name, min_size=32, input_shape=input_shape,
+                     num_classes=num_classes, include_top=include_top, weights=weights,
+                     pooling=pooling, classifier_activation=classifier_activation,
+                     weight_decay=weight_decay, name=name, flatten_top=top)
 
 
 _PAPER = ("Simonyan & Zisserman 2014, Very Deep Convolutional Networks for Large-Scale "
@@ -72,14 +68,16 @@ def _space(hp):
     return {"weight_decay": hp.Choice("weight_decay", [0.0, 5e-4, 1e-3], default=5e-4)}
 
 
-def _spec(num_params, note):
+def _spec(num_params, note, imagenet=None):
     # Test input 32x32: the smallest the five 2x2 poolings allow.
+    features = FeatureInfo(stages=tuple(f"block{b}_pool" for b in range(1, 6)),
+                           reductions=(2, 4, 8, 16, 32), first_conv="block1_conv1",
+                           imagenet=imagenet, imagenet_preprocessing="caffe" if imagenet else None)
     return dict(family="vgg", task="classification", test_input_shape=(32, 32, 3),
                 min_input_shape=(32, 32, 1), paper=_PAPER, num_params=num_params,
                 params_note=note + ", 224x224x3 with the 4096-4096-1000 top",
-                recipe=RECIPE, search_space=_space, backbone=True,
+                recipe=RECIPE, search_space=_space, features=features,
                 test_kwargs={"num_classes": 3})
-
 
 
 @register(**_spec(132_863_336, "configuration A (torchvision vgg11: 132,863,336)"))
@@ -102,18 +100,20 @@ def vgg13(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weig
     return _vgg(depth=13, batch_norm=False, spec_name="vgg13", **locals())
 
 
-@register(**_spec(138_357_544, "configuration D = keras.applications.VGG16 (138,357,544)"))
+@register(**_spec(138_357_544, "configuration D = keras.applications.VGG16 (138,357,544)",
+                 imagenet="VGG16"))
 def vgg16(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
           pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg16"):
     """VGG-16 (configuration D), weight-compatible with keras.applications.VGG16.
 
     Args:
         input_shape: (height, width, channels), at least 32x32; the top's fc1 size
-            depends on it. Defaults to (224, 224, 3).
+            depends on it; (None, None, C) with include_top=False. Defaults to (224, 224, 3).
         num_classes: number of classes. Defaults to 1000.
         include_top: keep flatten-fc1-fc2-predictions. Defaults to True.
-        weights: None (random init) or the path of a local .weights.h5/.h5 file
-            ("imagenet" raises: the zoo never downloads). Defaults to None.
+        weights: None (random init), "imagenet" (vgg16/vgg19: Keras's published
+            file, from Keras's cache or downloaded once) or the path of a local
+            .weights.h5/.h5 file. Defaults to None.
         pooling: with include_top=False: None, "avg" or "max". Defaults to None.
         classifier_activation: activation of the classifier. Defaults to "softmax".
         weight_decay: the paper's weight decay, applied as an L2 kernel penalty of
@@ -123,7 +123,8 @@ def vgg16(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weig
     return _vgg(depth=16, batch_norm=False, spec_name="vgg16", **locals())
 
 
-@register(**_spec(143_667_240, "configuration E = keras.applications.VGG19 (143,667,240)"))
+@register(**_spec(143_667_240, "configuration E = keras.applications.VGG19 (143,667,240)",
+                 imagenet="VGG19"))
 def vgg19(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
           pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg19"):
     """VGG-19 (configuration E), weight-compatible with keras.applications.VGG19.
@@ -131,8 +132,6 @@ def vgg19(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weig
     Args: as `vgg16`.
     """
     return _vgg(depth=19, batch_norm=False, spec_name="vgg19", **locals())
-
-
 
 
 def _bn_note(config, tv, trainable, stats):
