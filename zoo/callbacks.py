@@ -132,8 +132,12 @@ def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="co
     if backup:
         # Placed early so that it restores weights and the epoch counter before
         # the other callbacks start.
+        # The backup outlives fit: `zoo.training.save_run` deletes it only once
+        # model.keras and metrics.json are on disk, so a kill between the last
+        # epoch and the end of the run resumes instead of retraining.
         callbacks.append(keras.callbacks.BackupAndRestore(
-            os.path.join(run_dir, "backup"), save_freq=backup_freq, double_checkpoint=True))
+            os.path.join(run_dir, "backup"), save_freq=backup_freq, double_checkpoint=True,
+            delete_checkpoint=False))
     if patience and monitor:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, patience=patience, restore_best_weights=True))
@@ -151,7 +155,85 @@ def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="co
     if tensorboard:
         callbacks.append(EpochTensorBoard(os.path.join(run_dir, "logs"), profile_batch=0,
                                           write_graph=False))
+    if backup:
+        # Last, so that it restores the others' state after their on_train_begin reset it.
+        callbacks.append(CallbackState(os.path.join(run_dir, "backup"), callbacks[:]))
     return callbacks
+
+
+class CallbackState(keras.callbacks.Callback):
+    """Backs up and restores the state of the other callbacks, next to `BackupAndRestore`.
+
+    Keras's `BackupAndRestore` restores weights, optimizer and the epoch
+    counter, but not the callbacks' own state, so after a resume early
+    stopping forgot how long it had waited and what its best value was, and
+    the best checkpoint accepted a worse model than the one it held.  This
+    callback writes that state (EarlyStopping, ModelCheckpoint,
+    ReduceLROnPlateau) to backup/callbacks.json after every epoch, atomically,
+    and puts it back at the start of a resumed `fit`; early stopping's best
+    weights come back from checkpoints/best.keras.
+
+    Args:
+        backup_dir: the BackupAndRestore directory.
+        callbacks: the callbacks whose state is kept.
+    """
+
+    FIELDS = {"EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
+              "ModelCheckpoint": ("best",),
+              "ReduceLROnPlateau": ("wait", "best", "cooldown_counter")}
+
+    def __init__(self, backup_dir, callbacks):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self.callbacks = list(callbacks)
+        self.path = os.path.join(backup_dir, "callbacks.json")
+
+    def _kind(self, callback):
+        for cls in type(callback).__mro__:
+            if cls.__name__ in self.FIELDS:
+                return cls.__name__
+        return None
+
+    def on_train_begin(self, logs=None):
+        if not os.path.exists(self.path):
+            return
+        from zoo import runs
+        state = runs.read_json(self.path)
+        for i, callback in enumerate(self.callbacks):
+            kind = self._kind(callback)
+            saved = state.get(str(i))
+            if kind is None or not saved or saved.get("kind") != kind:
+                continue
+            for field in self.FIELDS[kind]:
+                if field in saved and saved[field] is not None:
+                    setattr(callback, field, saved[field])
+            if kind == "EarlyStopping" and callback.restore_best_weights:
+                best = getattr(self, "_best_weights_path", None) or os.path.join(
+                    os.path.dirname(self.backup_dir), "checkpoints", "best.keras")
+                if os.path.exists(best):
+                    from zoo.runs import load_model
+                    callback.best_weights = load_model(best).get_weights()
+
+    def on_epoch_end(self, epoch, logs=None):
+        from zoo import runs
+        state = {}
+        for i, callback in enumerate(self.callbacks):
+            kind = self._kind(callback)
+            if kind:
+                state[str(i)] = {"kind": kind, **{
+                    f: _plain(getattr(callback, f, None)) for f in self.FIELDS[kind]}}
+        os.makedirs(self.backup_dir, exist_ok=True)
+        runs.write_json(self.path, state)
+
+
+def _plain(value):
+    """A JSON-ready number (callback state holds numpy and tensor scalars)."""
+    if value is None:
+        return None
+    try:
+        return float(value) if not isinstance(value, int) else value
+    except (TypeError, ValueError):
+        return None
 
 
 class SampleGrid(keras.callbacks.Callback):

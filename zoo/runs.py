@@ -32,6 +32,7 @@ HISTORY_FILE = "history.csv"
 MODEL_FILE = "model.keras"
 CARD_FILE = "model_card.json"
 BACKUP_DIR = "backup"
+LOCK_FILE = ".lock"
 # What must match for an interrupted run to resume with a new call.
 RESUME_KEYS = ("model", "data", "model_kwargs", "recipe", "seed", "data_options", "classes")
 
@@ -204,6 +205,68 @@ def is_finished(run_dir):
     return os.path.exists(os.path.join(run_dir, METRICS_FILE))
 
 
+def _contents(run_dir):
+    return [name for name in os.listdir(run_dir) if name != LOCK_FILE]
+
+
+# Locks this process holds, by absolute run directory: {path: open lock file}.
+_LOCKS = {}
+
+
+def lock_run_dir(run_dir):
+    """Hold an exclusive lock on `run_dir` for this process (creates the folder).
+
+    A second process training into the same run directory fails at once
+    instead of corrupting the first one's files.  The lock is an `flock` on
+    run_dir/.lock, released by `unlock_run_dir` or when the process ends,
+    however it ends (kill -9 included).  Taking it again in the same process
+    is a no-op.
+
+    Returns:
+        True if this call created `run_dir`.
+    """
+    import fcntl
+
+    run_dir = os.path.abspath(run_dir)
+    if run_dir in _LOCKS:
+        return False
+    created = not os.path.exists(run_dir)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        handle = open(os.path.join(run_dir, LOCK_FILE), "a+")
+    except (NotADirectoryError, FileExistsError):
+        raise RunError(f"run_dir exists and is not a directory. Received: run_dir={run_dir!r}") \
+            from None
+    except PermissionError:
+        raise RunError(f"run_dir cannot be written (permission denied). "
+                       f"Received: run_dir={run_dir!r}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise RunError(f"run_dir is in use by {owner}; wait for it to finish or choose "
+                       f"another run_dir. Received: run_dir={run_dir!r}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()}\n")
+    handle.flush()
+    _LOCKS[run_dir] = handle
+    return created
+
+
+def unlock_run_dir(run_dir, *, remove_if_empty=False):
+    """Release this process's lock on `run_dir`; optionally remove a folder it left empty."""
+    run_dir = os.path.abspath(run_dir)
+    handle = _LOCKS.pop(run_dir, None)
+    if handle is None:
+        return
+    handle.close()
+    if remove_if_empty and os.path.isdir(run_dir) and not _contents(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def check_run_dir(run_dir, config, *, overwrite=False):
     """Whether `run_dir` resumes an interrupted run; raises where it may not be used.
 
@@ -221,16 +284,23 @@ def check_run_dir(run_dir, config, *, overwrite=False):
     if os.path.abspath(run_dir) in (os.path.abspath(os.getcwd()), os.path.expanduser("~"), "/"):
         raise RunError(f"run_dir may not be the working, home or root directory (overwriting "
                        f"would delete it). Received: run_dir={run_dir!r}")
-    if not os.path.isdir(run_dir) or not os.listdir(run_dir) or overwrite:
+    if not os.path.isdir(run_dir) or not _contents(run_dir):
         return False
     if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
-        raise RunError(f"run_dir is not empty and holds no run (no config.json); pass "
-                       f"overwrite=True (--overwrite) to replace it. Received: "
-                       f"run_dir={run_dir!r}")
+        # Never deleted, even with overwrite: it may hold the user's data.
+        raise RunError(f"run_dir is not empty and holds no run (no config.json); choose an "
+                       f"empty or new folder. Received: run_dir={run_dir!r}")
+    if overwrite:
+        return False
     if is_finished(run_dir):
         raise RunError(f"run_dir already holds a finished run; pass overwrite=True "
                        f"(--overwrite) to replace it or choose another run_dir. Received: "
                        f"run_dir={run_dir!r}")
+    if (os.path.exists(os.path.join(run_dir, MODEL_FILE))
+            and not os.path.isdir(os.path.join(run_dir, BACKUP_DIR))):
+        raise RunError(f"run_dir holds a trained model but no {METRICS_FILE} and no backup/ "
+                       f"(a damaged finished run?); pass overwrite=True (--overwrite) to "
+                       f"retrain it. Received: run_dir={run_dir!r}")
     previous = read_config(run_dir).resume_view()
     current = config.resume_view()
     changed = [k for k in RESUME_KEYS if previous.get(k) != current.get(k)]
@@ -242,10 +312,24 @@ def check_run_dir(run_dir, config, *, overwrite=False):
 
 
 def claim_run_dir(run_dir, *, resumed):
-    """Create `run_dir`, emptying it first unless resuming (`check_run_dir` allowed it)."""
-    if not resumed and os.path.isdir(run_dir) and os.listdir(run_dir):
-        shutil.rmtree(run_dir)
+    """Create `run_dir`, emptying it first unless resuming (`check_run_dir` allowed it).
+
+    The lock file (see `lock_run_dir`) stays, so the lock is held throughout.
+    """
+    if not resumed and os.path.isdir(run_dir):
+        for name in _contents(run_dir):
+            path = os.path.join(run_dir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
     os.makedirs(run_dir, exist_ok=True)
+
+
+def finish_run_dir(run_dir):
+    """After metrics.json: drop the backup (the run is finished) and release the lock."""
+    shutil.rmtree(os.path.join(run_dir, BACKUP_DIR), ignore_errors=True)
+    unlock_run_dir(run_dir)
 
 
 # ------------------------------------------------------------------ loading
