@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from zoo import data
+from zoo import data, readers, splits
 
 
 def _arrays(n=60, shape=(8, 8, 1), classes=3, seed=0):
@@ -35,11 +35,11 @@ def test_mlp_takes_the_data_shape():
 
 def test_splits_are_stratified_and_seeded():
     x, y = _arrays(300, classes=3)
-    a = data.make_splits((x, y), None, seed=1, test_split=0.2, validation_split=0.1)
-    b = data.make_splits((x, y), None, seed=1, test_split=0.2, validation_split=0.1)
+    a = splits.make_splits((x, y), None, seed=1, test_split=0.2, validation_split=0.1)
+    b = splits.make_splits((x, y), None, seed=1, test_split=0.2, validation_split=0.1)
     np.testing.assert_array_equal(a.y_test, b.y_test)
     assert np.bincount(a.y_test).tolist() == [20, 20, 20]
-    c = data.make_splits((x, y), None, seed=2)
+    c = splits.make_splits((x, y), None, seed=2)
     assert not np.array_equal(a.x_test, c.x_test)
 
 
@@ -87,10 +87,9 @@ def test_labels_out_of_range():
     y[0] = -1
     with pytest.raises(ValueError, match="non-negative"):
         data.load("mlp", (x, y))
-    splits = dict(class_names=["a", "b"])
     x, y = _arrays(60, shape=(4,), classes=3)
     with pytest.raises(ValueError, match=r"Labels must lie in \[0, 2\)"):
-        data.make_splits((x, y), None, **splits)
+        splits.make_splits((x, y), None, class_names=["a", "b"])
 
 
 def test_mismatched_lengths_and_non_integer_labels():
@@ -198,9 +197,37 @@ def test_npz_and_csv(tmp_path):
     assert bundle.class_names == ["cat", "dog"] and bundle.input_shape == (2,)
     with pytest.raises(ValueError, match="label_column not found"):
         data.load("mlp", f"csv:{tmp_path / 'd.csv'}", options={"label_column": "kind"})
-    (tmp_path / "text.csv").write_text("a,label\nhello,1\nworld,0\n")
-    with pytest.raises(ValueError, match="Non-numeric feature value"):
+    (tmp_path / "text.csv").write_text("a,label\n1,1\n\nworld,0\n")
+    with pytest.raises(ValueError, match="Non-numeric feature value in .*text.csv line 4"):
         data.load("mlp", f"csv:{tmp_path / 'text.csv'}")
+    (tmp_path / "ragged.csv").write_text("a,b,label\n1,2,0\n3,1\n")
+    with pytest.raises(ValueError, match="ragged.csv line 3 has 2 fields but the header has 3"):
+        data.load("mlp", f"csv:{tmp_path / 'ragged.csv'}")
+
+
+def test_csv_reader_skips_blank_lines_and_keeps_file_line_numbers(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(' a , b\n1,"two\nlines"\n\n  ,\n3,x\n')
+    table = readers.read_csv(str(path))
+    assert table.header == ["a", "b"]
+    assert table.rows == [["1", "two\nlines"], ["3", "x"]]
+    assert table.where(1) == f"{path} line 6"
+    assert table.column("label_column", "b") == ["two\nlines", "x"]
+    with pytest.raises(ValueError, match=r"label_column not found in the CSV header \['a', 'b'\]"
+                                         r" of .*t.csv. Received: label_column='c'"):
+        table.index("label_column", "c")
+    (tmp_path / "empty.csv").write_text("a,b\n\n")
+    with pytest.raises(ValueError, match="CSV file has no data rows"):
+        readers.read_csv(str(tmp_path / "empty.csv"))
+
+
+def test_one_label_order_for_every_source():
+    ids, names = readers.encode_labels(["dog", "10", "cat", "2", "dog"], argument="labels")
+    assert names == ["2", "10", "cat", "dog"] and ids.tolist() == [3, 1, 2, 0, 3]
+    ids, names = readers.encode_labels(["b", "a"], "b,a", argument="labels")
+    assert names == ["b", "a"] and ids.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="labels has 1 empty label"):
+        readers.encode_labels(["a", " "], argument="labels")
 
 
 def test_unknown_data_option():

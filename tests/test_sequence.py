@@ -159,7 +159,8 @@ def test_seq2seq_source_validation():
 def test_forecaster_beats_naive_on_seasonal_series(name):
     import keras
 
-    from zoo.tasks.timeseries import forecast_metrics, series_splits, with_normalization
+    from zoo.splits import series_splits
+    from zoo.tasks.timeseries import forecast_metrics, with_normalization
 
     rng = np.random.default_rng(0)
     t = np.arange(1200)

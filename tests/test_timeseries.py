@@ -8,8 +8,9 @@ import pytest
 
 import zoo
 import zoo.training
-from zoo.tasks.timeseries import (baseline_forecasts, estimate_season, numeric_table, series_splits,
-                            windows)
+from zoo.readers import numeric_table
+from zoo.splits import estimate_season, series_splits, windows
+from zoo.tasks.timeseries import baseline_forecasts
 
 
 def write_series(path, n=400, *, period=24, level=1000.0, seed=0):
@@ -148,9 +149,9 @@ def test_train_forecaster_end_to_end_and_serve_raw_windows(tmp_path):
 
 
 @pytest.mark.parametrize("cells,options,message", [
-    (None, {"target": "power"}, "target column not found.*'power'"),
+    (None, {"target": "power"}, "target not found in the CSV header.*'power'"),
     (None, {}, "target is required"),
-    (None, {"target": "load", "features": "humidity"}, "features column.*'humidity'"),
+    (None, {"target": "load", "features": "humidity"}, "features not found.*'humidity'"),
     ({("load", 50): "n/a"}, {"target": "load"}, "Column 'load'.*non-numeric.*line 52"),
     ({("temp", 10): ""}, {"target": "load"}, "Column 'temp'.*missing.*line 12"),
     (None, {"target": "load", "lookback": 200, "horizon": 12}, "too short.*lookback"),

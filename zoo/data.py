@@ -1,10 +1,11 @@
 """Named datasets -> validated, split arrays -> `tf.data` pipelines.
 
 `load(spec, data)` is the one entry point.  Every source first becomes numpy
-arrays (`ArraySplits`), which are validated (non-empty, finite, labels in
-range, shapes compatible with the model) before TensorFlow sees them; then
-each split becomes a pipeline: scale, resize to the model input, cache,
-shuffle (training only), batch, augment (training only), prefetch.
+arrays, split and validated by `zoo.splits` (non-empty, finite, labels in
+range) and checked against the model's input shape before TensorFlow sees
+them; then each split becomes a pipeline: scale, resize to the model input,
+cache, shuffle (training only), batch, augment (training only), prefetch.
+Files are parsed by `zoo.readers` (CSV, prepared TFDS datasets).
 
 Sources (`data=`):
     digits              scikit-learn's bundled 8x8 digits (offline default)
@@ -20,7 +21,6 @@ Sources (`data=`):
     (x, y)              arrays from Python
 """
 
-import csv
 import dataclasses
 import gzip
 import os
@@ -30,6 +30,8 @@ from typing import Optional
 import numpy as np
 
 from zoo import checks
+from zoo.readers import DataUnavailableError, read_feature_csv, read_tfds
+from zoo.splits import ArraySplits, make_splits
 
 KERAS_DATASETS = {
     "mnist": "mnist.npz",
@@ -46,30 +48,6 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-
-
-class DataUnavailableError(RuntimeError):
-    """A dataset is not on this machine and cannot be downloaded."""
-
-
-@dataclasses.dataclass
-class ArraySplits:
-    """Validated numpy splits; `y_*` is None for unlabeled data."""
-
-    x_train: np.ndarray
-    y_train: Optional[np.ndarray]
-    x_val: np.ndarray
-    y_val: Optional[np.ndarray]
-    x_test: np.ndarray
-    y_test: Optional[np.ndarray]
-    class_names: Optional[list] = None
-    num_classes: Optional[int] = None
-    extras: dict = dataclasses.field(default_factory=dict)
-
-    def split(self, name):
-        """(x, y) of "train", "validation" or "test"."""
-        key = {"train": "train", "validation": "val", "test": "test"}[name]
-        return getattr(self, f"x_{key}"), getattr(self, f"y_{key}")
 
 
 @dataclasses.dataclass
@@ -199,40 +177,6 @@ def _load_keras_dataset(name):
             (x_test, y_test.reshape(-1).astype("int32")), class_names)
 
 
-def read_tfds(name):
-    """Examples of a prepared TFDS dataset, never downloading.
-
-    Args:
-        name: "DATASET" (train and, if it has one, test split) or "DATASET/SPLIT".
-
-    Returns:
-        (train pairs, test pairs or None, class names or None), the pairs
-        being lists of numpy (input, label).
-    """
-    import tensorflow_datasets as tfds
-    dataset, _, split = name.partition("/")
-    try:
-        builder = tfds.builder(dataset)
-    except Exception as err:
-        raise ValueError(f"Unknown TFDS dataset. Received: data='tfds:{name}' ({err})") from err
-
-    def read(split_name):
-        # download=False: TFDS would otherwise retry the network for minutes.
-        try:
-            ds = tfds.load(dataset, split=split_name, as_supervised=True, download=False)
-        except AssertionError as err:
-            raise DataUnavailableError(
-                f"TFDS dataset {dataset!r} is not prepared under {builder.data_dir}. Run "
-                f"`tfds build {dataset}` on a machine with network and copy that folder here.") from err
-        return list(tfds.as_numpy(ds))
-
-    has_test = "test" in (builder.info.splits or {"test": 0})
-    train = read(split or "train")
-    test = read("test") if not split and has_test else None
-    label = builder.info.features["label"] if "label" in builder.info.features else None
-    return train, test, list(getattr(label, "names", None) or []) or None
-
-
 def _load_tfds(name):
     train, test, class_names = read_tfds(name)
 
@@ -280,36 +224,6 @@ def _load_npz(path):
     return train, test, None
 
 
-def _load_csv(path, label_column):
-    if not os.path.isfile(path):
-        raise ValueError(f"File does not exist. Received: data='csv:{path}'")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
-        raise ValueError(f"CSV file has no data rows. Received: data='csv:{path}'")
-    header, body = rows[0], rows[1:]
-    label_column = label_column or header[-1]
-    if label_column not in header:
-        raise ValueError(f"label_column not found in the CSV header {header}. "
-                         f"Received: label_column={label_column!r}")
-    li = header.index(label_column)
-    labels = [r[li] for r in body]
-    features = []
-    for n, row in enumerate(body, start=2):
-        try:
-            features.append([float(v) for i, v in enumerate(row) if i != li])
-        except ValueError as err:
-            raise ValueError(f"Non-numeric feature value in {path} line {n}: {err}") from err
-    class_names = sorted(set(labels), key=lambda s: (len(s), s))
-    try:
-        y = np.array([int(v) for v in labels], "int32")
-        class_names = None
-    except ValueError:
-        index = {c: i for i, c in enumerate(class_names)}
-        y = np.array([index[v] for v in labels], "int32")
-    return (np.array(features, "float32"), y), None, class_names
-
-
 def _materialize(dataset):
     pairs = [(np.asarray(a), np.asarray(b)) for a, b in dataset.as_numpy_iterator()]
     if not pairs:
@@ -339,113 +253,8 @@ def read_source(data, *, image_size=None, options=None):
         return _load_folder(rest, image_size or (64, 64))
     if prefix == "npz":
         return _load_npz(rest)
-    return _load_csv(rest, options.get("label_column"))
-
-
-# ----------------------------------------------------------------------- validation
-
-
-def validate_xy(x, y, *, what, task="classification", num_classes=None):
-    """Check one split: non-empty, matching lengths, finite, labels in range."""
-    if x is None or len(x) == 0:
-        raise ValueError(f"The {what} split is empty. Received: {what} with 0 examples")
-    if y is not None and len(y) != len(x):
-        raise ValueError(f"The {what} split has {len(x)} inputs but {len(y)} labels.")
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
-        raise ValueError(f"The {what} split has non-finite feature values (NaN or inf) "
-                         f"in {bad} example(s).")
-    if x.dtype.kind not in "fiub":
-        raise ValueError(f"Features must be numeric. Received: {what} features of dtype {x.dtype}")
-    if y is None:
-        return
-    if task == "classification":
-        if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
-            raise ValueError(f"Classification labels must be integers. Received: {what} labels "
-                             f"like {y[:3].tolist()}")
-        if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"Labels must lie in [0, {num_classes}). Received: {what} labels "
-                             f"from {int(y.min())} to {int(y.max())}")
-    elif y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise ValueError(f"The {what} split has non-finite targets (NaN or inf).")
-
-
-def _select_classes(x, y, classes, class_names):
-    classes = list(classes)
-    if len(classes) < 2 or len(set(classes)) != len(classes):
-        raise ValueError(f"classes must list at least two distinct labels. Received: "
-                         f"classes={classes!r}")
-    present = set(np.unique(y).tolist())
-    missing = [c for c in classes if c not in present]
-    if missing:
-        raise ValueError(f"classes {missing} do not occur in the data. Received: "
-                         f"classes={classes!r}; labels present: {sorted(present)}")
-    keep = np.isin(y, classes)
-    remap = {c: i for i, c in enumerate(classes)}
-    names = [class_names[c] for c in classes] if class_names else [str(c) for c in classes]
-    return x[keep], np.array([remap[v] for v in y[keep]], "int32"), names
-
-
-def make_splits(train, test, *, task="classification", class_names=None, seed=0,
-                validation_split=0.1, test_split=0.2, classes=None):
-    """Validate raw arrays and split them (stratified for classification, seeded)."""
-    from sklearn.model_selection import train_test_split
-
-    checks.fraction("validation_split", validation_split, low=0.0)
-    checks.fraction("test_split", test_split, low=0.0)
-    if validation_split <= 0 or (test is None and test_split <= 0):
-        raise ValueError(f"validation_split and test_split must be > 0. Received: "
-                         f"validation_split={validation_split}, test_split={test_split}")
-    x, y = np.asarray(train[0]), np.asarray(train[1])
-    validate_xy(x, y, what="input", task=task)
-    if task == "classification":
-        y = y.astype("int64").astype("int32")
-        if test is not None:
-            test = (np.asarray(test[0]), np.asarray(test[1]).astype("int64").astype("int32"))
-        if classes is not None:
-            x, y, class_names = _select_classes(x, y, classes, class_names)
-            if test is not None:
-                tx, ty, _ = _select_classes(test[0], test[1], classes, None)
-                test = (tx, ty)
-        if y.min() < 0:
-            raise ValueError(f"Labels must be non-negative integers. Received: labels from "
-                             f"{int(y.min())} to {int(y.max())}")
-        num_classes = len(class_names) if class_names else int(y.max()) + 1
-        if y.max() >= num_classes:
-            raise ValueError(f"Labels must lie in [0, {num_classes}) for the {num_classes} "
-                             f"class names. Received: labels up to {int(y.max())}")
-    else:
-        num_classes = None
-
-    def stratify(labels, fraction):
-        # Stratification needs two examples per class and a held-out part at
-        # least as large as the number of classes; otherwise split at random.
-        if task != "classification":
-            return None
-        counts = np.bincount(labels)
-        present = counts[counts > 0]
-        held_out = int(np.ceil(len(labels) * fraction))
-        if present.min() < 2 or held_out < len(present) or len(labels) - held_out < len(present):
-            return None
-        return labels
-
-    try:
-        if test is None:
-            x, x_test, y, y_test = train_test_split(
-                x, y, test_size=test_split, random_state=seed, stratify=stratify(y, test_split))
-        else:
-            x_test, y_test = test
-        x_train, x_val, y_train, y_val = train_test_split(
-            x, y, test_size=validation_split, random_state=seed,
-            stratify=stratify(y, validation_split))
-    except ValueError as err:
-        raise ValueError(f"Too few examples ({len(x)}) to split into train/validation/test: "
-                         f"{err}") from err
-    for what, xs, ys in (("train", x_train, y_train), ("validation", x_val, y_val),
-                         ("test", x_test, y_test)):
-        validate_xy(xs, ys, what=what, task=task, num_classes=num_classes)
-    return ArraySplits(x_train, y_train, x_val, y_val, x_test, y_test,
-                       class_names=class_names, num_classes=num_classes)
+    x, y, class_names = read_feature_csv(rest, options.get("label_column"))
+    return (x, y), None, class_names
 
 
 # -------------------------------------------------------------------------- shapes

@@ -30,7 +30,7 @@ class TaskHooks:
     # ---------------------------------------------------------------- data
 
     def load_source(self, spec, source, options):
-        """Return `zoo.data.ArraySplits` for `source`, or None to use the generic readers.
+        """Return `zoo.splits.ArraySplits` for `source`, or None to use the generic readers.
 
         `options` holds the user's data options plus the split arguments
         (seed, validation_split, test_split, classes).

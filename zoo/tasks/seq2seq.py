@@ -15,9 +15,9 @@ reports token and whole-sequence accuracy over non-padding positions.
 
 import numpy as np
 
+from zoo.models.attention import PAD, START
+from zoo.splits import make_splits
 from zoo.tasks import TaskHooks
-
-PAD, START = 0, 1
 
 
 def _check_tokens(name, array):
@@ -38,10 +38,6 @@ class Seq2SeqHooks(TaskHooks):
     def load_source(self, spec, source, options):
         if not (isinstance(source, tuple) and len(source) == 2):
             return None
-        from sklearn.model_selection import train_test_split
-
-        from zoo.data import ArraySplits
-
         src = _check_tokens("source tokens (data[0])", source[0])
         tgt = _check_tokens("target tokens (data[1])", source[1])
         if len(src) != len(tgt):
@@ -50,19 +46,13 @@ class Seq2SeqHooks(TaskHooks):
             raise ValueError(f"target token id {START} is reserved for the decoder's start "
                              f"token; shift the target vocabulary to start at 2.")
         options = options or {}
-        seed = options.get("seed", 0)
-        try:
-            x, x_test, y, y_test = train_test_split(src, tgt, random_state=seed,
-                                                    test_size=options.get("test_split", 0.2))
-            x_train, x_val, y_train, y_val = train_test_split(
-                x, y, random_state=seed, test_size=options.get("validation_split", 0.1))
-        except ValueError as err:
-            raise ValueError(f"Too few sequence pairs ({len(src)}) to split: {err}") from err
-        builder_kwargs = {"target_length": tgt.shape[1],
-                          "vocab_size": max(3, int(src.max()) + 1),
-                          "target_vocab_size": max(3, int(tgt.max()) + 1)}
-        return ArraySplits(x_train, y_train, x_val, y_val, x_test, y_test,
-                           extras={"builder_kwargs": builder_kwargs})
+        splits = make_splits((src, tgt), None, task="sequence", seed=options.get("seed", 0),
+                             validation_split=options.get("validation_split", 0.1),
+                             test_split=options.get("test_split", 0.2))
+        splits.extras["builder_kwargs"] = {"target_length": tgt.shape[1],
+                                           "vocab_size": max(3, int(src.max()) + 1),
+                                           "target_vocab_size": max(3, int(tgt.max()) + 1)}
+        return splits
 
     def prepare_data(self, spec, bundle):
         import dataclasses

@@ -1,0 +1,347 @@
+"""Readers of files and prepared datasets: a source on disk -> Python lists and numpy arrays.
+
+The one place that parses a CSV file, reads a text folder or a prepared
+TensorFlow Datasets split, and turns label strings into class ids.  The
+generic sources (`zoo.data`) and the task hooks (`zoo.tasks.text`,
+`zoo.tasks.timeseries`) all read through here; splitting the result is
+`zoo.splits`' job.  Nothing here imports TensorFlow at module level or
+knows about models or tasks.
+
+- `read_csv`: header row, blank lines skipped, every row as wide as the
+  header, file line numbers kept for messages.
+- `encode_labels`: label strings -> ids 0..k-1, one order for every source.
+- `numeric_table`: the numeric columns of a CSV (time series).
+- `read_texts`: (texts, labels) of a `csv:`, `folder:` or `tfds:` text source.
+- `read_tfds`: the examples of a prepared TFDS dataset, never downloading.
+"""
+
+import csv
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+
+class DataUnavailableError(RuntimeError):
+    """A dataset is not on this machine and cannot be downloaded."""
+
+
+# ----------------------------------------------------------------------------- CSV
+
+
+@dataclasses.dataclass
+class CsvTable:
+    """The body of a CSV file: stripped header names, raw cells, file line numbers."""
+
+    path: str
+    header: list
+    rows: list
+    lines: list
+
+    def index(self, argument, column):
+        """Position of `column` in the header; `argument` names the option in the error."""
+        if column not in self.header:
+            raise ValueError(f"{argument} not found in the CSV header {self.header} of "
+                             f"{self.path}. Received: {argument}={column!r}")
+        return self.header.index(column)
+
+    def column(self, argument, column):
+        """The cells of `column` (strings, as written)."""
+        i = self.index(argument, column)
+        return [row[i] for row in self.rows]
+
+    def where(self, n):
+        """"PATH line L" of the n-th data row."""
+        return f"{self.path} line {self.lines[n]}"
+
+
+def read_csv(path):
+    """Read a CSV file with a header row.
+
+    Blank lines are skipped; a row with a different number of fields than
+    the header raises, naming its line.
+
+    Args:
+        path: the file (as in `data="csv:PATH"`).
+
+    Returns:
+        A `CsvTable`.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"File does not exist. Received: data='csv:{path}'")
+    rows, lines = [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                rows.append(row)
+                lines.append(reader.line_num)
+    if header is None or not rows:
+        raise ValueError(f"CSV file has no data rows. Received: data='csv:{path}'")
+    header = [h.strip() for h in header]
+    for row, line in zip(rows, lines):
+        if len(row) != len(header):
+            raise ValueError(f"{path} line {line} has {len(row)} fields but the header has "
+                             f"{len(header)}.")
+    return CsvTable(path, header, rows, lines)
+
+
+def _label_order(label):
+    # Numbers first, numerically ("2" before "10"); then names alphabetically.
+    number = label.lstrip("-").isdigit()
+    return (not number, int(label) if number else 0, label)
+
+
+def encode_labels(labels, classes=None, *, argument):
+    """Map label strings to class ids 0..k-1.
+
+    Args:
+        labels: one label string per example.
+        classes: the class names in id order (a list or a comma-separated
+            string), or None to take the labels present, numbers first
+            (numerically), then names (alphabetically). Defaults to None.
+        argument: what the labels came from, for messages (e.g.
+            "label_column='sentiment'").
+
+    Returns:
+        (int32 ids, class names).
+    """
+    labels = [str(label).strip() for label in labels]
+    missing = sum(1 for label in labels if not label)
+    if missing:
+        raise ValueError(f"{argument} has {missing} empty label(s); every example needs one.")
+    present = sorted(set(labels), key=_label_order)
+    if classes is None:
+        names = present
+    else:
+        if isinstance(classes, str):
+            classes = [c.strip() for c in classes.split(",") if c.strip()]
+        names = [str(c) for c in classes]
+        unknown = [label for label in present if label not in names]
+        if unknown:
+            raise ValueError(f"{argument} has labels {unknown[:5]} that are not among the "
+                             f"declared classes {names}. Received: classes={classes!r}")
+    if len(names) < 2:
+        raise ValueError(f"{argument} must have at least two distinct labels. "
+                         f"Received: labels {present}")
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[label] for label in labels], "int32"), names
+
+
+def read_feature_csv(path, label_column=None):
+    """Numeric feature columns and a label column of a CSV file.
+
+    Args:
+        path: the file.
+        label_column: the label's column; None takes the last. Defaults to None.
+
+    Returns:
+        (float32 features (rows, columns), int32 labels, class names or None).
+        Integer labels are kept as class ids (class names None); any other
+        labels are encoded by `encode_labels`.
+    """
+    table = read_csv(path)
+    label_column = label_column or table.header[-1]
+    li = table.index("label_column", label_column)
+    features = []
+    for n, row in enumerate(table.rows):
+        try:
+            features.append([float(v) for i, v in enumerate(row) if i != li])
+        except ValueError as err:
+            raise ValueError(f"Non-numeric feature value in {table.where(n)}: {err}") from err
+    labels = [row[li].strip() for row in table.rows]
+    try:
+        return np.array(features, "float32"), np.array([int(v) for v in labels], "int32"), None
+    except ValueError:
+        y, names = encode_labels(labels, argument=f"label_column={label_column!r}")
+        return np.array(features, "float32"), y, names
+
+
+def _parse_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _split_names(value):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def numeric_table(path, *, target=None, features=None):
+    """(values (rows, columns) float32, column names, target names) from a CSV.
+
+    A column counts as numeric when most of its cells parse as numbers; a
+    missing or non-numeric cell in a column that is used raises, naming the
+    column and line (silently dropping a row would shift the time axis).
+
+    Args:
+        path: the file.
+        target: column(s) to forecast, a list or comma-separated; None works
+            only when the file has exactly one numeric column. Defaults to None.
+        features: input columns; None takes every numeric column. Targets are
+            always inputs too. Defaults to None.
+    """
+    table = read_csv(path)
+    header = table.header
+    columns = {h: [row[i].strip() for row in table.rows] for i, h in enumerate(header)}
+    parsed = {h: [_parse_float(c) for c in cells] for h, cells in columns.items()}
+    numeric = [h for h in header if sum(v is not None for v in parsed[h]) > len(parsed[h]) / 2]
+    targets = _split_names(target)
+    if targets is None:
+        if len(numeric) != 1:
+            raise ValueError(f"target is required when the CSV does not have exactly one "
+                             f"numeric column; numeric columns: {numeric}. Received: target=None")
+        targets = numeric
+    for name in targets:
+        table.index("target", name)
+    chosen = _split_names(features)
+    for name in chosen or ():
+        table.index("features", name)
+    chosen = list(numeric) if chosen is None else chosen
+    # Targets are always inputs too: a forecaster needs the series' own history.
+    used = [h for h in header if h in chosen or h in targets]
+    for name in used:
+        argument = "target" if name in targets else "features"
+        for n, (cell, value) in enumerate(zip(columns[name], parsed[name])):
+            if value is None:
+                what = "missing" if not cell else f"non-numeric ({cell!r})"
+                raise ValueError(f"Column {name!r} has a {what} value at {table.where(n)}; "
+                                 f"time-series columns must be numeric and complete. "
+                                 f"Received: {argument} column {name!r}")
+    values = np.array([parsed[h] for h in used], dtype="float32").T
+    return values, used, targets
+
+
+# ---------------------------------------------------------------------------- text
+
+
+def _check_texts(texts, where, argument):
+    for text, place in zip(texts, where):
+        if not text.strip():
+            raise ValueError(f"Empty text at {place}: every example needs some text. "
+                             f"Received: {argument} with an empty value")
+
+
+def _read_text_folder(path):
+    if not os.path.isdir(path):
+        raise ValueError(f"Text folder does not exist. Received: data='folder:{path}'")
+    classes = sorted(d for d in os.listdir(path)
+                     if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
+    if not classes:
+        raise ValueError(f"Text folder has no class sub-folders. Received: data='folder:{path}'")
+    texts, labels, where = [], [], []
+    for name in classes:
+        folder = os.path.join(path, name)
+        for file in sorted(os.listdir(folder)):
+            full = os.path.join(folder, file)
+            if file.startswith(".") or not os.path.isfile(full):
+                continue
+            with open(full, encoding="utf-8", errors="replace") as f:
+                texts.append(f.read())
+            labels.append(name)
+            where.append(full)
+    if not texts:
+        raise ValueError(f"Text folder contains no files. Received: data='folder:{path}'")
+    return texts, labels, where, classes
+
+
+def read_texts(source, *, text_column="text", label_column="label", classes=None):
+    """Raw texts and class ids of a text source.
+
+    Args:
+        source: "csv:PATH" (a text and a label column), "folder:PATH" (one
+            sub-folder of text files per class) or "tfds:NAME" (a prepared TFDS
+            dataset of (text, label)).
+        text_column: the CSV's text column. Defaults to "text".
+        label_column: the CSV's label column. Defaults to "label".
+        classes: class names in id order (see `encode_labels`); None takes
+            the labels present (the sub-folders, the TFDS label names).
+            Defaults to None.
+
+    Returns:
+        ((texts, ids), (test texts, test ids) or None, class names); only a
+        TFDS dataset with a test split has a test part. None for any other
+        kind of source.
+    """
+    prefix, _, rest = source.partition(":")
+    if prefix == "csv":
+        table = read_csv(rest)
+        texts = table.column("text_column", text_column)
+        labels = table.column("label_column", label_column)
+        _check_texts(texts, [table.where(n) for n in range(len(texts))],
+                     f"text_column={text_column!r}")
+        y, names = encode_labels(labels, classes, argument=f"label_column={label_column!r}")
+        return (texts, y), None, names
+    if prefix == "folder":
+        texts, labels, where, folders = _read_text_folder(rest)
+        _check_texts(texts, where, f"data='folder:{rest}'")
+        y, names = encode_labels(labels, folders if classes is None else classes,
+                                 argument=f"data='folder:{rest}' (class sub-folders)")
+        return (texts, y), None, names
+    if prefix != "tfds":
+        return None
+    train, test, names = read_tfds(rest)
+    if not train:
+        raise ValueError(f"TFDS dataset has no examples. Received: data={source!r}")
+
+    def decode(pairs):
+        texts = [text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+                 for text, _ in pairs]
+        return texts, np.array([int(label) for _, label in pairs], "int32")
+
+    train, test = decode(train), (decode(test) if test is not None else None)
+    names = names or [str(i) for i in range(int(train[1].max()) + 1)]
+    if classes is not None:
+        # TFDS labels are ids; declared classes must name every one of them.
+        original, argument = names, f"data={source!r}"
+        y, names = encode_labels([original[i] for i in train[1]], classes, argument=argument)
+        train = (train[0], y)
+        if test is not None:
+            y, _ = encode_labels([original[i] for i in test[1]], names, argument=argument)
+            test = (test[0], y)
+    return train, test, names
+
+
+# ---------------------------------------------------------------------------- TFDS
+
+
+def read_tfds(name):
+    """Examples of a prepared TFDS dataset, never downloading.
+
+    Args:
+        name: "DATASET" (train and, if it has one, test split) or "DATASET/SPLIT".
+
+    Returns:
+        (train pairs, test pairs or None, class names or None), the pairs
+        being lists of numpy (input, label).
+    """
+    import tensorflow_datasets as tfds
+    dataset, _, split = name.partition("/")
+    try:
+        builder = tfds.builder(dataset)
+    except Exception as err:
+        raise ValueError(f"Unknown TFDS dataset. Received: data='tfds:{name}' ({err})") from err
+
+    def read(split_name):
+        # download=False: TFDS would otherwise retry the network for minutes.
+        try:
+            ds = tfds.load(dataset, split=split_name, as_supervised=True, download=False)
+        except AssertionError as err:
+            raise DataUnavailableError(
+                f"TFDS dataset {dataset!r} is not prepared under {builder.data_dir}. Run "
+                f"`tfds build {dataset}` on a machine with network and copy that folder here.") from err
+        return list(tfds.as_numpy(ds))
+
+    has_test = "test" in (builder.info.splits or {"test": 0})
+    train = read(split or "train")
+    test = read("test") if not split and has_test else None
+    label = builder.info.features["label"] if "label" in builder.info.features else None
+    return train, test, list(getattr(label, "names", None) or []) or None

@@ -1,0 +1,289 @@
+"""Raw arrays -> validated train / validation / test splits (`ArraySplits`).
+
+Two ways to split, shared by every source:
+
+- `make_splits`: seeded random splits, stratified by class for
+  classification (numeric arrays, raw strings or token sequences); the
+  generic sources (`zoo.data`), text (`zoo.tasks.text`) and seq2seq pairs
+  (`zoo.tasks.seq2seq`) all split here.
+- `series_splits`: chronological splits of a time series, each part cut
+  into (lookback, horizon) windows separately (`zoo.tasks.timeseries`).
+
+Every split is validated (non-empty, finite, labels in range) before
+TensorFlow sees it.  Nothing here imports TensorFlow.
+"""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from zoo import checks
+
+
+@dataclasses.dataclass
+class ArraySplits:
+    """Validated numpy splits; `y_*` is None for unlabeled data."""
+
+    x_train: np.ndarray
+    y_train: Optional[np.ndarray]
+    x_val: np.ndarray
+    y_val: Optional[np.ndarray]
+    x_test: np.ndarray
+    y_test: Optional[np.ndarray]
+    class_names: Optional[list] = None
+    num_classes: Optional[int] = None
+    extras: dict = dataclasses.field(default_factory=dict)
+
+    def split(self, name):
+        """(x, y) of "train", "validation" or "test"."""
+        key = {"train": "train", "validation": "val", "test": "test"}[name]
+        return getattr(self, f"x_{key}"), getattr(self, f"y_{key}")
+
+
+def validate_xy(x, y, *, what, task="classification", num_classes=None, texts=False):
+    """Check one split: non-empty, matching lengths, finite, labels in range.
+
+    Args:
+        x: inputs.
+        y: labels or targets, or None.
+        what: the split's name in messages.
+        task: "classification" checks integer labels in range; any other
+            task checks finite targets. Defaults to "classification".
+        num_classes: labels must lie in [0, num_classes). Defaults to None.
+        texts: the inputs are raw strings rather than numbers. Defaults to False.
+    """
+    if x is None or len(x) == 0:
+        raise ValueError(f"The {what} split is empty. Received: {what} with 0 examples")
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"The {what} split has {len(x)} inputs but {len(y)} labels.")
+    if texts:
+        if x.dtype.kind not in "OUS":
+            raise ValueError(f"Texts must be strings. Received: {what} inputs of dtype {x.dtype}")
+    else:
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+            raise ValueError(f"The {what} split has non-finite feature values (NaN or inf) "
+                             f"in {bad} example(s).")
+        if x.dtype.kind not in "fiub":
+            raise ValueError(f"Features must be numeric. Received: {what} features of dtype "
+                             f"{x.dtype}")
+    if y is None:
+        return
+    if task == "classification":
+        if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+            raise ValueError(f"Classification labels must be integers. Received: {what} labels "
+                             f"like {y[:3].tolist()}")
+        if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"Labels must lie in [0, {num_classes}). Received: {what} labels "
+                             f"from {int(y.min())} to {int(y.max())}")
+    elif y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError(f"The {what} split has non-finite targets (NaN or inf).")
+
+
+def _select_classes(x, y, classes, class_names):
+    classes = list(classes)
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must list at least two distinct labels. Received: "
+                         f"classes={classes!r}")
+    present = set(np.unique(y).tolist())
+    missing = [c for c in classes if c not in present]
+    if missing:
+        raise ValueError(f"classes {missing} do not occur in the data. Received: "
+                         f"classes={classes!r}; labels present: {sorted(present)}")
+    keep = np.isin(y, classes)
+    remap = {c: i for i, c in enumerate(classes)}
+    names = [class_names[c] for c in classes] if class_names else [str(c) for c in classes]
+    return x[keep], np.array([remap[v] for v in y[keep]], "int32"), names
+
+
+def _stratify(labels, fraction):
+    # Stratification needs two examples per class and a held-out part at
+    # least as large as the number of classes; otherwise split at random.
+    counts = np.bincount(labels)
+    present = counts[counts > 0]
+    held_out = int(np.ceil(len(labels) * fraction))
+    if present.min() < 2 or held_out < len(present) or len(labels) - held_out < len(present):
+        return None
+    return labels
+
+
+def make_splits(train, test, *, task="classification", class_names=None, seed=0,
+                validation_split=0.1, test_split=0.2, classes=None, texts=False):
+    """Validate raw arrays and split them: seeded, stratified for classification.
+
+    Args:
+        train: (x, y) to split into train and validation (and test, when
+            `test` is None).
+        test: (x, y) of a source's own test split, or None.
+        task: "classification" (integer labels, stratified) or anything else
+            (targets split at random). Defaults to "classification".
+        class_names: names of the class ids. Defaults to None.
+        seed: split seed. Defaults to 0.
+        validation_split: fraction of `train` held out for validation. Defaults to 0.1.
+        test_split: fraction of `train` held out for test when `test` is None.
+            Defaults to 0.2.
+        classes: keep only these labels, relabelled 0..k-1. Defaults to None.
+        texts: x holds raw strings (kept as an object array). Defaults to False.
+    """
+    from sklearn.model_selection import train_test_split
+
+    checks.fraction("validation_split", validation_split, low=0.0)
+    checks.fraction("test_split", test_split, low=0.0)
+    if validation_split <= 0 or (test is None and test_split <= 0):
+        raise ValueError(f"validation_split and test_split must be > 0. Received: "
+                         f"validation_split={validation_split}, test_split={test_split}")
+    as_x = (lambda a: np.array(a, dtype=object)) if texts else np.asarray
+    x, y = as_x(train[0]), np.asarray(train[1])
+    if test is not None:
+        test = (as_x(test[0]), np.asarray(test[1]))
+    validate_xy(x, y, what="input", task=task, texts=texts)
+    if task == "classification":
+        y = y.astype("int64").astype("int32")
+        if test is not None:
+            test = (test[0], test[1].astype("int64").astype("int32"))
+        if classes is not None:
+            x, y, class_names = _select_classes(x, y, classes, class_names)
+            if test is not None:
+                tx, ty, _ = _select_classes(test[0], test[1], classes, None)
+                test = (tx, ty)
+        if y.min() < 0:
+            raise ValueError(f"Labels must be non-negative integers. Received: labels from "
+                             f"{int(y.min())} to {int(y.max())}")
+        num_classes = len(class_names) if class_names else int(y.max()) + 1
+        if y.max() >= num_classes:
+            raise ValueError(f"Labels must lie in [0, {num_classes}) for the {num_classes} "
+                             f"class names. Received: labels up to {int(y.max())}")
+    else:
+        num_classes = None
+
+    def stratify(labels, fraction):
+        return _stratify(labels, fraction) if task == "classification" else None
+
+    try:
+        if test is None:
+            x, x_test, y, y_test = train_test_split(
+                x, y, test_size=test_split, random_state=seed, stratify=stratify(y, test_split))
+        else:
+            x_test, y_test = test
+        x_train, x_val, y_train, y_val = train_test_split(
+            x, y, test_size=validation_split, random_state=seed,
+            stratify=stratify(y, validation_split))
+    except ValueError as err:
+        raise ValueError(f"Too few examples ({len(x)}) to split into train/validation/test: "
+                         f"{err}") from err
+    for what, xs, ys in (("train", x_train, y_train), ("validation", x_val, y_val),
+                         ("test", x_test, y_test)):
+        validate_xy(xs, ys, what=what, task=task, num_classes=num_classes, texts=texts)
+    return ArraySplits(x_train, y_train, x_val, y_val, x_test, y_test,
+                       class_names=list(class_names) if class_names else None,
+                       num_classes=num_classes)
+
+
+# ----------------------------------------------------------------------- time series
+
+
+def windows(values, target_index, lookback, horizon):
+    """All (lookback, horizon) windows of `values` (rows, columns), in time order.
+
+    Returns x (n, lookback, columns) and y (n, horizon, len(target_index)).
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    total = lookback + horizon
+    if len(values) < total:
+        return (np.zeros((0, lookback, values.shape[1]), "float32"),
+                np.zeros((0, horizon, len(target_index)), "float32"))
+    # sliding_window_view: (n, columns, total) views without copying.
+    w = sliding_window_view(values, total, axis=0).transpose(0, 2, 1)
+    x = w[:, :lookback, :]
+    y = w[:, lookback:, :][:, :, target_index]
+    return np.ascontiguousarray(x, "float32"), np.ascontiguousarray(y, "float32")
+
+
+def estimate_season(series, max_lag):
+    """The lag in [2, max_lag] with the highest autocorrelation, or None if none is positive."""
+    series = np.asarray(series, "float64")
+    series = series - series.mean()
+    denom = float((series ** 2).sum())
+    if denom == 0 or max_lag < 2:
+        return None
+    acf = [float((series[lag:] * series[:-lag]).sum()) / denom
+           for lag in range(2, min(max_lag, len(series) - 1) + 1)]
+    if not acf or max(acf) <= 0:
+        return None
+    return int(np.argmax(acf)) + 2
+
+
+def series_splits(values, *, columns, targets, lookback, horizon, validation_split=0.1,
+                  test_split=0.2, season=None, source="arrays"):
+    """Chronological, windowed `ArraySplits` of a (rows, columns) series.
+
+    Args:
+        values: float array (rows, columns) in time order.
+        columns: the column names.
+        targets: names of the target columns (a subset of `columns`).
+        lookback: input window length.
+        horizon: steps to forecast.
+        validation_split: fraction of rows (after train) for validation. Defaults to 0.1.
+        test_split: fraction of the last rows for test. Defaults to 0.2.
+        season: seasonal-naive period, None to estimate it, or False for
+            none. Defaults to None.
+        source: name used in messages. Defaults to "arrays".
+    """
+    lookback = checks.positive_int("lookback", lookback)
+    horizon = checks.positive_int("horizon", horizon)
+    checks.fraction("validation_split", validation_split, low=0.0)
+    checks.fraction("test_split", test_split, low=0.0)
+    if validation_split <= 0 or test_split <= 0 or validation_split + test_split >= 1:
+        raise ValueError("validation_split and test_split must be > 0 and sum to < 1. Received: "
+                         f"validation_split={validation_split}, test_split={test_split}")
+    values = np.asarray(values, "float32")
+    if values.ndim == 1:
+        values = values[:, None]
+    if not np.isfinite(values).all():
+        row, col = np.argwhere(~np.isfinite(values))[0]
+        raise ValueError(f"Column {columns[col]!r} has a non-finite value at row {row}.")
+    target_index = [columns.index(t) for t in targets]
+    n = len(values)
+    n_test = int(round(n * test_split))
+    n_val = int(round(n * validation_split))
+    n_train = n - n_val - n_test
+    need = lookback + horizon
+    parts = {"train": values[:n_train], "validation": values[n_train:n_train + n_val],
+             "test": values[n_train + n_val:]}
+    for part, rows in parts.items():
+        if len(rows) < need:
+            raise ValueError(
+                f"The series in {source} is too short: its {part} part has {len(rows)} rows "
+                f"but one window needs lookback + horizon = {need} rows ({n} rows in all, "
+                f"split chronologically {1 - validation_split - test_split:.2f}/"
+                f"{validation_split}/{test_split}). Use a longer series or smaller "
+                f"lookback/horizon. Received: lookback={lookback}, horizon={horizon}")
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (
+        windows(parts[p], target_index, lookback, horizon)
+        for p in ("train", "validation", "test"))
+    if len(targets) == 1:
+        y_tr, y_va, y_te = y_tr[..., 0], y_va[..., 0], y_te[..., 0]
+    train = parts["train"].astype("float64")
+    std = train.std(axis=0)
+    # A constant training column would divide by zero; 1 leaves it centred.
+    std = np.where(std > 0, std, 1.0)
+    if season is None:
+        season = estimate_season(train[:, target_index[0]], lookback)
+    elif season is not False:
+        season = checks.positive_int("season", season)
+        if season > lookback:
+            raise ValueError(f"season must be at most lookback={lookback} (the baseline reads "
+                             f"it from the window). Received: season={season}")
+    extras = {
+        "columns": list(columns), "targets": list(targets), "target_index": target_index,
+        "lookback": lookback, "horizon": horizon, "season": season or None,
+        "feature_mean": train.mean(axis=0).tolist(), "feature_var": (std ** 2).tolist(),
+        "target_mean": train.mean(axis=0)[target_index].tolist(),
+        "target_std": std[target_index].tolist(),
+        "rows": {"train": n_train, "validation": n_val, "test": n - n_train - n_val},
+        # zoo.training builds the forecaster for what the data asks.
+        "builder_kwargs": {"horizon": horizon, "num_targets": len(targets)},
+    }
+    return ArraySplits(x_tr, y_tr, x_va, y_va, x_te, y_te, extras=extras)
