@@ -76,18 +76,62 @@ def test_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path):
     assert message in out.err and "Traceback" not in out.err
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "mlp", "--epochs", "0"],
-    ["train", "mlp", "--batch-size", "-1"],
-    ["train", "mlp", "--lr", "0"],
-    ["train", "mlp", "--optimizer", "sgdx"],
-    ["train", "mlp", "--schedule", "linear"],
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "mlp", "--epochs", "0"], "--epochs"),
+    (["train", "mlp", "--batch-size", "-1"], "--batch-size"),
+    (["train", "mlp", "--lr", "0"], "--lr"),
+    (["train", "mlp", "--lr", "inf"], "--lr"),
+    (["train", "mlp", "--optimizer", "sgdx"], "--optimizer"),
+    (["train", "mlp", "--schedule", "linear"], "--schedule"),
+    (["train", "mlp", "--seed", "-3"], "--seed"),
+    (["train", "mlp", "--arg", "hidden_units=[64,"], "--arg"),
+    (["train", "mlp", "--arg", "batch_norm=no"], "--arg"),
+    (["train", "mlp", "--classes", "3,x"], "--classes"),
+    (["evaluate", "runs/x", "--batch-size", "0"], "--batch-size"),
 ])
-def test_argument_types_are_checked(argv, capsys):
+def test_argument_types_are_checked(argv, flag, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
     assert exc.value.code == 2
-    assert "error" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "Traceback" not in err
+
+
+def test_bad_run_directories_are_one_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{not json")
+    (run_dir / "model.keras").write_bytes(b"")
+    for argv in (["evaluate", str(run_dir)], ["export", str(run_dir)]):
+        code, out = _run(argv, capsys)
+        assert code == 2 and "Traceback" not in out.err
+        assert len(out.err.strip().splitlines()) == 1
+        assert str(run_dir / "config.json") in out.err
+    # A folder that is not a run is refused, never deleted, even with --overwrite.
+    (tmp_path / "data.csv").write_text("1,2,0\n")
+    code, out = _run(["train", "mlp", "--out", str(tmp_path), "--overwrite"], capsys)
+    assert code == 2 and "holds no run" in out.err
+    assert (tmp_path / "data.csv").exists()
+
+
+def test_generative_run_trains_exports_and_evaluates_in_separate_processes(tmp_path):
+    """zoo train -> zoo export -> zoo evaluate, each a fresh process (custom VAE class)."""
+    run_dir = tmp_path / "vae"
+    steps = [["train", "dense_vae", "--data", "digits", "--epochs", "1", "--arg", "latent_dim=2",
+              "--arg", "hidden_units=[16]", "--out", str(run_dir), "--verbose", "0",
+              "--no-export"],
+             ["export", str(run_dir), "--format", "saved_model", "keras"],
+             ["evaluate", str(run_dir)]]
+    outputs = []
+    for argv in steps:
+        proc = subprocess.run([*ZOO, *argv], capture_output=True, text=True, env=ENV)
+        assert proc.returncode == 0, (argv[0], proc.stderr[-3000:])
+        outputs.append(proc.stdout)
+    assert "saved_model:" in outputs[1] and "keras:" in outputs[1]
+    metrics = json.loads(outputs[2])
+    assert np.isfinite(metrics["test_loss"]) and "test_elbo" in metrics, metrics
+    card = json.loads((run_dir / "model_card.json").read_text())
+    assert card["registered"] is True and card["base_model"] == "dense_vae"
 
 
 def test_no_command_prints_help(capsys):
