@@ -1,0 +1,399 @@
+"""Fine-tuning a backbone through the training seam: phases of freeze plans.
+
+    result = transfer.finetune("resnet20", "fashion_mnist", method="two_phase",
+                               weights="runs/resnet20_fashion04", head_epochs=3, epochs=5)
+
+The model is `inputs -> ImagePreprocessing -> backbone -> global average
+pooling -> dropout -> Dense(num_classes)`.  Each phase sets a freeze plan
+(which backbone stages train; BatchNorm layers always stay frozen), then
+`zoo.training.build_model(p, model=...)` recompiles it (Keras ignores a
+change of `trainable` until the model is recompiled, in both directions) and
+`zoo.training.fit` trains it with the shared callbacks: so early stopping and
+the LR schedule restart per phase.  The result is an ordinary run directory.
+
+Two Keras 3 traps handled here: calling the base with `training=False` does
+not keep BatchNorm frozen once the base is unfrozen (keras-team/keras issue
+20285), so every BatchNormalization layer gets `trainable=False`; and every
+phase boundary recompiles.
+
+Resume: after each phase the weights and `finetune_state.json` are written
+atomically; an interrupted run resumes in the phase it was in (Keras's
+BackupAndRestore restores the epoch within it).
+"""
+
+import dataclasses
+import math
+import numbers
+import os
+import shutil
+from typing import Optional
+
+from zoo import checks, runs
+from zoo.registry import Recipe
+from transfer import backbones as bb
+
+METHODS = ("feature_extraction", "two_phase", "gradual")
+STATE_FILE = "finetune_state.json"
+# A fine-tuning recipe (Adam, small batches) rather than the backbone's from-scratch one.
+FINETUNE_RECIPE = Recipe(optimizer="adam", learning_rate=1e-3, batch_size=32, epochs=10,
+                         early_stopping_patience=5)
+_PLAN_OPTIONS = ("batch_size", "optimizer", "learning_rate", "schedule", "loss", "weight_decay",
+                 "augment", "recipe", "seed", "data_options", "classes", "deterministic",
+                 "jit_compile", "mixed_precision", "validation_split", "test_split")
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    """What `finetune` returns."""
+
+    model: object
+    run_dir: str
+    history: dict
+    metrics: dict
+    phases: list
+    resumed_phase: Optional[int]
+    config: object
+
+
+@dataclasses.dataclass
+class Phase:
+    name: str
+    start: int
+    end: int
+    unfrozen: int  # backbone stages trained, counted from the top
+    lr_scale: float
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def plan_phases(method, *, head_epochs, epochs, unfreeze, unfreeze_every, lr_factor):
+    """The phases of a method: [Phase]; epochs are absolute (Keras's initial_epoch/epochs)."""
+    if method == "feature_extraction":
+        return [Phase("feature_extraction", 0, head_epochs + epochs, 0, 1.0)]
+    phases = [Phase("head", 0, head_epochs, 0, 1.0)] if head_epochs else []
+    if method == "two_phase":
+        return phases + [Phase(f"unfreeze_{unfreeze}", head_epochs, head_epochs + epochs,
+                               unfreeze, 1.0 / lr_factor)]
+    every = unfreeze_every or max(1, epochs // unfreeze)
+    start, k = head_epochs, 1
+    while start < head_epochs + epochs:
+        end = head_epochs + epochs if k == unfreeze else min(start + every, head_epochs + epochs)
+        phases.append(Phase(f"unfreeze_{k}", start, end, k, 1.0 / lr_factor))
+        start, k = end, min(k + 1, unfreeze)
+    return phases
+
+
+def stage_of_layers(backbone, stages):
+    """{layer name: stage index} over the backbone's layers (stem in stage 0)."""
+    ends = {name: i for i, name in enumerate(stages)}
+    index, result = 0, {}
+    for layer in backbone.layers:
+        result[layer.name] = min(index, len(stages) - 1)
+        if layer.name in ends:
+            index = ends[layer.name] + 1
+    return result
+
+
+def set_freeze_plan(backbone, stages, unfrozen):
+    """Train the top `unfrozen` stages of `backbone`; freeze the rest and every BatchNorm."""
+    import keras
+    backbone.trainable = True  # resets every sublayer; then freeze what must stay
+    stage = stage_of_layers(backbone, stages)
+    first_trained = len(stages) - unfrozen
+    for layer in backbone.layers:
+        if stage[layer.name] < first_trained or isinstance(
+                layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    if unfrozen == 0:
+        backbone.trainable = False
+
+
+def layer_decay_scales(model, backbone, stages, decay):
+    """{variable path: decay ** (distance from the head in stages)} for the backbone's variables."""
+    stage = stage_of_layers(backbone, stages)
+    scales = {}
+    for layer in backbone.layers:
+        for variable in layer.weights:
+            scales[variable.path] = decay ** (len(stages) - stage[layer.name])
+    return scales
+
+
+def _check_unfreeze(unfreeze, stages):
+    if unfreeze == "all":
+        return len(stages)
+    if isinstance(unfreeze, bool) or not isinstance(unfreeze, numbers.Integral) or unfreeze < 1:
+        raise ValueError(f"unfreeze must be a positive number of stages or 'all'. "
+                         f"Received: unfreeze={unfreeze!r}")
+    if unfreeze > len(stages):
+        raise ValueError(f"unfreeze is larger than the backbone's {len(stages)} stages "
+                         f"({', '.join(stages)}). Received: unfreeze={unfreeze!r}")
+    return int(unfreeze)
+
+
+def _peek(data, *, classes, options, size, seed, validation_split, test_split):
+    """(channels, height, num_classes) of the data, as `zoo.data.load` will see it."""
+    from zoo import data as zdata
+    zdata._check_data_argument(data)
+    train, test, names = zdata.read_source(data, image_size=(size, size) if size else None,
+                                           options=options)
+    splits = zdata.make_splits(train, test, task="classification", class_names=names, seed=seed,
+                               validation_split=validation_split, test_split=test_split,
+                               classes=classes)
+    shape = zdata.example_shape(splits.x_train)
+    if len(shape) == 2:
+        shape = shape + (1,)
+    if len(shape) != 3:
+        raise ValueError(f"Fine-tuning needs images (height, width, channels); the data has "
+                         f"examples of shape {shape}. Received: data={zdata.describe_source(data)!r}")
+    return shape[-1], shape[0], splits.num_classes
+
+
+def assemble(backbone, *, input_shape, num_classes, preprocessing, dropout, name):
+    """inputs -> ImagePreprocessing -> backbone -> avg pool -> dropout -> Dense(softmax)."""
+    import keras
+
+    from zoo.models.layers.transfer import ImagePreprocessing
+
+    inputs = keras.Input(shape=input_shape, name="inputs")
+    x = ImagePreprocessing(preprocessing, name="preprocess")(inputs)
+    x = backbone(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _history_best(run_dir, monitor, start, end):
+    history = runs.read_history(os.path.join(run_dir, runs.HISTORY_FILE))
+    values = [v for e, v in zip(history.get("epoch", []), history.get(monitor, []))
+              if v is not None and e is not None and start <= e < end]
+    return min(values) if values else math.inf
+
+
+def _plot_phases(history, phases, path):
+    """curves.png with a dashed line at each phase boundary."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    names = [k for k in history if k not in ("epoch", "learning_rate") and not k.startswith("val_")]
+    if not names:
+        return
+    figure = Figure(figsize=(4.5 * len(names), 3.5))
+    axes = figure.subplots(1, len(names), squeeze=False)
+    epochs = [int(e) + 1 for e in history.get("epoch", range(len(history[names[0]])))]
+    for ax, name in zip(axes[0], names):
+        ax.plot(epochs, history[name], label="train")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], label="validation")
+        for phase in phases[1:]:
+            ax.axvline(phase.start + 0.5, color="gray", linestyle="--", linewidth=1)
+            ax.text(phase.start + 0.6, ax.get_ylim()[1], phase.name, fontsize=7, va="top")
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.legend()
+    figure.tight_layout()
+    runs.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=80), suffix=".png")
+
+
+def finetune(backbone, data="digits", *, method="two_phase", weights=None, weights_sha256=None,
+             unfreeze="all", head_epochs=3, epochs=5, lr_factor=10.0, layer_decay=None,
+             unfreeze_every=None, in_channels="adapt", input_size=None, preprocessing=None,
+             num_classes=None, dropout=0.2, strategy=None, run_dir=None, overwrite=False,
+             export=True, callbacks=None, verbose="auto", **training):
+    """Fine-tune a pretrained backbone with a new head; writes an ordinary run directory.
+
+    Args:
+        backbone: a registered backbone (`zoo list --backbones`), "keras:NAME"
+            (keras.applications) or a finished zoo run directory.
+        data: data source (see `zoo.data`). Defaults to "digits".
+        method: "feature_extraction" (backbone frozen for all head_epochs +
+            epochs), "two_phase" (head_epochs with the backbone frozen, then the
+            top `unfreeze` stages train for `epochs` at the learning rate / lr_factor)
+            or "gradual" (after the head phase, one more stage every
+            `unfreeze_every` epochs, top down). Defaults to "two_phase".
+        weights: None, "imagenet", a .h5 weights file or a finished run
+            directory of the same architecture. Defaults to None.
+        weights_sha256: expected sha256 of a weights file. Defaults to None.
+        unfreeze: stages to unfreeze, or "all". Defaults to "all".
+        head_epochs: epochs of the frozen (head) phase. Defaults to 3.
+        epochs: epochs after the head phase. Defaults to 5.
+        lr_factor: the learning rate is divided by this once stages train. Defaults to 10.
+        layer_decay: scale each stage's update by layer_decay ** (stages from the
+            head), e.g. 0.75; None for none. Defaults to None.
+        unfreeze_every: epochs between unfreezing steps ("gradual"); None spreads
+            `epochs` evenly. Defaults to None.
+        in_channels: "adapt" the first convolution to the data's channels, or
+            "tile" gray images to RGB in the pipeline. Defaults to "adapt".
+        input_size: image height/width the backbone sees (the pipeline resizes);
+            None: a run's own size, else the data's (at least the backbone's minimum).
+        preprocessing: override of the input preprocessing ("none", "raw",
+            "caffe", "tf", "torch"); None uses what the weights expect. Defaults to None.
+        num_classes: classes of the new head; None takes the data's. Defaults to None.
+        dropout: dropout before the new classifier. Defaults to 0.2.
+        strategy: tf.distribute strategy name (see `zoo.distribute`). Defaults to None.
+        run_dir: run directory. Defaults to "runs/<backbone>_finetuned".
+        overwrite: replace an existing run directory. Defaults to False.
+        export: export a SavedModel and model card. Defaults to True.
+        callbacks: extra Keras callbacks for every phase. Defaults to None.
+        verbose: Keras verbosity. Defaults to "auto".
+        **training: `zoo.training.plan` options (batch_size, optimizer,
+            learning_rate, schedule, loss, weight_decay, augment, recipe, seed,
+            data_options, classes, deterministic, jit_compile, mixed_precision,
+            validation_split, test_split).
+
+    Returns:
+        A `FinetuneResult`.
+    """
+    # ---- validation, before TensorFlow
+    checks.choice("method", method, METHODS)
+    checks.choice("in_channels", in_channels, bb.IN_CHANNELS)
+    head_epochs = checks.non_negative_int("head_epochs", head_epochs)
+    epochs = checks.positive_int("epochs", epochs)
+    lr_factor = checks.positive_float("lr_factor", lr_factor)
+    if layer_decay is not None:
+        layer_decay = checks.fraction("layer_decay", layer_decay, low=0.0, high=1.0,
+                                      include_high=True)
+        if layer_decay == 0:
+            raise ValueError("layer_decay must be in (0, 1]. Received: layer_decay=0")
+    unfreeze_every = checks.positive_int("unfreeze_every", unfreeze_every, allow_none=True)
+    input_size = checks.positive_int("input_size", input_size, allow_none=True)
+    num_classes = checks.positive_int("num_classes", num_classes, allow_none=True)
+    dropout = checks.fraction("dropout", dropout)
+    if strategy is not None and isinstance(strategy, str):
+        from zoo.distribute import STRATEGIES
+        checks.choice("strategy", strategy, STRATEGIES)
+    unknown = sorted(set(training) - set(_PLAN_OPTIONS))
+    if unknown:
+        raise TypeError(f"Unknown finetune argument(s) {unknown}. Allowed: "
+                        f"{sorted(_PLAN_OPTIONS)} and finetune's own.")
+    source = bb.resolve(backbone, weights=weights, weights_sha256=weights_sha256,
+                        preprocessing=preprocessing)
+    unfrozen = _check_unfreeze(unfreeze, source.stages)
+    if method == "two_phase" and not head_epochs:
+        pass  # unfreeze at once: allowed (one phase)
+    size = input_size or source.default_size
+    if size is not None and size < source.min_size:
+        raise ValueError(f"input_size is smaller than {source.name}'s minimum "
+                         f"{source.min_size}x{source.min_size}. Received: input_size={size}")
+    seed = training.get("seed", 0)
+    channels, data_size, data_classes = _peek(
+        data, classes=training.get("classes"), options=training.get("data_options"),
+        size=size, seed=seed, validation_split=training.get("validation_split", 0.1),
+        test_split=training.get("test_split", 0.2))
+    size = size or max(data_size, source.min_size)
+    if num_classes is not None and data_classes and num_classes != data_classes:
+        raise ValueError(f"The data has {data_classes} classes but num_classes={num_classes}; "
+                         f"select classes with classes=(...) (--classes) or drop num_classes. "
+                         f"Received: num_classes={num_classes}")
+    num_classes = num_classes or data_classes
+    if in_channels == "tile" and channels not in (1, 3):
+        raise ValueError(f"in_channels='tile' repeats a gray channel to RGB; the data has "
+                         f"{channels} channels. Received: in_channels='tile'")
+    model_channels = 3 if in_channels == "tile" else channels
+    short = os.path.basename(os.path.normpath(source.name)).replace("keras:", "").lower()
+    run_dir = os.path.abspath(run_dir or os.path.join("runs", f"{short}_finetuned"))
+    phases = plan_phases(method, head_epochs=head_epochs, epochs=epochs, unfreeze=unfrozen,
+                         unfreeze_every=unfreeze_every, lr_factor=lr_factor)
+    settings = {"method": method, "unfreeze": unfreeze, "head_epochs": head_epochs,
+                "epochs": epochs, "lr_factor": lr_factor, "layer_decay": layer_decay,
+                "unfreeze_every": unfreeze_every, "in_channels": in_channels,
+                "input_size": size, "dropout": dropout,
+                "phases": [ph.to_dict() for ph in phases]}
+
+    # ---- TensorFlow from here on
+    import keras
+
+    from zoo import training as zt
+    from zoo.distribute import get_strategy
+
+    plan_kwargs = {k: v for k, v in training.items()}
+    plan_kwargs.setdefault("recipe", FINETUNE_RECIPE)
+    tf_strategy = get_strategy(strategy)
+    keras.utils.set_random_seed(seed)
+    with tf_strategy.scope():
+        backbone_model, provenance = bb.build(source, channels=channels, size=size,
+                                              in_channels=in_channels)
+        model = assemble(backbone_model, input_shape=(size, size, model_channels),
+                         num_classes=num_classes, preprocessing=source.preprocessing,
+                         dropout=dropout, name=f"{short}_finetuned")
+    described = {**source.describe(), "input_shape": [size, size, model_channels],
+                 "in_channels": in_channels}
+    p = zt.plan(model, data, epochs=head_epochs + epochs, strategy=strategy,
+                base_model=source.base_model, run_dir=run_dir, overwrite=overwrite,
+                config_extra={"backbone": described, "weights": provenance,
+                              "finetune": settings}, **plan_kwargs)
+
+    # An interrupted fine-tuning resumes at its phase (even between two phases,
+    # when Keras's backup of the finished phase is gone).
+    state_path = os.path.join(run_dir, STATE_FILE)
+    state = None
+    if not overwrite and os.path.exists(state_path) and not runs.is_finished(run_dir):
+        state = runs.read_json(state_path)
+        if state.get("settings") != runs._finite(settings):
+            raise runs.RunError(f"run_dir holds an interrupted fine-tuning with other settings "
+                                f"({state.get('settings')}); resume it with the same arguments "
+                                f"or pass overwrite=True. Received: run_dir={run_dir!r}")
+    resumed = bool(p.resumed or state)
+    runs.claim_run_dir(run_dir, resumed=resumed)
+    runs.write_config(run_dir, p.config)
+    done = state["completed_phases"] if state else 0
+    if done:
+        model.load_weights(os.path.join(run_dir, state["weights"]))
+    resumed_phase = (done if resumed else None)
+
+    monitor = p.hooks.monitor
+    best_path = os.path.join(run_dir, "checkpoints", "best.keras")
+    for index, phase in enumerate(phases):
+        if index < done:
+            continue
+        set_freeze_plan(backbone_model, source.stages, phase.unfrozen)
+        recipe = p.recipe.replace(learning_rate=p.recipe.learning_rate * phase.lr_scale)
+        with tf_strategy.scope():
+            zt.build_model(p, model=model, recipe=recipe, epochs=phase.end - phase.start)
+            if layer_decay is not None and phase.unfrozen:
+                _scale_updates(model, layer_decay_scales(model, backbone_model, source.stages,
+                                                         layer_decay))
+        previous_best = os.path.join(run_dir, "checkpoints", "best_before_phase.keras")
+        best_so_far = _history_best(run_dir, monitor, 0, phase.start) if monitor else math.inf
+        if index and os.path.exists(best_path):
+            shutil.copyfile(best_path, previous_best)
+        zt.fit(p, model, run_dir=run_dir, epochs=phase.end, initial_epoch=phase.start,
+               resume=resumed or index > 0, recipe=recipe, callbacks=callbacks,
+               verbose=verbose)
+        # The best checkpoint is kept across phases: Keras's checkpoint starts
+        # each fit afresh, so put the earlier best back if this phase did worse.
+        if os.path.exists(previous_best):
+            if _history_best(run_dir, monitor, phase.start, phase.end) > best_so_far:
+                os.replace(previous_best, best_path)
+            else:
+                os.remove(previous_best)
+        weights_name = f"phase_{index + 1}.weights.h5"
+        runs.atomic_write(os.path.join(run_dir, weights_name), model.save_weights,
+                          suffix=".weights.h5")
+        runs.write_json(state_path, {"completed_phases": index + 1, "weights": weights_name,
+                                     "settings": settings})
+        if index and os.path.exists(os.path.join(run_dir, f"phase_{index}.weights.h5")):
+            os.remove(os.path.join(run_dir, f"phase_{index}.weights.h5"))
+
+    metrics = zt.evaluate_model(p, model)
+    history, metrics = zt.save_run(p, model, run_dir, metrics, export=export)
+    _plot_phases(history, phases, os.path.join(run_dir, "curves.png"))
+    return FinetuneResult(model=model, run_dir=run_dir, history=history, metrics=metrics,
+                          phases=phases, resumed_phase=resumed_phase, config=p.config)
+
+
+def _scale_updates(model, scales):
+    """Swap the compiled optimizer for one that scales each variable's update (layer decay)."""
+    import keras
+
+    from zoo.models.layers.transfer import with_update_scales
+
+    optimizer = model.optimizer
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        model.optimizer = keras.optimizers.LossScaleOptimizer(
+            with_update_scales(optimizer.inner_optimizer, scales))
+    else:
+        model.optimizer = with_update_scales(optimizer, scales)
