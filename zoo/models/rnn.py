@@ -150,12 +150,7 @@ def rnn_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_dim=128, 
         classifier_activation: activation of the output layer. Defaults to "softmax".
         name: model name. Defaults to "rnn_classifier".
     """
-    return _sequence_classifier(
-        "simple_rnn", input_shape=input_shape, vocab_size=vocab_size,
-        embedding_dim=embedding_dim, num_classes=num_classes, units=units,
-        num_layers=num_layers, bidirectional=bidirectional, dropout=dropout,
-        recurrent_dropout=recurrent_dropout, classifier_activation=classifier_activation,
-        name=name)
+    return _sequence_classifier("simple_rnn", **locals())
 
 
 @register(family="rnn", paper="Hochreiter & Schmidhuber 1997, Long short-term memory",
@@ -167,24 +162,9 @@ def lstm_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_dim=128,
                     name="lstm_classifier"):
     """Embedding + (stacked) LSTM text classifier over token ids.
 
-    Args:
-        input_shape: (sequence_length,) of int token ids, 0 = padding. Defaults to (200,).
-        vocab_size: token ids are in [0, vocab_size). Defaults to 20000.
-        embedding_dim: embedding width. Defaults to 128.
-        num_classes: number of classes. Defaults to 2.
-        units: LSTM units per layer (per direction). Defaults to 64.
-        num_layers: stacked LSTM layers. Defaults to 1.
-        bidirectional: wrap each layer in `Bidirectional`. Defaults to False.
-        dropout: input dropout of each LSTM layer and before the head. Defaults to 0.
-        recurrent_dropout: dropout on the recurrent state. Defaults to 0.
-        classifier_activation: activation of the output layer. Defaults to "softmax".
-        name: model name. Defaults to "lstm_classifier".
+    Args: as `rnn_classifier`.
     """
-    return _sequence_classifier(
-        "lstm", input_shape=input_shape, vocab_size=vocab_size, embedding_dim=embedding_dim,
-        num_classes=num_classes, units=units, num_layers=num_layers,
-        bidirectional=bidirectional, dropout=dropout, recurrent_dropout=recurrent_dropout,
-        classifier_activation=classifier_activation, name=name)
+    return _sequence_classifier("lstm", **locals())
 
 
 @register(family="rnn", paper="Cho et al. 2014, Learning phrase representations using RNN "
@@ -197,24 +177,9 @@ def gru_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_dim=128, 
                    name="gru_classifier"):
     """Embedding + (stacked) GRU text classifier over token ids.
 
-    Args:
-        input_shape: (sequence_length,) of int token ids, 0 = padding. Defaults to (200,).
-        vocab_size: token ids are in [0, vocab_size). Defaults to 20000.
-        embedding_dim: embedding width. Defaults to 128.
-        num_classes: number of classes. Defaults to 2.
-        units: GRU units per layer (per direction). Defaults to 64.
-        num_layers: stacked GRU layers. Defaults to 1.
-        bidirectional: wrap each layer in `Bidirectional`. Defaults to False.
-        dropout: input dropout of each GRU layer and before the head. Defaults to 0.
-        recurrent_dropout: dropout on the recurrent state. Defaults to 0.
-        classifier_activation: activation of the output layer. Defaults to "softmax".
-        name: model name. Defaults to "gru_classifier".
+    Args: as `rnn_classifier`.
     """
-    return _sequence_classifier(
-        "gru", input_shape=input_shape, vocab_size=vocab_size, embedding_dim=embedding_dim,
-        num_classes=num_classes, units=units, num_layers=num_layers,
-        bidirectional=bidirectional, dropout=dropout, recurrent_dropout=recurrent_dropout,
-        classifier_activation=classifier_activation, name=name)
+    return _sequence_classifier("gru", **locals())
 
 
 @register(family="rnn", paper="Schuster & Paliwal 1997; Graves & Schmidhuber 2005",
@@ -227,23 +192,9 @@ def bilstm_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_dim=12
                       name="bilstm_classifier"):
     """Embedding + bidirectional LSTM text classifier over token ids.
 
-    Args:
-        input_shape: (sequence_length,) of int token ids, 0 = padding. Defaults to (200,).
-        vocab_size: token ids are in [0, vocab_size). Defaults to 20000.
-        embedding_dim: embedding width. Defaults to 128.
-        num_classes: number of classes. Defaults to 2.
-        units: LSTM units per direction. Defaults to 64.
-        num_layers: stacked bidirectional layers. Defaults to 1.
-        dropout: input dropout of each LSTM layer and before the head. Defaults to 0.
-        recurrent_dropout: dropout on the recurrent state. Defaults to 0.
-        classifier_activation: activation of the output layer. Defaults to "softmax".
-        name: model name. Defaults to "bilstm_classifier".
+    Args: as `rnn_classifier`, always bidirectional (`units` per direction).
     """
-    return _sequence_classifier(
-        "lstm", input_shape=input_shape, vocab_size=vocab_size, embedding_dim=embedding_dim,
-        num_classes=num_classes, units=units, num_layers=num_layers, bidirectional=True,
-        dropout=dropout, recurrent_dropout=recurrent_dropout,
-        classifier_activation=classifier_activation, name=name)
+    return _sequence_classifier("lstm", bidirectional=True, **locals())
 
 
 @register(family="rnn", paper="Hochreiter & Schmidhuber 1997, Long short-term memory",
@@ -266,10 +217,7 @@ def lstm_forecaster(*, input_shape=(48, 1), horizon=12, num_targets=1, units=64,
         recurrent_dropout: dropout on the recurrent state. Defaults to 0.
         name: model name. Defaults to "lstm_forecaster".
     """
-    return _sequence_forecaster(
-        "lstm", input_shape=input_shape, horizon=horizon, num_targets=num_targets, units=units,
-        num_layers=num_layers, bidirectional=bidirectional, dropout=dropout,
-        recurrent_dropout=recurrent_dropout, name=name)
+    return _sequence_forecaster("lstm", **locals())
 
 
 @register(family="rnn", paper="Cho et al. 2014, Learning phrase representations using RNN "
@@ -281,19 +229,6 @@ def gru_forecaster(*, input_shape=(48, 1), horizon=12, num_targets=1, units=64, 
                    name="gru_forecaster"):
     """GRU forecaster: a (lookback, features) window -> the next `horizon` steps.
 
-    Args:
-        input_shape: (lookback, features). Defaults to (48, 1).
-        horizon: number of future steps predicted. Defaults to 12.
-        num_targets: number of target series; the output is (horizon,) for one
-            target and (horizon, num_targets) otherwise. Defaults to 1.
-        units: GRU units per layer. Defaults to 64.
-        num_layers: stacked GRU layers. Defaults to 1.
-        bidirectional: read the window in both directions. Defaults to False.
-        dropout: input dropout of each GRU layer. Defaults to 0.
-        recurrent_dropout: dropout on the recurrent state. Defaults to 0.
-        name: model name. Defaults to "gru_forecaster".
+    Args: as `lstm_forecaster`.
     """
-    return _sequence_forecaster(
-        "gru", input_shape=input_shape, horizon=horizon, num_targets=num_targets, units=units,
-        num_layers=num_layers, bidirectional=bidirectional, dropout=dropout,
-        recurrent_dropout=recurrent_dropout, name=name)
+    return _sequence_forecaster("gru", **locals())

@@ -79,8 +79,34 @@ def reconstruction_nll(x, reconstruction, kind):
     return ops.sum(ops.square(x - reconstruction), axis=-1)
 
 
+class _PairModel(keras.Model):
+    """A model made of two networks plus plain arguments, with their config round trip.
+
+    Subclasses name their `__init__` arguments: `networks` (Keras models,
+    serialized as objects) and `arguments` (plain values), each stored as an
+    attribute of the same name.
+    """
+
+    networks = ()
+    arguments = ()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({name: keras.saving.serialize_keras_object(getattr(self, name))
+                       for name in self.networks})
+        config.update({name: getattr(self, name) for name in self.arguments})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for name in cls.networks:
+            config[name] = keras.saving.deserialize_keras_object(config[name])
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="zoo")
-class VAE(keras.Model):
+class VAE(_PairModel):
     """Variational autoencoder: `encoder` x -> (z_mean, z_log_var), `decoder` z -> x.
 
     Trained with `fit(x)` (or `fit((x, x))`) on the negative beta-ELBO
@@ -95,6 +121,9 @@ class VAE(keras.Model):
         reconstruction_loss: "bce" or "mse". Defaults to "bce".
         seed: seed of the sampler. Defaults to None.
     """
+
+    networks = ("encoder", "decoder")
+    arguments = ("beta", "reconstruction_loss", "seed")
 
     def __init__(self, encoder, decoder, beta=1.0, reconstruction_loss="bce", seed=None,
                  **kwargs):
@@ -168,27 +197,8 @@ class VAE(keras.Model):
         z = keras.random.normal((n, self.latent_dim), seed=seed)
         return self.decode(z)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update({
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "decoder": keras.saving.serialize_keras_object(self.decoder),
-            "beta": self.beta,
-            "reconstruction_loss": self.reconstruction_loss,
-            "seed": self.seed,
-        })
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
-        return cls(**config)
-
-
 @keras.saving.register_keras_serializable(package="zoo")
-class GAN(keras.Model):
+class GAN(_PairModel):
     """Generative adversarial network (Goodfellow et al. 2014) trained by `fit(images)`.
 
     `train_step` alternates one discriminator update (real vs generated
@@ -204,6 +214,9 @@ class GAN(keras.Model):
             (Salimans et al. 2016), in [0, 0.5). Defaults to 0.
         seed: seed of the latent noise. Defaults to None.
     """
+
+    networks = ("generator", "discriminator")
+    arguments = ("label_smoothing", "seed")
 
     def __init__(self, generator, discriminator, label_smoothing=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -332,24 +345,6 @@ class GAN(keras.Model):
         z = keras.random.normal((n, self.latent_dim), seed=seed)
         return self.generator(z, training=False)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update({
-            "generator": keras.saving.serialize_keras_object(self.generator),
-            "discriminator": keras.saving.serialize_keras_object(self.discriminator),
-            "label_smoothing": self.label_smoothing,
-            "seed": self.seed,
-        })
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
-        config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
-        return cls(**config)
-
-
 @keras.saving.register_keras_serializable(package="zoo")
 class ConditionalGAN(GAN):
     """Class-conditional GAN (Mirza & Osindero 2014): both players also see the label.
@@ -366,6 +361,8 @@ class ConditionalGAN(GAN):
         label_smoothing: see `GAN`. Defaults to 0.
         seed: seed of the latent noise. Defaults to None.
     """
+
+    arguments = ("num_classes", *GAN.arguments)
 
     def __init__(self, generator, discriminator, num_classes, label_smoothing=0.0, seed=None,
                  **kwargs):
@@ -415,10 +412,6 @@ class ConditionalGAN(GAN):
         z = keras.random.normal((n, self.latent_dim), seed=seed)
         return self.generator([z, labels], training=False)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update({"num_classes": self.num_classes})
-        return config
 
 
 def _dcgan_adam(learning_rate=2e-4):
