@@ -15,8 +15,10 @@ TensorFlow.
 
 from transfer.backbones import KERAS_BACKBONES, list_backbones, resolve  # noqa: F401
 
-_LAZY = {"finetune": "transfer.finetune", "METHODS": "transfer.finetune",
-         "FinetuneResult": "transfer.finetune", "load_backbone": "transfer.backbones"}
+# The function lives in transfer.finetuning (a submodule named `finetune` would
+# shadow the function once imported).
+_LAZY = {"finetune": "transfer.finetuning", "METHODS": "transfer.finetuning",
+         "FinetuneResult": "transfer.finetuning", "load_backbone": "transfer.backbones"}
 
 __all__ = ["KERAS_BACKBONES", "list_backbones", "resolve", "load_backbone", *_LAZY]
 

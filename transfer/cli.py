@@ -19,7 +19,7 @@ def _unfreeze(text):
 
 def add_arguments(parser):
     from transfer.backbones import IN_CHANNELS, KERAS_BACKBONES
-    from transfer.finetune import METHODS
+    from transfer.finetuning import METHODS
     from zoo.cli import add_training_arguments, positive_float, positive_int
 
     parser.add_argument("backbone", help="a zoo backbone (zoo list --backbones), keras:NAME ("
@@ -59,7 +59,7 @@ def run(args):
             preprocessing=args.preprocessing)
     options = training_options(args)
     epochs = options.pop("epochs") or 5
-    from transfer.finetune import finetune
+    from transfer.finetuning import finetune
     from zoo.training import print_summary
     result = finetune(
         args.backbone, method=args.method, weights=args.weights,
