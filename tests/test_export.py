@@ -67,10 +67,28 @@ def test_keras_and_tflite_formats(digits_lenet_run, tmp_path):
     interpreter.invoke()
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, digits_lenet_run.model.predict(x, verbose=0), atol=1e-4)
+    # The export itself verified the file in a fresh process and recorded it.
+    assert out["tflite"]["max_abs_diff"] <= 1e-5
+    card = json.loads(open(os.path.join(run_dir, "model_card.json")).read())
+    assert card["exports"]["tflite"]["max_abs_diff"] == out["tflite"]["max_abs_diff"]
+
+
+def test_onnx_export_is_verified_with_onnxruntime(digits_lenet_run, tmp_path):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    out = export.export_run(digits_lenet_run.run_dir, formats=("onnx",),
+                            out=str(tmp_path / "m.onnx"))
+    assert out["onnx"]["max_abs_diff"] <= 1e-5
+    import onnxruntime
+    session = onnxruntime.InferenceSession(out["onnx"]["path"],
+                                           providers=["CPUExecutionProvider"])
+    x = digits_lenet_run.bundle.take_inputs("test", 3)
+    (got,) = session.run(None, {session.get_inputs()[0].name: x})
+    np.testing.assert_allclose(got, digits_lenet_run.model.predict(x, verbose=0), atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"formats": ("onnx",)}, "format must be one of"),
+    ({"formats": ("pmml",)}, "format must be one of"),
     ({"formats": ()}, "at least one format"),
     ({"formats": ("keras", "tflite"), "out": "x"}, "exactly one format"),
 ])

@@ -5,7 +5,7 @@
     zoo train NAME [--data digits] [--epochs N] [--batch-size N] [--optimizer O]
                    [--lr X] [--schedule S] [--seed N] [--out DIR] [--strategy S] ...
     zoo evaluate RUN_DIR
-    zoo export RUN_DIR [--format saved_model keras tflite] [--out PATH] [--overwrite]
+    zoo export RUN_DIR [--format saved_model keras tflite onnx] [--out PATH] [--overwrite]
     zoo tune NAME ...       (tuning.cli)
     zoo finetune BACKBONE ...  (transfer.cli)
 
@@ -181,7 +181,8 @@ def build_parser():
     p = sub.add_parser("export", help="export a finished run for serving")
     p.add_argument("run_dir")
     p.add_argument("--format", nargs="+", default=["saved_model"],
-                   choices=("saved_model", "keras", "tflite"))
+                   choices=("saved_model", "keras", "tflite", "onnx"),
+                   help="onnx needs pip install 'zoo-keras[onnx]'")
     p.add_argument("--out", help="target path (one format only)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-verify", action="store_true", help="skip the fresh-process check")

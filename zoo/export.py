@@ -18,7 +18,8 @@ import numpy as np
 
 from zoo import checks, runs
 
-FORMATS = ("saved_model", "keras", "tflite")
+FORMATS = ("saved_model", "keras", "tflite", "onnx")
+ONNX_OPSET = 17
 SAMPLE_FILE = "export_inputs.npz"
 
 
@@ -133,29 +134,71 @@ def export_tflite(saved_model_dir, path, *, overwrite=False):
     return runs.atomic_write(path, write)
 
 
-# Runs in a fresh interpreter that imports only TensorFlow and NumPy, as a
-# serving process would; it refuses to run if this package got imported.
-# One process serves a whole list of jobs (TensorFlow starts once).
+def export_onnx(saved_model_dir, path, *, overwrite=False, opset=ONNX_OPSET):
+    """Convert a SavedModel's `serving_default` to ONNX with tf2onnx (the `[onnx]` extra).
+
+    tf2onnx's command line is its documented entry point for SavedModels;
+    it runs in its own process, and the file is moved into place only once
+    complete.
+    """
+    import importlib.util
+    if importlib.util.find_spec("tf2onnx") is None:
+        raise ValueError("format='onnx' needs tf2onnx and onnxruntime: "
+                         "pip install 'zoo-keras[onnx]'. Received: format='onnx'")
+    _check_target(path, overwrite)
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def convert(temporary):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        proc = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model",
+                               os.path.abspath(saved_model_dir), "--output", temporary,
+                               "--opset", str(opset), "--signature_def", "serving_default"],
+                              capture_output=True, text=True, env=env)
+        if proc.returncode != 0 or not os.path.exists(temporary):
+            raise ExportVerificationError(f"tf2onnx could not convert {saved_model_dir}:\n"
+                                          f"{proc.stderr[-3000:]}")
+    return runs.atomic_write(path, convert, suffix=".onnx")
+
+
+# Runs in a fresh interpreter, as a serving process would: SavedModels with
+# TensorFlow alone, TFLite files with TensorFlow's interpreter, ONNX files
+# with onnxruntime alone; it refuses to run if this package got imported.
+# One process serves a whole list of jobs (each runtime starts once).
 _VERIFY_SCRIPT = r"""
-import json, sys, numpy as np, tensorflow as tf
+import json, sys, warnings
+import numpy as np
+warnings.simplefilter("ignore")
 with open(sys.argv[1]) as f:
     jobs = json.load(f)
 for job in jobs:
-    loaded = tf.saved_model.load(job["path"])
-    fn = loaded.signatures[job["signature"]]
     with np.load(job["inputs"], allow_pickle=False) as f:
-        feeds = {k: tf.constant(f[k]) for k in f.files}
-    outputs = fn(**feeds)
-    np.savez(job["outputs"], **{k: v.numpy() for k, v in outputs.items()})
+        feeds = {k: f[k] for k in f.files}
+    if job["kind"] == "saved_model":
+        import tensorflow as tf
+        fn = tf.saved_model.load(job["path"]).signatures[job["signature"]]
+        outputs = {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in feeds.items()}).items()}
+    elif job["kind"] == "tflite":
+        import tensorflow as tf
+        runner = tf.lite.Interpreter(model_path=job["path"]).get_signature_runner(job["signature"])
+        outputs = dict(runner(**feeds))
+    else:
+        import onnxruntime
+        session = onnxruntime.InferenceSession(job["path"], providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        wanted = {i.name: feeds[i.name.split(":")[0]] for i in session.get_inputs()}
+        outputs = dict(zip([n.split(":")[0] for n in names], session.run(names, wanted)))
+    np.savez(job["outputs"], **{k: np.asarray(v) for k, v in outputs.items()})
 assert "zoo" not in sys.modules, "the serving process imported zoo"
 """
 
 
-def run_saved_models_fresh(jobs):
-    """Outputs of SavedModel signatures computed in ONE fresh TensorFlow-only process.
+def run_saved_models_fresh(jobs, kind="saved_model"):
+    """Outputs of exported models computed in ONE fresh process without this package.
 
     Args:
         jobs: list of (path, feeds dict, signature name).
+        kind: "saved_model", "tflite" or "onnx". Defaults to "saved_model".
 
     Returns:
         A list of {output name: array}, one per job.
@@ -167,7 +210,7 @@ def run_saved_models_fresh(jobs):
             np.savez(inputs_file, **feeds)
             manifest.append({"path": os.path.abspath(path), "inputs": inputs_file,
                              "outputs": os.path.join(tmp, f"outputs_{i}.npz"),
-                             "signature": signature})
+                             "signature": signature, "kind": kind})
         manifest_file = os.path.join(tmp, "jobs.json")
         with open(manifest_file, "w") as f:
             json.dump(manifest, f)
@@ -215,15 +258,20 @@ def _max_diff(path, expected, served, atol):
     return worst
 
 
-def verify_saved_models(items, *, atol=1e-5):
+def verify_saved_models(items, *, atol=1e-5, kind="saved_model"):
     """`verify_saved_model` for many (path, model, inputs) items in one fresh process.
+
+    Args:
+        items: list of (exported path, Keras model, inputs).
+        atol: largest allowed absolute difference. Defaults to 1e-5.
+        kind: "saved_model", "tflite" or "onnx". Defaults to "saved_model".
 
     Returns:
         The largest absolute difference of each item.
     """
     prepared = [(path, *_expected_and_feeds(model, inputs)) for path, model, inputs in items]
     served = run_saved_models_fresh([(path, feeds, "serving_default")
-                                     for path, _, feeds in prepared])
+                                     for path, _, feeds in prepared], kind=kind)
     return [_max_diff(path, expected, outputs, atol)
             for (path, expected, _), outputs in zip(prepared, served)]
 
@@ -280,7 +328,9 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
 
     Args:
         run_dir: the run directory.
-        formats: any of "saved_model", "keras", "tflite". Defaults to ("saved_model",).
+        formats: any of "saved_model", "keras", "tflite", "onnx" (every one but
+            "keras" verified against the Keras model in a fresh process).
+            Defaults to ("saved_model",).
         model: the trained model (loaded from model.keras when None).
         bundle: its `DataBundle`, to take sample inputs from (otherwise the
             run's export_inputs.npz). Defaults to None.
@@ -304,7 +354,8 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
         raise ValueError(f"out= needs exactly one format. Received: formats={formats!r}")
     targets = {"saved_model": os.path.join(run_dir, "saved_model"),
                "keras": os.path.join(run_dir, "export", "model.keras"),
-               "tflite": os.path.join(run_dir, "model.tflite")}
+               "tflite": os.path.join(run_dir, "model.tflite"),
+               "onnx": os.path.join(run_dir, "model.onnx")}
     if out is not None:
         targets[formats[0]] = os.path.abspath(out)
     for f in formats:
@@ -330,23 +381,30 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
     if os.path.exists(card_path):
         exports = runs.read_json(card_path).get("exports", {})
     signatures = (hooks or get_hooks(runs.spec_of(config))).export_signatures(model)
-    if "saved_model" in formats or "tflite" in formats:
+    if set(formats) & {"saved_model", "tflite", "onnx"}:
         saved = targets["saved_model"]
+        scratch = None
         if "saved_model" in formats or not os.path.isdir(saved):
-            if "saved_model" not in formats:
-                saved = tempfile.mkdtemp(prefix="zoo-saved-model-")
-                shutil.rmtree(saved)
+            if "saved_model" not in formats:  # a converter's input only
+                scratch = tempfile.mkdtemp(prefix="zoo-saved-model-")
+                saved = os.path.join(scratch, "saved_model")
             export_saved_model(model, saved, signatures=signatures, overwrite=True)
         entry = {"path": saved, "signatures": ["serving_default", *(
             k for k in (signatures or {}) if k != "serving_default")]}
-        if verify and samples is not None and (not signatures or
-                                               "serving_default" not in signatures):
+        checkable = verify and samples is not None and (not signatures or
+                                                        "serving_default" not in signatures)
+        if checkable:
             entry["max_abs_diff"] = verify_saved_model(saved, model, samples)
         if "saved_model" in formats:
             exports["saved_model"] = entry
-        if "tflite" in formats:
-            exports["tflite"] = {"path": export_tflite(saved, targets["tflite"],
-                                                       overwrite=overwrite)}
+        for fmt, convert in (("tflite", export_tflite), ("onnx", export_onnx)):
+            if fmt in formats:
+                exports[fmt] = {"path": convert(saved, targets[fmt], overwrite=overwrite)}
+                if checkable:
+                    exports[fmt]["max_abs_diff"] = verify_saved_models(
+                        [(exports[fmt]["path"], model, samples)], kind=fmt)[0]
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     if "keras" in formats:
         exports["keras"] = {"path": export_keras(model, targets["keras"], overwrite=overwrite)}
     write_model_card(run_dir, model, config, metrics, exports)
