@@ -123,7 +123,9 @@ def add_training_arguments(parser, *, recipe=True):
     parser.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                         help="XLA (default: on with a GPU, off on CPU)")
-    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
+                        help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 in "
+                             "a terminal, else 2)")
     group = parser.add_argument_group("data options (by task)")
     for option, help_text in _task_data_options().items():
         group.add_argument(f"--{option.replace('_', '-')}", dest=option, help=help_text,
@@ -136,7 +138,9 @@ def training_options(args):
                if getattr(args, k, None) is not None}
     kwargs = dict(data=args.data, seed=args.seed, strategy=args.strategy, classes=args.classes,
                   deterministic=args.deterministic, jit_compile=args.jit_compile,
-                  data_options=options or None, verbose=args.verbose)
+                  data_options=options or None,
+                  verbose=args.verbose if args.verbose is not None else (
+                      1 if sys.stdout.isatty() else 2))
     if hasattr(args, "epochs"):
         kwargs.update(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                       learning_rate=args.lr, schedule=args.schedule, loss=args.loss,
@@ -263,8 +267,34 @@ def cmd_train(args):
     result = train(args.name, run_dir=args.out, overwrite=args.overwrite,
                    model_kwargs=dict(args.arg), export=not args.no_export,
                    **training_options(args))
+    _explain_stop(result)
     print_summary(result)
     return 0
+
+
+def _explain_stop(result):
+    """Say why a run ended before its last epoch (early stopping, NaN loss)."""
+    history = result.history or {}
+    run = result.metrics.get("epochs_run")
+    try:
+        with open(os.path.join(result.run_dir, "config.json")) as f:
+            planned = json.load(f)["recipe"]["epochs"]
+    except (OSError, ValueError, KeyError):
+        return
+    if not run or run >= planned:
+        return
+    losses = history.get("loss") or []
+    if losses and (losses[-1] is None or losses[-1] != losses[-1]):
+        print(f"stopped at epoch {run}/{planned}: the loss became NaN (TerminateOnNaN)")
+        return
+    monitor = next((k for k in ("val_loss",) if history.get(k)), None)
+    if monitor:
+        values = [v for v in history[monitor] if v is not None]
+        best = min(values) if values else None
+        at = history[monitor].index(best) + 1 if best is not None else "?"
+        print(f"stopped early at epoch {run}/{planned}: {monitor} did not improve for "
+              f"{run - at} epochs after its best, {best:.4g} at epoch {at} (those weights "
+              f"were kept)")
 
 
 def cmd_evaluate(args):
@@ -292,7 +322,9 @@ COMMANDS = {"list": cmd_list, "info": cmd_info, "train": cmd_train, "evaluate": 
 
 def _quiet_tensorflow():
     """Keep TensorFlow's start-up log lines out of the CLI's output (before it loads)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3 also hides C++ "E0000" lines that successful runs print (grappler's
+    # remapper, oneDNN notes); real failures still surface as Python errors.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
