@@ -25,6 +25,7 @@ _LAZY = {
     "fit": "zoo.training",
     "evaluate_model": "zoo.training",
     "load_run": "zoo.runs",
+    "backbone_info": "zoo.registry",
 }
 
 __all__ = ["ModelSpec", "Recipe", "build", "get_spec", "list_models", "register",

@@ -10,8 +10,9 @@
     zoo finetune BACKBONE ...  (transfer.cli)
 
 `--help`, `list` and `info` never import TensorFlow.  A user error prints
-one line and exits 2 (1 when a dataset is missing); `--debug` shows the
-traceback instead.
+one line and exits 2 (a missing dataset, a bad argument, a damaged run);
+an internal error shows its traceback and exits 1; `--debug` shows the
+traceback of user errors too.
 """
 
 import argparse
@@ -24,8 +25,7 @@ import sys
 from zoo import checks
 from zoo.registry import LOSSES, OPTIMIZERS, SCHEDULES, TASKS
 
-EXIT_USAGE = 2
-EXIT_DATA = 1
+EXIT_USAGE = 2  # user errors (argparse uses 2 too); uncaught internal errors exit 1
 # Subcommands that live in their own packages: module with HELP,
 # add_arguments(parser) and run(args) -> exit code; imported without TensorFlow.
 PLUGINS = {"tune": "tuning.cli", "finetune": "transfer.cli"}
@@ -163,6 +163,8 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--details", action="store_true",
                    help="parameters, GMACs per image and measured accuracy (zoo/results.csv)")
+    p.add_argument("--backbones", action="store_true",
+                   help="every backbone `zoo finetune` takes: source, input size, preprocessing")
 
     p = sub.add_parser("info", help="show a model's spec")
     p.add_argument("name")
@@ -214,6 +216,20 @@ def _results_table():
 
 def cmd_list(args):
     from zoo.registry import get_spec, list_models
+    if args.backbones:
+        import fnmatch
+
+        from transfer import list_backbones
+        rows = [r for r in list_backbones() if fnmatch.fnmatchcase(r[0], args.pattern)
+                or fnmatch.fnmatchcase(r[0].partition(":")[2], args.pattern)]
+        if args.json:
+            print(json.dumps([dict(zip(("name", "source", "input_size", "preprocessing"), r))
+                              for r in rows], indent=2))
+            return 0
+        width = max((len(r[0]) for r in rows), default=0)
+        for name, source, size, pre in rows:
+            print(f"{name:<{width}}  {source:<18} {size:<18} {pre}")
+        return 0
     names = list_models(args.pattern, family=args.family, task=args.task)
     specs = [get_spec(n) for n in names]
     results = _results_table() if args.details else {}
@@ -355,10 +371,9 @@ def main(argv=None):
     except Exception as err:
         if args.debug or not _is_user_error(err):
             raise
-        from zoo.data import DataUnavailableError
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"zoo {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_DATA if isinstance(err, DataUnavailableError) else EXIT_USAGE
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ free of TensorFlow.
     cnn         LocalResponseNormalization (AlexNet)
     sequence    PositionalEmbedding, Denormalization, StandardizedError
     generative  GaussianSampler, VAE, GAN, ConditionalGAN
+    transfer    ImagePreprocessing, the layer-decay optimizers (fine-tuning)
 """
 
 from zoo.models.layers import cnn  # noqa: F401
 from zoo.models.layers import generative  # noqa: F401
 from zoo.models.layers import sequence  # noqa: F401
+from zoo.models.layers import transfer  # noqa: F401
