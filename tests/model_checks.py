@@ -39,6 +39,13 @@ def as_list(outputs):
     return [np.asarray(outputs)]
 
 
+def assert_same_outputs(expected, actual, atol=1e-5):
+    """Two lists of output arrays are equally long and equal within `atol`."""
+    assert len(expected) == len(actual), (len(expected), len(actual))
+    for i, (a, b) in enumerate(zip(expected, actual)):
+        np.testing.assert_allclose(a, b, atol=atol, rtol=atol, err_msg=f"output {i}")
+
+
 def random_feed(input_signature, rng, batch=2):
     """Random inputs matching a SavedModel endpoint's input signature."""
     feeds = []

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import zoo
-from model_checks import as_list, example_batch, random_feed
+from model_checks import as_list, assert_same_outputs, example_batch, random_feed
 
 NAMES = zoo.list_models()
 DEEP_LAYERS = 200
@@ -49,8 +49,7 @@ def test_model_contract(name, tmp_path, rng):
     path = tmp_path / f"{name}.keras"
     model.save(path)
     reloaded = keras.saving.load_model(path)
-    for a, b in zip(before, as_list(reloaded(x, training=False))):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert_same_outputs(before, as_list(reloaded(x, training=False)))
 
     if not spec.exportable:
         return
@@ -60,17 +59,19 @@ def test_model_contract(name, tmp_path, rng):
     assert "serving_default" in loaded.signatures
     if not signatures or "serving_default" not in signatures:
         arrays = x if isinstance(x, (list, tuple)) else [x]
+        names = input_names(model)
+        assert len(names) == len(arrays), (names, len(arrays))
         served = loaded.signatures["serving_default"](
-            **{n: tf.constant(a) for n, a in zip(input_names(model), arrays)})
-        for a, b in zip(before, [served[k].numpy() for k in
-                                 _output_order(model, default_signature)]):
-            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+            **{n: tf.constant(a) for n, a in zip(names, arrays)})
+        assert_same_outputs(before, [served[k].numpy() for k in
+                                     _output_order(model, default_signature)])
     for endpoint, (_, input_signature) in (signatures or {}).items():
         fn = loaded.signatures[endpoint]
         feeds = random_feed(input_signature, rng)
         arg_names = sorted(fn.structured_input_signature[1])
-        result = fn(**dict(zip(arg_names, feeds))) if len(feeds) == len(arg_names) else None
-        assert result is not None, f"endpoint {endpoint} takes {arg_names}"
+        assert len(feeds) == len(arg_names), f"endpoint {endpoint} takes {arg_names}"
+        result = fn(**dict(zip(arg_names, feeds)))
+        assert result, f"endpoint {endpoint} returned nothing"
         for value in result.values():
             if value.dtype.is_floating:
                 assert np.isfinite(value.numpy()).all()
@@ -95,9 +96,22 @@ def test_spec_schema(name):
     if spec.num_params is not None:
         assert zoo.build(name).count_params() == spec.num_params
     if spec.search_space is not None:
-        hp = keras_tuner.HyperParameters()
-        kwargs = spec.search_space(hp)
-        assert set(kwargs) <= set(spec.arguments)
-        for value in hp.values.values():
-            assert value is not None  # every hyperparameter has a default
+        kwargs, _ = spec.space_point(keras_tuner.HyperParameters())
         spec.build(**{**spec.test_kwargs, **kwargs, "input_shape": spec.test_input_shape})
+
+
+SPACES = [name for name in NAMES if zoo.get_spec(name).search_space is not None]
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_search_space_default_point_is_the_registered_model(name):
+    """A search starts from the model `zoo.build(name)` and `zoo train name` give."""
+    import keras_tuner
+
+    spec = zoo.get_spec(name)
+    kwargs, recipe = spec.space_point(keras_tuner.HyperParameters())
+    assert kwargs, "a search space declares at least one builder argument"
+    unknown = sorted(set(kwargs) - set(spec.arguments))
+    assert not unknown, f"the space sets arguments the builder does not take: {unknown}"
+    assert kwargs == {k: spec.arguments[k] for k in kwargs}
+    assert recipe == {k: getattr(spec.recipe, k) for k in recipe}

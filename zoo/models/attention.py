@@ -31,6 +31,10 @@ def _transformer_space(hp):
         "num_heads": hp.Choice("num_heads", [1, 2, 4, 8], default=4),
         "ff_dim": hp.Choice("ff_dim", [64, 128, 256], default=128),
         "dropout": hp.Float("dropout", 0.0, 0.3, step=0.1, default=0.1),
+        # The tuner's shared schedules plus the warm-up of Vaswani et al.
+        "recipe": {"schedule": hp.Choice(
+            "schedule", ["constant", "cosine", "warmup_cosine", "reduce_on_plateau"],
+            default="constant")},
     }
 
 
@@ -136,6 +140,7 @@ def _seq2seq_space(hp):
         "embedding_dim": hp.Choice("embedding_dim", [32, 64, 128], default=64),
         "cell": hp.Choice("cell", list(CELLS), default="lstm"),
         "attention": hp.Choice("attention", list(ATTENTIONS), default="bahdanau"),
+        "dropout": hp.Float("dropout", 0.0, 0.3, step=0.1, default=0.0),
     }
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from zoo import checks
 from zoo._lazy import keras
+from zoo.models.mlp import layer_sizes
 from zoo.registry import Recipe, register
 
 HOOKS = "zoo.tasks.generative:AutoencoderHooks"
@@ -43,11 +44,20 @@ def _assemble(inputs, encoder, decoder, noise_stddev, name):
     return keras.Model(inputs, outputs, name=name)
 
 
-def _space(hp):
+def _space(hp, latent_dim):
     return {
-        "latent_dim": hp.Choice("latent_dim", [8, 16, 32], default=16),
+        "latent_dim": hp.Choice("latent_dim", [8, 16, 32, 64], default=latent_dim),
         "noise_stddev": hp.Choice("noise_stddev", [0.0, 0.1, 0.2], default=0.0),
     }
+
+
+def _dense_space(hp):
+    return {**_space(hp, latent_dim=32),
+            "hidden_units": layer_sizes(hp, (256, 128), choices=(64, 128, 256, 512))}
+
+
+def _conv_space(hp):
+    return _space(hp, latent_dim=16)
 
 
 @register(family="autoencoder", task="autoencoder", input_policy="data",
@@ -55,7 +65,7 @@ def _space(hp):
           paper="Hinton & Salakhutdinov 2006; Vincent et al. 2008 (denoising)",
           params_note="28x28x1, hidden (256, 128), latent 32, mirrored decoder",
           recipe=Recipe(optimizer="adam", learning_rate=1e-3, epochs=30, loss="mse"),
-          search_space=_space, hooks=HOOKS,
+          search_space=_dense_space, hooks=HOOKS,
           test_kwargs={"latent_dim": 4, "hidden_units": (16,)})
 def dense_autoencoder(*, input_shape=(28, 28, 1), latent_dim=32, hidden_units=(256, 128),
                       activation="relu", noise_stddev=0.0, output_activation="sigmoid",
@@ -141,7 +151,7 @@ def check_filters(filters):
           paper="Masci et al. 2011, Stacked convolutional auto-encoders",
           params_note="28x28x1, filters (32, 64), latent 16",
           recipe=Recipe(optimizer="adam", learning_rate=1e-3, epochs=30, loss="mse"),
-          search_space=_space, hooks=HOOKS,
+          search_space=_conv_space, hooks=HOOKS,
           test_kwargs={"latent_dim": 4, "filters": (4, 8)})
 def conv_autoencoder(*, input_shape=(28, 28, 1), latent_dim=16, filters=(32, 64),
                      noise_stddev=0.0, output_activation="sigmoid", name="conv_autoencoder"):

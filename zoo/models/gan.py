@@ -181,20 +181,30 @@ def _space(hp):
     return {
         "latent_dim": hp.Choice("latent_dim", [32, 64, 100], default=100),
         "label_smoothing": hp.Choice("label_smoothing", [0.0, 0.1], default=0.0),
+        # GANHooks gives both players Radford et al.'s Adam(beta_1=0.5); the
+        # tuner's other optimizers would leave that recipe.
+        "recipe": {"optimizer": hp.Fixed("optimizer", "adam")},
     }
 
 
-@register(family="gan", task="generative", test_input_shape=(8, 8, 1),
-          min_input_shape=(4, 4, 1), num_params=923_586,
-          paper="Radford, Metz & Chintala 2015, Unsupervised representation learning with "
-                "deep convolutional GANs",
-          params_note="28x28x1, latent 100, generator (128, 64), discriminator (64, 128); "
-                      "generator and discriminator together",
-          recipe=Recipe(optimizer="adam", learning_rate=2e-4, epochs=30, batch_size=64,
-                        early_stopping_patience=None),
-          search_space=_space, hooks=HOOKS,
-          test_kwargs={"latent_dim": 4, "generator_filters": (8, 4),
-                       "discriminator_filters": (4, 8), "seed": 0})
+def _spec(num_params, paper, params_note, **kwargs):
+    return dict(family="gan", task="generative", test_input_shape=(8, 8, 1),
+                min_input_shape=(4, 4, 1), num_params=num_params, paper=paper,
+                params_note=params_note,
+                recipe=Recipe(optimizer="adam", learning_rate=2e-4, epochs=30, batch_size=64,
+                              early_stopping_patience=None),
+                search_space=_space, **kwargs)
+
+
+_TEST_KWARGS = {"latent_dim": 4, "generator_filters": (8, 4), "discriminator_filters": (4, 8),
+                "seed": 0}
+
+
+@register(**_spec(923_586, "Radford, Metz & Chintala 2015, Unsupervised representation "
+                           "learning with deep convolutional GANs",
+                  "28x28x1, latent 100, generator (128, 64), discriminator (64, 128); "
+                  "generator and discriminator together",
+                  hooks=HOOKS, test_kwargs=_TEST_KWARGS))
 def dcgan(*, input_shape=(28, 28, 1), latent_dim=100, generator_filters=(128, 64),
           discriminator_filters=(64, 128), label_smoothing=0.0, seed=None, name="dcgan"):
     """Deep convolutional GAN for images in [-1, 1].
@@ -211,23 +221,15 @@ def dcgan(*, input_shape=(28, 28, 1), latent_dim=100, generator_filters=(128, 64
         seed: seed of the latent noise. Defaults to None.
         name: model name. Defaults to "dcgan".
     """
-    return _dcgan(input_shape=input_shape, num_classes=None, latent_dim=latent_dim,
-                  generator_filters=generator_filters,
-                  discriminator_filters=discriminator_filters,
-                  label_smoothing=label_smoothing, seed=seed, name=name)
+    return _dcgan(num_classes=None, **locals())
 
 
-@register(family="gan", task="generative", test_input_shape=(8, 8, 1),
-          min_input_shape=(4, 4, 1), num_params=1_614_506,
-          paper="Mirza & Osindero 2014 (conditional GAN) on DCGAN, with the projection "
-                "discriminator of Miyato & Koyama 2018",
-          params_note="28x28x1, 10 classes, latent 100, generator (128, 64), discriminator "
-                      "(64, 128); generator and discriminator together",
-          recipe=Recipe(optimizer="adam", learning_rate=2e-4, epochs=30, batch_size=64,
-                        early_stopping_patience=None),
-          search_space=_space, hooks="zoo.tasks.generative:ConditionalGANHooks",
-          test_kwargs={"num_classes": 3, "latent_dim": 4, "generator_filters": (8, 4),
-                       "discriminator_filters": (4, 8), "seed": 0})
+@register(**_spec(1_614_506, "Mirza & Osindero 2014 (conditional GAN) on DCGAN, with the "
+                             "projection discriminator of Miyato & Koyama 2018",
+                  "28x28x1, 10 classes, latent 100, generator (128, 64), discriminator "
+                  "(64, 128); generator and discriminator together",
+                  hooks="zoo.tasks.generative:ConditionalGANHooks",
+                  test_kwargs={"num_classes": 3, **_TEST_KWARGS}))
 def conditional_dcgan(*, input_shape=(28, 28, 1), num_classes=10, latent_dim=100,
                       generator_filters=(128, 64), discriminator_filters=(64, 128),
                       label_smoothing=0.0, seed=None, name="conditional_dcgan"):
@@ -236,19 +238,8 @@ def conditional_dcgan(*, input_shape=(28, 28, 1), num_classes=10, latent_dim=100
     Trains on labeled images (`fit` on (images, labels)); calling the model
     on [images, labels] returns the discriminator's P(real | label).
 
-    Args:
-        input_shape: image shape; see `dcgan`. Defaults to (28, 28, 1).
-        num_classes: number of labels (integers 0..num_classes-1). Defaults to 10.
-        latent_dim: size of z. Defaults to 100.
-        generator_filters: see `dcgan_generator`. Defaults to (128, 64).
-        discriminator_filters: see `dcgan_discriminator`. Defaults to (64, 128).
-        label_smoothing: one-sided smoothing of real labels, in [0, 0.5).
-            Defaults to 0.
-        seed: seed of the latent noise. Defaults to None.
-        name: model name. Defaults to "conditional_dcgan".
+    Args: as `dcgan`, plus `num_classes`, the number of labels (integers
+    0..num_classes-1), which defaults to 10.
     """
     checks.positive_int("num_classes", num_classes)
-    return _dcgan(input_shape=input_shape, num_classes=num_classes, latent_dim=latent_dim,
-                  generator_filters=generator_filters,
-                  discriminator_filters=discriminator_filters,
-                  label_smoothing=label_smoothing, seed=seed, name=name)
+    return _dcgan(**locals())

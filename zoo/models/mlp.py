@@ -48,11 +48,25 @@ def _mlp(*, input_shape, outputs, head_activation, hidden_units, activation, dro
     return keras.Model(inputs, outputs_, name=name)
 
 
+def layer_sizes(hp, default, choices=(32, 64, 128, 256), max_layers=3):
+    """Tuned hidden sizes: "num_layers", then "units_1", "units_2", ... per layer.
+
+    Args:
+        hp: a `keras_tuner.HyperParameters`.
+        default: the builder's own sizes: the default point; layers beyond
+            them default to the last size.
+        choices: sizes a layer may take (must include the defaults).
+            Defaults to (32, 64, 128, 256).
+        max_layers: the most layers. Defaults to 3.
+    """
+    layers = hp.Int("num_layers", 1, max_layers, default=len(default))
+    return tuple(hp.Choice(f"units_{i}", list(choices), default=default[min(i, len(default)) - 1])
+                 for i in range(1, layers + 1))
+
+
 def _mlp_space(hp):
-    layers = hp.Int("num_layers", 1, 3, default=2)
-    units = hp.Choice("units", [32, 64, 128, 256], default=128)
     return {
-        "hidden_units": tuple(units for _ in range(layers)),
+        "hidden_units": layer_sizes(hp, (128, 64)),
         "activation": hp.Choice("activation", list(ACTIVATIONS), default="relu"),
         "dropout": hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.0),
         "batch_norm": hp.Boolean("batch_norm", default=False),
