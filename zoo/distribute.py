@@ -248,6 +248,34 @@ def get_strategy(strategy=None):
     return made
 
 
+# Families that cannot train under some strategies: (strategies, why).
+UNSUPPORTED = {
+    "gan": (("mirrored", "multi_worker", "tpu"),
+            "the generator's optimizer is built inside the first distributed step, which "
+            "tf.distribute refuses (Keras's own fit fails the same way)"),
+}
+
+
+def _strategy_name(strategy):
+    if strategy is None or isinstance(strategy, str):
+        return strategy or "default"
+    names = {"MirroredStrategy": "mirrored", "MultiWorkerMirroredStrategy": "multi_worker",
+             "CollectiveAllReduceStrategy": "multi_worker", "TPUStrategy": "tpu",
+             "OneDeviceStrategy": "one_device"}
+    return names.get(type(strategy).__name__, type(strategy).__name__)
+
+
+def check_family(family, strategy, *, model=None):
+    """Raise `ValueError` if models of `family` cannot train under `strategy`."""
+    refused, why = UNSUPPORTED.get(family, ((), ""))
+    name = _strategy_name(strategy)
+    if name in refused:
+        allowed = ", ".join(s for s in STRATEGIES if s not in refused)
+        raise ValueError(f"Model {model or family!r} (family {family}) cannot train under "
+                         f"strategy={name!r}: {why}. Strategies it supports: {allowed}. "
+                         f"Received: strategy={name!r}")
+
+
 def uses_custom_loop(strategy):
     """Whether `strategy` trains with `zoo.distributed_loop` instead of `model.fit`.
 

@@ -147,9 +147,11 @@ def _batch_size(dataset):
 
 def _build(model, strategy, dataset):
     """Create the model's, metrics' and optimizer's variables under the strategy, as `fit` does."""
-    batch = next(iter(dataset.take(1)))
+    # From the element spec, not a batch: iterating the data here would
+    # advance its seeded reshuffling (the epochs then see other orders than
+    # under `fit`).
     with strategy.scope():
-        model._symbolic_build(data_batch=batch)
+        model._symbolic_build(data_batch=dataset.element_spec)
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
 

@@ -240,7 +240,9 @@ def _is_keras_model(obj):
 
 def _check_recipe_overrides(*, epochs, batch_size, optimizer, learning_rate, schedule, loss,
                             weight_decay, augment):
-    if augment is not None and (isinstance(augment, (str, bytes)) or not all(
+    if isinstance(augment, str):
+        augment = (augment,)  # one name, not its letters
+    if augment is not None and (isinstance(augment, bytes) or not all(
             isinstance(a, str) for a in augment)):
         raise TypeError(f"augment must be a list of augmentation names. "
                         f"Received: augment={augment!r}")
@@ -261,7 +263,8 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
          recipe=None, seed=0, model_kwargs=None, data_options=None, classes=None,
          strategy=None, deterministic=False, jit_compile=None, mixed_precision=None,
          task="classification", base_model=None, config_extra=None, run_dir=None,
-         overwrite=False, validation_split=0.1, test_split=0.2):
+         overwrite=False, validation_split=0.1, test_split=0.2, per_replica_batch=None,
+         scale_lr=False):
     """Validate arguments, resolve the task hooks once, load the data once.
 
     Args:
@@ -287,6 +290,11 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
         run_dir: the run directory to check (nothing is written). Defaults to None.
         overwrite: allow replacing what `run_dir` holds. Defaults to False.
         validation_split / test_split: split fractions. Default to 0.1 / 0.2.
+        per_replica_batch: batch per replica; the global batch becomes this
+            times the strategy's replicas. Defaults to None (`batch_size` and
+            the recipe's batch size are the global batch, split evenly).
+        scale_lr: linear scaling rule: learning rate x global batch / the
+            recipe's batch size. Defaults to False.
 
     Returns:
         A `Plan`.
@@ -307,6 +315,7 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
         raise ValueError(f"Model '{spec.name}' is not trainable with `zoo.train`.")
     if recipe is not None and not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a zoo.Recipe. Received: {type(recipe).__name__}")
+    recipe_in = recipe
     recipe = (recipe or spec.recipe).replace(**_check_recipe_overrides(
         epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
         schedule=schedule, loss=loss, weight_decay=weight_decay, augment=augment))
@@ -332,6 +341,16 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
     if strategy is not None and isinstance(strategy, str):
         from zoo.distribute import STRATEGIES
         checks.choice("strategy", strategy, STRATEGIES)
+    from zoo.distribute import check_family
+    check_family(spec.family, strategy, model=spec.name)
+    per_replica_batch = checks.positive_int("per_replica_batch", per_replica_batch,
+                                            allow_none=True)
+    if per_replica_batch is not None and batch_size is not None:
+        raise ValueError(f"Pass either batch_size (the global batch) or per_replica_batch, not "
+                         f"both. Received: batch_size={batch_size}, "
+                         f"per_replica_batch={per_replica_batch}")
+    if not isinstance(scale_lr, bool):
+        raise TypeError(f"scale_lr must be True or False. Received: scale_lr={scale_lr!r}")
     if data_options is not None and not isinstance(data_options, dict):
         raise TypeError(f"data_options must be a dict. Received: {type(data_options).__name__}")
     config = runs.RunConfig(
@@ -352,8 +371,25 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
     # ---- TensorFlow from here on
     import keras
 
+    from zoo.distribute import batch_plan, get_strategy
     from zoo.tasks import get_hooks
 
+    # First, before any other TensorFlow op: a multi-worker strategy starts
+    # its server here. The batch is global: each replica gets global / replicas.
+    reference_batch = (recipe_in or spec.recipe).batch_size  # the batch the LR was set for
+    batches = batch_plan(batch_size=recipe.batch_size,
+                         replicas=get_strategy(strategy).num_replicas_in_sync,
+                         per_replica_batch=per_replica_batch, scale_lr=scale_lr,
+                         learning_rate=recipe.learning_rate, reference_batch=reference_batch)
+    # config.recipe keeps the recipe as asked (a resumed run compares it);
+    # what the replicas actually use is recorded beside it.
+    recipe = recipe.replace(batch_size=batches["global_batch_size"],
+                            learning_rate=batches["learning_rate"])
+    config.extra.update(global_batch_size=batches["global_batch_size"],
+                        per_replica_batch_size=batches["per_replica_batch_size"],
+                        replicas=batches["replicas"], effective_learning_rate=recipe.learning_rate,
+                        scale_lr=scale_lr, **({"lr_reference_batch_size": reference_batch}
+                                              if scale_lr else {}))
     keras.utils.set_random_seed(seed)
     if deterministic:
         import tensorflow as tf
@@ -464,19 +500,43 @@ def fit(p, model, *, run_dir=None, epochs=None, callbacks=None, resume=False, ve
         The Keras `History`.
     """
     from zoo.callbacks import standard_callbacks
+    from zoo.distribute import is_chief, uses_custom_loop
 
     recipe = recipe or p.recipe
     bundle = bundle or p.bundle
     epochs = checks.positive_int("epochs", epochs, allow_none=True) or recipe.epochs
+    strategy = model.distribute_strategy  # the one the model was built under
+    # Faithful resume: the training pipeline reshuffles from its seed once per
+    # iterator.  With steps_per_epoch given (the pipeline's own batch count),
+    # Keras makes exactly one training iterator per epoch, so epoch k sees the
+    # k-th order; creating (and dropping) one iterator per completed epoch puts
+    # a resumed run on the order the uninterrupted run would have used next.
+    steps = int(bundle.train.cardinality()) if hasattr(bundle.train, "cardinality") else -1
+    steps_per_epoch = steps if steps > 0 else None
+    if run_dir is not None and resume and steps_per_epoch:
+        for _ in range(runs.completed_epochs(run_dir)):
+            iter(bundle.train)
+    # Multi-worker: only the chief writes (checkpoints, backup, CSV, TensorBoard);
+    # every worker runs the in-memory callbacks on the same logs, so they agree.
+    if not is_chief(strategy):
+        run_dir, verbose = None, 0
     cbs = standard_callbacks(run_dir, monitor=p.hooks.monitor,
                              patience=recipe.early_stopping_patience, schedule=recipe.schedule,
                              backup_freq=backup_freq, resume=resume)
     if run_dir is not None:
         cbs += p.hooks.callbacks(model, bundle, run_dir)
     cbs += list(callbacks or [])
+    if uses_custom_loop(strategy):
+        # Keras 3 fit fails under MultiWorkerMirroredStrategy (keras-team/keras
+        # issue 20585) and TPUStrategy (issue 19448). Once fixed, switching
+        # back to fit is one line: `uses_custom_loop` returns False.
+        from zoo.distributed_loop import fit_loop
+        return fit_loop(model, bundle.train, validation_data=bundle.validation, epochs=epochs,
+                        callbacks=cbs, verbose=verbose, initial_epoch=initial_epoch)
     # The training pipeline shuffles itself (seeded), so fit must not.
     return model.fit(bundle.train, validation_data=bundle.validation, epochs=epochs,
-                     callbacks=cbs, verbose=verbose, shuffle=False, initial_epoch=initial_epoch)
+                     callbacks=cbs, verbose=verbose, shuffle=False, initial_epoch=initial_epoch,
+                     steps_per_epoch=steps_per_epoch)
 
 
 def evaluate_model(p, model, *, bundle=None):
@@ -502,6 +562,7 @@ def save_run(p, model, run_dir, metrics, *, export=True):
     runs.save_model(model, os.path.join(run_dir, runs.MODEL_FILE))
     plots.plot_curves(history, os.path.join(run_dir, "curves.png"))
     runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
+    runs.finish_run_dir(run_dir)
     if export and p.spec.exportable:
         from zoo.export import export_run
         export_run(run_dir, model=model, bundle=p.bundle, hooks=p.hooks, overwrite=True)
@@ -543,24 +604,45 @@ def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimiz
     name = model_or_name if isinstance(model_or_name, str) else \
         getattr(model_or_name, "name", "model")
     run_dir = os.path.abspath(run_dir or os.path.join("runs", str(name)))
-    p = plan(model_or_name, data, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-             learning_rate=learning_rate, schedule=schedule, loss=loss, seed=seed,
-             model_kwargs=model_kwargs, data_options=data_options, augment=augment,
-             classes=classes, strategy=strategy, deterministic=deterministic,
-             jit_compile=jit_compile, mixed_precision=mixed_precision, task=task,
-             run_dir=run_dir, overwrite=overwrite, **plan_options)
+    from zoo.distribute import get_strategy, is_chief, uses_custom_loop
+    # One process per run directory; a folder this call created and left
+    # empty (a bad argument found while planning) is removed again.
+    # Multi-worker: only the chief locks and writes the run directory.
+    created = runs.lock_run_dir(run_dir) if is_chief(strategy) else False
+    try:
+        p = plan(model_or_name, data, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                 learning_rate=learning_rate, schedule=schedule, loss=loss, seed=seed,
+                 model_kwargs=model_kwargs, data_options=data_options, augment=augment,
+                 classes=classes, strategy=strategy, deterministic=deterministic,
+                 jit_compile=jit_compile, mixed_precision=mixed_precision, task=task,
+                 run_dir=run_dir, overwrite=overwrite, **plan_options)
+        distribution = get_strategy(p.strategy)
+        with distribution.scope():
+            model = build_model(p)
+    except BaseException:
+        runs.unlock_run_dir(run_dir, remove_if_empty=created)
+        raise
 
-    from zoo.distribute import get_strategy
-    with get_strategy(p.strategy).scope():
-        model = build_model(p)
-
-    p.config.started = time.strftime("%Y-%m-%dT%H:%M:%S")
-    runs.claim_run_dir(run_dir, resumed=p.resumed)
-    runs.write_config(run_dir, p.config)
-    fit(p, model, run_dir=run_dir, callbacks=callbacks, resume=p.resumed, verbose=verbose,
-        backup_freq=backup_freq)
-    metrics = evaluate_model(p, model)
-    history, metrics = save_run(p, model, run_dir, metrics, export=export)
+    try:
+        chief = is_chief(distribution)
+        p.config.started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        if chief:
+            runs.claim_run_dir(run_dir, resumed=p.resumed)
+            runs.write_config(run_dir, p.config)
+        fitted = fit(p, model, run_dir=run_dir, callbacks=callbacks, resume=p.resumed,
+                     verbose=verbose, backup_freq=backup_freq)
+        if uses_custom_loop(distribution):
+            # evaluate/save/export fail under this strategy too (keras issue
+            # 20585): every worker goes on with its own local copy of the model.
+            from zoo.distributed_loop import local_model
+            model = local_model(model)
+        metrics = evaluate_model(p, model)
+        if chief:
+            history, metrics = save_run(p, model, run_dir, metrics, export=export)
+        else:
+            history = dict(fitted.history)
+    finally:
+        runs.unlock_run_dir(run_dir)
     return TrainResult(model=model, run_dir=run_dir, history=history, metrics=metrics,
                        bundle=p.bundle, spec=p.spec, resumed=p.resumed)
 
