@@ -351,6 +351,24 @@ def pipeline(x, y, *, batch_size, input_shape=None, shuffle=False, seed=0, augme
 GENERIC_OPTIONS = {"label_column": "CSV column holding the label (default: the last)"}
 
 
+def check_options(spec, options, allowed=None):
+    """A copy of the data `options`, refused if one is not in `allowed`.
+
+    Args:
+        spec: the `ModelSpec` (named in the message).
+        options: dict of data options, or None.
+        allowed: option names accepted (the generic ones and the task's
+            `data_options`); None accepts `GENERIC_OPTIONS`. Defaults to None.
+    """
+    options = dict(options or {})
+    allowed = set(GENERIC_OPTIONS if allowed is None else allowed)
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"Unknown data option(s) {unknown} for model '{spec.name}'. "
+                         f"Allowed: {sorted(allowed)}")
+    return options
+
+
 def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None,
          validation_split=0.1, test_split=0.2, augment=(), classes=None, options=None,
          one_hot=False, splits=None, allowed_options=None):
@@ -385,12 +403,7 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
     if isinstance(augment, str):
         raise TypeError(f"augment must be a list of augmentation names, not a string. "
                         f"Received: augment={augment!r}")
-    options = dict(options or {})
-    allowed = set(GENERIC_OPTIONS if allowed_options is None else allowed_options)
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ValueError(f"Unknown data option(s) {unknown} for model '{spec.name}'. "
-                         f"Allowed: {sorted(allowed)}")
+    options = check_options(spec, options, allowed_options)
     if augment:
         from zoo import augment as augment_module
         unknown_aug = [a for a in augment if a not in augment_module.AUGMENTATIONS]
