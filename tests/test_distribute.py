@@ -22,7 +22,6 @@ Tolerances (stated, measured on this CPU):
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -197,7 +196,7 @@ _MIRRORED = textwrap.dedent("""
     from zoo.distributed_loop import fit_loop
     out = {}
 
-    def run(strategy, loop, name="mlp", epochs=2, **kw):
+    def run(strategy, loop, name="mlp", epochs=1, **kw):
         p = training.plan(name, data="digits", epochs=epochs, seed=0, strategy=strategy, **kw)
         s = get_strategy(strategy)
         with s.scope():
