@@ -126,17 +126,58 @@ class _Steps:
             self._train = self._make(self.model.train_step, dataset.element_spec)
         return self._train
 
+    def train_from_iterator(self):
+        """A step that takes its batch from an iterator inside the graph, as `fit` does.
+
+        Saves the Python-side `next()` per step (about 15% of a small model's
+        step on CPU); used when the number of batches per epoch is known.
+        """
+        if getattr(self, "_train_iterator", None) is None:
+            strategy, step = self.strategy, self.model.train_step
+
+            def one_step(iterator):
+                outputs = strategy.run(step, args=(next(iterator),))
+                return tf.nest.map_structure(
+                    lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None),
+                    outputs)
+
+            self._train_iterator = tf.function(
+                one_step, reduce_retracing=True,
+                jit_compile=bool(getattr(self.model, "jit_compile", False))
+                and not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
+        return self._train_iterator
+
     def test(self, dataset):
         if self._test is None:
             self._test = self._make(self.model.test_step, dataset.element_spec)
         return self._test
 
 
-def _distribute(strategy, dataset):
+def _distribute(strategy, dataset, *, with_batches=False):
     if isinstance(strategy, tf.distribute.TPUStrategy):
         # TPUs need static shapes: drop the last partial global batch.
         dataset = dataset.rebatch(_batch_size(dataset), drop_remainder=True)
-    return strategy.experimental_distribute_dataset(dataset)
+    distributed = strategy.experimental_distribute_dataset(dataset)
+    if not with_batches:
+        return distributed
+    cardinality = int(dataset.cardinality())
+    return distributed, (cardinality if cardinality > 0 else None)
+
+
+def _epoch_steps(distributed, num_batches, from_batch, from_iterator):
+    """(step index, function running the step) for one pass over `distributed`.
+
+    With a known number of batches every worker takes exactly that many from
+    an iterator inside the step function (the distributed iterator hands a
+    replica without data an empty batch); otherwise batches come from Python.
+    """
+    if num_batches:
+        iterator = iter(distributed)
+        for step in range(num_batches):
+            yield step, lambda: from_iterator(iterator)
+    else:
+        for step, data in enumerate(distributed):
+            yield step, lambda data=data: from_batch(data)
 
 
 def _batch_size(dataset):
@@ -191,12 +232,12 @@ def fit_loop(model, x, *, validation_data=None, epochs=1, callbacks=None, verbos
     """
     strategy = strategy or _strategy_of(model)
     _build(model, strategy, x)
-    distributed = _distribute(strategy, x)
+    distributed, num_batches = _distribute(strategy, x, with_batches=True)
     steps_fns = getattr(model, "_zoo_steps", None)
     if steps_fns is None or steps_fns.strategy is not strategy:
         steps_fns = model._zoo_steps = _Steps(model, strategy)
     train_step = steps_fns.train(distributed)
-    num_batches = int(x.cardinality()) if int(x.cardinality()) > 0 else None
+    train_from_iterator = steps_fns.train_from_iterator()
     callbacks = keras.callbacks.CallbackList(
         list(callbacks or []), add_history=True, add_progbar=verbose != 0, verbose=verbose,
         epochs=epochs, steps=num_batches, model=model)
@@ -212,9 +253,10 @@ def fit_loop(model, x, *, validation_data=None, epochs=1, callbacks=None, verbos
     for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         callbacks.on_epoch_begin(epoch)
-        for step, data in enumerate(distributed):
+        for step, run_step in _epoch_steps(distributed, num_batches, train_step,
+                                           train_from_iterator):
             callbacks.on_train_batch_begin(step)
-            logs = train_step(data)
+            logs = run_step()
             callbacks.on_train_batch_end(step, logs)
             # Batch logs are equal on every worker, so this decision is too.
             if model.stop_training:
