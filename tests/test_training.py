@@ -141,11 +141,7 @@ OPTIMIZER_CLASSES = {
 }
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(
-        strict=True, reason="zoo.training.make_optimizer does not pass momentum to RMSprop, "
-                            "though Recipe documents momentum for rmsprop"))
-    if name == "rmsprop" else name for name in OPTIMIZERS])
+@pytest.mark.parametrize("name", OPTIMIZERS)
 def test_optimizers_by_name(name):
     assert set(OPTIMIZER_CLASSES) == set(OPTIMIZERS)
     kind, momentum, nesterov = OPTIMIZER_CLASSES[name]

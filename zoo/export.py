@@ -20,7 +20,7 @@ from zoo import checks, runs
 
 FORMATS = ("saved_model", "keras", "tflite", "onnx")
 ONNX_OPSET = 17
-SAMPLE_FILE = "export_inputs.npz"
+SAMPLE_FILE = runs.SAMPLE_FILE
 
 
 class ExportVerificationError(AssertionError):
@@ -323,7 +323,7 @@ def write_model_card(run_dir, model, config, metrics, exports):
 
 
 def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, hooks=None,
-               out=None, overwrite=False, verify=True):
+               out=None, overwrite=False, verify=True, metrics=None):
     """Export a finished run: artifacts, verification and model_card.json.
 
     Args:
@@ -335,6 +335,8 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
         bundle: its `DataBundle`, to take sample inputs from (otherwise the
             run's export_inputs.npz). Defaults to None.
         hooks: the run's task hooks (resolved from config.json when None).
+        metrics: the run's metrics for the model card (read from metrics.json
+            when None; training passes them before it writes that file).
         out: target for a single format (default: inside `run_dir`). Defaults to None.
         overwrite: replace existing exports. Defaults to False.
         verify: check the SavedModel in a fresh process. Defaults to True.
@@ -365,7 +367,8 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
     else:
         config = runs.read_config(run_dir)
     metrics_path = os.path.join(run_dir, runs.METRICS_FILE)
-    metrics = runs.read_json(metrics_path) if os.path.exists(metrics_path) else {}
+    if metrics is None:
+        metrics = runs.read_json(metrics_path) if os.path.exists(metrics_path) else {}
 
     sample_path = os.path.join(run_dir, SAMPLE_FILE)
     samples = None
@@ -408,4 +411,9 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
     if "keras" in formats:
         exports["keras"] = {"path": export_keras(model, targets["keras"], overwrite=overwrite)}
     write_model_card(run_dir, model, config, metrics, exports)
+    # What an export killed mid-way left behind (the run directory is locked
+    # while training, and an export replaces its target only once complete).
+    for name in os.listdir(run_dir):
+        if name.startswith(".partial-"):
+            shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
     return exports

@@ -33,6 +33,7 @@ MODEL_FILE = "model.keras"
 CARD_FILE = "model_card.json"
 BACKUP_DIR = "backup"
 LOCK_FILE = ".lock"
+SAMPLE_FILE = "export_inputs.npz"
 # What must match for an interrupted run to resume with a new call.
 RESUME_KEYS = ("model", "data", "model_kwargs", "recipe", "seed", "data_options", "classes")
 
@@ -324,6 +325,17 @@ def claim_run_dir(run_dir, *, resumed):
             else:
                 os.remove(path)
     os.makedirs(run_dir, exist_ok=True)
+
+
+def completed_epochs(run_dir):
+    """Epochs an interrupted run's backup holds (Keras BackupAndRestore metadata), or 0."""
+    path = os.path.join(run_dir, BACKUP_DIR, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    try:
+        return int(read_json(path).get("epoch", 0))
+    except (RunError, TypeError, ValueError):
+        return 0
 
 
 def finish_run_dir(run_dir):

@@ -63,7 +63,7 @@ def make_optimizer(name, learning_rate, *, momentum=0.9, weight_decay=0.0):
     if name == "adamw":
         return opt.AdamW(learning_rate, weight_decay=weight_decay or 0.004)
     if name == "rmsprop":
-        return opt.RMSprop(learning_rate, weight_decay=wd)
+        return opt.RMSprop(learning_rate, momentum=momentum, weight_decay=wd)
     if name == "adagrad":
         return opt.Adagrad(learning_rate, weight_decay=wd)
     return opt.Adadelta(learning_rate, weight_decay=wd)
@@ -216,12 +216,8 @@ def load_data(spec, data="digits", *, hooks=None, options=None, splits=None, **k
 
     spec = get_spec(spec) if isinstance(spec, str) else spec
     hooks = hooks or get_hooks(spec)
-    options = dict(options or {})
     allowed = {*zdata.GENERIC_OPTIONS, *hooks.data_options}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ValueError(f"Unknown data option(s) {unknown} for model '{spec.name}'. "
-                         f"Allowed: {sorted(allowed)}")
+    options = zdata.check_options(spec, options, allowed)
     if splits is None and data is not None:
         zdata._check_data_argument(data)
         # Tasks that read their own sources (text, time series) also split them.
@@ -552,20 +548,29 @@ def evaluate_model(p, model, *, bundle=None):
 
 
 def save_run(p, model, run_dir, metrics, *, export=True):
-    """Finish a run directory: model.keras, curves, metrics.json (last), then the export.
+    """Finish a run directory: model.keras, curves, the export, then metrics.json.
 
     metrics.json marks the run finished, so it is written only once the model
-    it describes is safely on disk.
+    and every artifact are safely on disk; the backup goes after it.  A kill
+    at any point leaves a run that the same command resumes.
     """
     history = runs.read_history(os.path.join(run_dir, runs.HISTORY_FILE))
     metrics = dict(metrics, epochs_run=len(history.get("epoch", [])))
     runs.save_model(model, os.path.join(run_dir, runs.MODEL_FILE))
     plots.plot_curves(history, os.path.join(run_dir, "curves.png"))
-    runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
-    runs.finish_run_dir(run_dir)
+    if len(getattr(model, "inputs", None) or ()) == 1:
+        # Test inputs exactly as the model receives them: a later `zoo export`
+        # verifies its artifacts on these without reloading the data.
+        import numpy as np
+        samples = p.bundle.take_inputs("test", 8)
+        runs.atomic_write(os.path.join(run_dir, runs.SAMPLE_FILE),
+                          lambda tmp: np.savez(tmp, inputs=samples), suffix=".npz")
     if export and p.spec.exportable:
         from zoo.export import export_run
-        export_run(run_dir, model=model, bundle=p.bundle, hooks=p.hooks, overwrite=True)
+        export_run(run_dir, model=model, bundle=p.bundle, hooks=p.hooks, overwrite=True,
+                   metrics=metrics)
+    runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
+    runs.finish_run_dir(run_dir)
     return history, metrics
 
 

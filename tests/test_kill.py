@@ -1,0 +1,144 @@
+"""kill -9 at every point of a run, then the same command: the run finishes intact.
+
+Each case trains `mlp` on digits in a subprocess that SIGKILLs itself at one
+point (a callback or a patched step, test-side only), then runs the same
+call again.  Every rerun must finish, and since every kill lands at or after
+an epoch boundary or before the first backup, its final weights must equal
+the uninterrupted run's (same seed, deterministic ops, the data order
+restored per epoch).  One last process reloads, evaluates and exports every
+run.  Plus: two processes on one run directory -- the second is refused and
+the first finishes intact.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+TRAIN = textwrap.dedent("""
+    import os, signal, sys
+    import keras, numpy as np
+    import zoo
+    from zoo import export, runs, training
+
+    run_dir, kill_at = sys.argv[1], sys.argv[2]
+
+    def die(*_, **__):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    class Killer(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if kill_at == "during_epoch_1" and batch == 2:
+                die()
+        def on_epoch_end(self, epoch, logs=None):
+            if kill_at == "epoch_boundary" and epoch == 1:
+                die()
+
+    if kill_at == "after_fit":
+        training.evaluate_model = die
+    if kill_at == "before_marker":
+        write_json = runs.write_json
+        runs.write_json = lambda path, obj: die() if path.endswith("metrics.json") else \\
+            write_json(path, obj)
+    if kill_at == "during_export":
+        export.export_saved_model = die
+    result = zoo.train("mlp", data="digits", epochs=4, seed=1, deterministic=True,
+                       run_dir=run_dir, verbose=0, export=kill_at == "during_export",
+                       callbacks=[Killer()], model_kwargs={"hidden_units": (16,)})
+    np.savez(run_dir + ".weights.npz", *result.model.get_weights())
+""")
+
+POINTS = ("during_epoch_1", "epoch_boundary", "after_fit", "before_marker", "during_export")
+
+
+def _spawn(run_dir, kill_at):
+    return subprocess.Popen([sys.executable, "-c", TRAIN, run_dir, kill_at],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait(proc):
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, err
+
+
+def test_a_kill_at_any_point_then_the_same_command_finishes_with_the_same_weights(tmp_path):
+    import numpy as np
+
+    reference = str(tmp_path / "reference")
+    runs_ = {point: str(tmp_path / point) for point in POINTS}
+    # All at once: processes, not epochs, are the cost here.
+    procs = [_spawn(reference, "never")] + [_spawn(d, p) for p, d in runs_.items()]
+    codes = [_wait(p) for p in procs]
+    assert codes[0][0] == 0, codes[0][1][-3000:]
+    for (code, err), point in zip(codes[1:], POINTS):
+        assert code == -9, (point, err[-2000:])
+        assert not os.path.exists(os.path.join(runs_[point], "metrics.json")), point
+    # The same command again: each resumes (or restarts, before any backup) and finishes.
+    reruns = [_spawn(d, "never") for d in runs_.values()]
+    for proc, point in zip(reruns, POINTS):
+        code, err = _wait(proc)
+        assert code == 0, (point, err[-3000:])
+    with np.load(reference + ".weights.npz") as f:
+        expected = [f[k] for k in f.files]
+    for point, run_dir in runs_.items():
+        assert os.path.exists(os.path.join(run_dir, "metrics.json")), point
+        assert not os.path.exists(os.path.join(run_dir, "backup")), point
+        with np.load(run_dir + ".weights.npz") as f:
+            got = [f[k] for k in f.files]
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b, err_msg=point)
+        history = open(os.path.join(run_dir, "history.csv")).read().splitlines()
+        assert len(history) == 1 + 4, (point, history)  # header + one row per epoch, no repeats
+    # Every rerun evaluates and exports in a fresh process.
+    check = textwrap.dedent("""
+        import json, sys
+        import zoo
+        from zoo.export import export_run
+        out = {}
+        for run_dir in sys.argv[1:]:
+            exports = export_run(run_dir, overwrite=True)
+            out[run_dir] = [zoo.evaluate(run_dir)["test_accuracy"],
+                            exports["saved_model"]["max_abs_diff"]]
+        print(json.dumps(out))
+    """)
+    proc = subprocess.run([sys.executable, "-c", check, *runs_.values()], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for run_dir, (accuracy, diff) in json.loads(proc.stdout.splitlines()[-1]).items():
+        assert accuracy > 0.5 and diff <= 1e-5, run_dir
+    for run_dir in runs_.values():
+        leftovers = [n for n in os.listdir(run_dir) if ".partial" in n]
+        assert not leftovers, (run_dir, leftovers)
+
+
+def test_two_processes_on_one_run_directory(tmp_path):
+    """The second is refused at once naming the first's process; the first finishes intact."""
+    run_dir = str(tmp_path / "run")
+    slow = textwrap.dedent("""
+        import sys, time, keras, zoo
+        class Slow(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 0:
+                    open(sys.argv[1] + ".started", "w").close()
+                    time.sleep(4)
+        zoo.train("mlp", data="digits", epochs=2, run_dir=sys.argv[1], verbose=0,
+                  export=False, callbacks=[Slow()])
+    """)
+    first = subprocess.Popen([sys.executable, "-c", slow, run_dir], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    import time
+    deadline = time.time() + 300
+    while not os.path.exists(run_dir + ".started") and first.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.2)
+    from zoo import cli
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli", "train", "mlp", "--epochs", "1",
+                           "--out", run_dir, "--overwrite"], capture_output=True, text=True)
+    code, err = _wait(first)
+    assert code == 0, err[-3000:]
+    assert proc.returncode == cli.EXIT_USAGE
+    assert "in use by process" in proc.stderr and "Traceback" not in proc.stderr
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    assert metrics["epochs_run"] == 2
