@@ -137,3 +137,19 @@ def test_generative_run_trains_exports_and_evaluates_in_separate_processes(tmp_p
 def test_no_command_prints_help(capsys):
     assert cli.main([]) == 2
     assert "usage: zoo" in capsys.readouterr().out
+
+
+def test_a_diverging_run_ends_failed_not_finished(tmp_path, capsys):
+    """--lr 1e30: one line, exit 2, metrics.json valid JSON marking the run failed."""
+    run_dir = tmp_path / "nan"
+    code, out = _run(["train", "mlp", "--lr", "1e30", "--epochs", "3", "--out", str(run_dir),
+                      "--verbose", "0"], capsys)
+    assert code == 2 and "Training diverged" in out.err and "Traceback" not in out.err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "nan" in metrics["reason"]
+    assert not (run_dir / "model.keras").exists() and not (run_dir / "backup").exists()
+    code, out = _run(["evaluate", str(run_dir)], capsys)
+    assert code == 2 and "failed run" in out.err
+    code, out = _run(["train", "mlp", "--lr", "1e30", "--epochs", "3", "--out", str(run_dir)],
+                     capsys)
+    assert code == 2 and "failed run" in out.err

@@ -206,6 +206,15 @@ def is_finished(run_dir):
     return os.path.exists(os.path.join(run_dir, METRICS_FILE))
 
 
+def _failed(run_dir):
+    """The reason a finished run failed (its metrics.json says so), or None."""
+    try:
+        metrics = read_json(os.path.join(run_dir, METRICS_FILE))
+    except RunError:
+        return None
+    return metrics.get("reason") or "failed" if metrics.get("status") == "failed" else None
+
+
 def _contents(run_dir):
     return [name for name in os.listdir(run_dir) if name != LOCK_FILE]
 
@@ -293,6 +302,9 @@ def check_run_dir(run_dir, config, *, overwrite=False):
                        f"empty or new folder. Received: run_dir={run_dir!r}")
     if overwrite:
         return False
+    if is_finished(run_dir) and _failed(run_dir):
+        raise RunError(f"run_dir holds a failed run ({_failed(run_dir)}); pass overwrite=True "
+                       f"(--overwrite) to train it again. Received: run_dir={run_dir!r}")
     if is_finished(run_dir):
         raise RunError(f"run_dir already holds a finished run; pass overwrite=True "
                        f"(--overwrite) to replace it or choose another run_dir. Received: "
@@ -380,6 +392,9 @@ def load_run(run_dir):
         raise RunError(f"run_dir holds no finished run (it does not exist or is not a directory). "
                        f"Received: run_dir={run_dir!r}")
     path = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.exists(path) and _failed(run_dir):
+        raise RunError(f"run_dir holds a failed run ({_failed(run_dir)}); its last good model "
+                       f"is checkpoints/best.keras. Received: run_dir={run_dir!r}")
     if not os.path.exists(path):
         raise RunError(f"run_dir holds no finished run (no {MODEL_FILE}). "
                        f"Received: run_dir={run_dir!r}")

@@ -20,6 +20,7 @@ new run is ready to start (`zoo.runs` owns the directory and its files).
 
 import dataclasses
 import inspect
+import math
 import numbers
 import os
 import sys
@@ -574,6 +575,34 @@ def save_run(p, model, run_dir, metrics, *, export=True):
     return history, metrics
 
 
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: the run is marked failed, not finished."""
+
+
+def _refuse_diverged(p, fitted, run_dir):
+    """Mark a run whose loss blew up as failed (metrics.json status) and raise.
+
+    `TerminateOnNaN` stopped it; its weights are not saved as the run's model
+    and nothing is exported, while checkpoints/best.keras keeps the last good
+    epoch's model.
+    """
+    losses = list((getattr(fitted, "history", None) or {}).get("loss", []))
+    if not losses or (losses[-1] is not None and math.isfinite(losses[-1])):
+        return
+    epoch = len(losses) + (runs.completed_epochs(run_dir) if run_dir else 0)
+    reason = f"the training loss became {losses[-1]} in epoch {epoch}"
+    if run_dir is not None:
+        runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), {
+            "status": "failed", "reason": reason, "epochs_run": epoch,
+            "best_checkpoint": os.path.join(run_dir, "checkpoints", "best.keras")})
+        runs.finish_run_dir(run_dir)
+    raise TrainingDiverged(
+        f"Training diverged: {reason}; the run is marked failed (metrics.json) and "
+        f"checkpoints/best.keras keeps the last good model. Lower the learning rate "
+        f"(received learning_rate={p.recipe.learning_rate}) and run again with "
+        f"overwrite=True (--overwrite). Received: run_dir={run_dir!r}")
+
+
 def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimizer=None,
           learning_rate=None, schedule=None, loss=None, seed=0, run_dir=None, strategy=None,
           overwrite=False, model_kwargs=None, data_options=None, augment=None, classes=None,
@@ -636,6 +665,7 @@ def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimiz
             runs.write_config(run_dir, p.config)
         fitted = fit(p, model, run_dir=run_dir, callbacks=callbacks, resume=p.resumed,
                      verbose=verbose, backup_freq=backup_freq)
+        _refuse_diverged(p, fitted, run_dir if chief else None)
         if uses_custom_loop(distribution):
             # evaluate/save/export fail under this strategy too (keras issue
             # 20585): every worker goes on with its own local copy of the model.
