@@ -33,16 +33,28 @@ from zoo import checks
 from zoo.readers import DataUnavailableError, read_feature_csv, read_tfds
 from zoo.splits import ArraySplits, make_splits
 
+FASHION_MNIST_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
+                       "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
+# What Keras 3.15's loaders read from their cache, relative to
+# <KERAS_HOME>/datasets (`keras.utils.get_file`'s naming), and what to put there.
 KERAS_DATASETS = {
-    "mnist": "mnist.npz",
-    "fashion_mnist": "fashion-mnist",
-    "cifar10": "cifar-10-batches-py",
-    "cifar100": "cifar-100-python",
+    "mnist": (("mnist.npz",), "mnist.npz"),
+    "fashion_mnist": (tuple(f"fashion-mnist/{f}" for f in FASHION_MNIST_FILES),
+                      "the four gzipped IDX files of Fashion-MNIST"),
+    "cifar10": (("cifar-10-batches-py-target_archive",),
+                "cifar-10-python.tar.gz, renamed to that name"),
+    "cifar100": (("cifar-100-python-target_archive",),
+                 "cifar-100-python.tar.gz, renamed to that name"),
 }
 NAMED_SOURCES = ("digits", *KERAS_DATASETS)
 PREFIXES = ("tfds", "folder", "npz", "csv", "fashion_mnist")
-FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",
-                      os.path.expanduser("~/.keras/datasets/fashion-mnist"))
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+
+
+def keras_datasets_dir():
+    """Where Keras caches datasets: $KERAS_HOME/datasets (default ~/.keras/datasets)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, "datasets")
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
@@ -153,28 +165,71 @@ def _load_idx_folder(folder):
 
 def _load_keras_dataset(name):
     if name == "fashion_mnist":
-        for folder in FASHION_MNIST_DIRS:
+        folders = (*FASHION_MNIST_DIRS, os.path.join(keras_datasets_dir(), "fashion-mnist"))
+        for folder in folders:
             if os.path.isdir(folder) and _idx_file(folder, "train-images-idx3-ubyte"):
                 train, test = _load_idx_folder(folder)
                 return train, test, FASHION_MNIST_CLASSES
-    cache = os.path.join(os.path.expanduser("~/.keras/datasets"), KERAS_DATASETS[name])
-    place = (f"Place the file Keras downloads at {cache}"
-             + (" (or the IDX files of Fashion-MNIST in /usr/share/datasets/fashion-mnist/, "
-                "e.g. `apt-get install dataset-fashion-mnist`)" if name == "fashion_mnist" else "")
-             + " or pass data='npz:PATH'.")
-    if _offline() and not os.path.exists(cache):
-        raise DataUnavailableError(f"Dataset {name!r} is not cached and ZOO_OFFLINE is set. {place}")
-    import keras
-    loader = getattr(keras.datasets, name)
-    try:
-        (x_train, y_train), (x_test, y_test) = loader.load_data()
-    except Exception as err:  # urllib/keras raise bare Exception on a failed fetch
-        raise DataUnavailableError(f"Could not load dataset {name!r}: {err}. {place}") from err
+    relative, what = KERAS_DATASETS[name]
+    root = keras_datasets_dir()
+    paths = [os.path.join(root, r) for r in relative]
+    where = paths[0] if len(paths) == 1 else os.path.dirname(paths[0]) + os.sep
+    place = (f"Place {what} at {where}"
+             + (" (or the IDX files in /usr/share/datasets/fashion-mnist/: "
+                "`apt-get install dataset-fashion-mnist`)" if name == "fashion_mnist" else "")
+             + ", or pass data='npz:PATH'.")
+    cached = all(os.path.exists(p) for p in paths)
+    if _offline():
+        if not cached:
+            raise DataUnavailableError(f"Dataset {name!r} is not cached and ZOO_OFFLINE is set. "
+                                       f"{place}")
+        # Read the cache ourselves: Keras's loader re-downloads a file whose
+        # hash it does not recognise, and ZOO_OFFLINE means never the network.
+        (x_train, y_train), (x_test, y_test) = _read_keras_cache(name, paths)
+    else:
+        import keras
+        loader = getattr(keras.datasets, name)
+        try:
+            (x_train, y_train), (x_test, y_test) = loader.load_data()
+        except Exception as err:  # urllib/keras raise bare Exception on a failed fetch
+            raise DataUnavailableError(f"Could not load dataset {name!r}: {err}. {place}") \
+                from err
     if x_train.ndim == 3:
         x_train, x_test = x_train[..., None], x_test[..., None]
     class_names = CIFAR10_CLASSES if name == "cifar10" else None
-    return ((x_train, y_train.reshape(-1).astype("int32")),
-            (x_test, y_test.reshape(-1).astype("int32")), class_names)
+    return ((x_train, np.asarray(y_train).reshape(-1).astype("int32")),
+            (x_test, np.asarray(y_test).reshape(-1).astype("int32")), class_names)
+
+
+def _read_keras_cache(name, paths):
+    """((x_train, y_train), (x_test, y_test)) from the files Keras caches, without Keras's loader."""
+    try:
+        if name == "mnist":
+            with np.load(paths[0], allow_pickle=False) as f:
+                return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+        if name == "fashion_mnist":
+            return _load_idx_folder(os.path.dirname(paths[0]))
+        import tarfile
+
+        from keras.src.datasets.cifar import load_batch  # Keras's restricted unpickler
+        target = paths[0][:-len("_archive")]
+        inner = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+        if not os.path.isdir(os.path.join(target, inner)):
+            with tarfile.open(paths[0]) as archive:
+                archive.extractall(target, filter="data")
+        folder = os.path.join(target, inner)
+
+        def batch(file, key):
+            x, y = load_batch(os.path.join(folder, file), label_key=key)
+            return x.transpose(0, 2, 3, 1), np.asarray(y)
+        if name == "cifar10":
+            parts = [batch(f"data_batch_{i}", "labels") for i in range(1, 6)]
+            train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+            return train, batch("test_batch", "labels")
+        return batch("train", "fine_labels"), batch("test", "fine_labels")
+    except (OSError, KeyError, ValueError, EOFError) as err:
+        raise DataUnavailableError(f"The cached files of dataset {name!r} cannot be read "
+                                   f"({err}): {', '.join(paths)}") from None
 
 
 def _load_tfds(name):
