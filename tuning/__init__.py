@@ -1,3 +1,47 @@
-"""KerasTuner search over any registered model (hypermodels built from the
-specs' search spaces). The search itself lands with the tuning issue; the
-search spaces already live on each `zoo.ModelSpec.search_space`."""
+"""KerasTuner search over every registered model: `tuning.search` and `zoo tune`.
+
+    import tuning
+    result = tuning.search("mlp", data="digits", tuner="random", max_trials=10, max_epochs=10)
+    result.best_hyperparameters          # the best trial's values
+    result.rows                          # the leaderboard, one dict per trial
+    run = tuning.retrain_best(result.directory)   # an ordinary, exportable run directory
+
+A trial trains exactly as `zoo train` does (`zoo.training.build_model` and
+`fit`: same data pipeline, recipe compile and callbacks); the data is loaded
+once per search.  The space is the spec's own `search_space` plus a shared
+training space (learning rate, optimizer, schedule, weight decay, batch
+size, augmentation on/off), every default equal to the registered model's,
+and trial 0 is always the registered model with its recipe.  Searches
+resume after a crash without losing or repeating trials; failed trials are
+recorded and the search goes on.
+
+Modules: `searcher` (the API), `hypermodel` (`ZooHyperModel`), `space`
+(training space, overrides), `tuners` (KerasTuner oracles and tuner with
+the fixes), `results` (trials.csv, report.html; no TensorFlow),
+`distributed` (chief and workers), `cli` (`zoo tune`).
+
+Importing `tuning` does not import TensorFlow or KerasTuner.
+"""
+
+TUNERS = ("random", "grid", "bayesian", "hyperband")
+
+_LAZY = {
+    "search": "tuning.searcher",
+    "retrain_best": "tuning.searcher",
+    "load_search": "tuning.searcher",
+    "load_best_model": "tuning.searcher",
+    "report": "tuning.searcher",
+    "SearchResult": "tuning.searcher",
+    "SearchError": "tuning.searcher",
+    "SearchFailed": "tuning.searcher",
+    "ZooHyperModel": "tuning.hypermodel",
+}
+
+__all__ = ["TUNERS", *_LAZY]
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tuning' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -1,0 +1,230 @@
+"""Distributed tuning on KerasTuner's own chief/worker protocol.
+
+`search(..., workers=K)` (CLI `--workers K`) makes the calling process the
+chief: it serves the oracle over gRPC on 127.0.0.1 and starts K worker
+processes, each with its own `KERASTUNER_TUNER_ID` (two workers sharing an
+id would be handed the same trial), `KERASTUNER_ORACLE_IP` and
+`KERASTUNER_ORACLE_PORT`.  The chief only serves the oracle; workers run
+trials, each loading the data once.
+
+What this adds to KerasTuner's `oracle_chief.start_server`:
+
+* a worker that dies mid-trial (killed, or its gRPC call failed) does not
+  stall the chief (upstream issue 915: its trial stays "ongoing" and the
+  chief waits forever): its trial is put back in the retry queue and
+  re-run from its last completed epoch by another worker, and a
+  replacement worker is started;
+* a port already taken is an error before anything starts, not a hang;
+* the chief stops as soon as every worker has finished (no 20-second polls);
+* workers die with the chief (Linux `PR_SET_PDEATHSIG`).
+
+On a real cluster run the same `zoo tune` command on every machine with
+`--role chief --oracle HOST:PORT` on one and `--role worker --oracle
+HOST:PORT` on the others (distinct `KERASTUNER_TUNER_ID`s; the search
+directory on a shared file system keeps the leaderboard complete).
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from tuning import results
+
+DEFAULT_HOST = "127.0.0.1"
+ENV_KEYS = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+
+
+def parse_address(oracle):
+    """(host, port) from "HOST:PORT" (None: 127.0.0.1 and port 0 = pick a free one)."""
+    from tuning.searcher import SearchError
+    if oracle is None:
+        return DEFAULT_HOST, 0
+    host, sep, port = str(oracle).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SearchError(f"oracle must be HOST:PORT, e.g. 127.0.0.1:8000. Received: "
+                          f"oracle={oracle!r}")
+    return host, int(port)
+
+
+def check_port(host, port):
+    """Refuse a port another process is listening on (a clear error, not a hang)."""
+    from tuning.searcher import SearchError
+    if not port:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise SearchError(f"The oracle port {host}:{port} is already in use ({err.strerror}"
+                              f"); pass another --oracle HOST:PORT.") from None
+
+
+def free_port(host=DEFAULT_HOST):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _die_with_parent():  # pragma: no cover  (runs in the child)
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001  (not Linux: workers then time out on their own)
+        pass
+
+
+def start_worker(directory, tuner_id, host, port, *, verbose=1, one_trial=False):
+    """A worker process running `tuning.worker` on `directory`."""
+    env = dict(os.environ, KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=host,
+               KERASTUNER_ORACLE_PORT=str(port), TF_CPP_MIN_LOG_LEVEL="3")
+    env.setdefault("KERAS_BACKEND", "tensorflow")
+    command = [sys.executable, "-m", "tuning.worker", directory, "--verbose", str(verbose)]
+    if one_trial:
+        command.append("--one-trial")
+    return subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
+
+
+def serve(oracle, host, port, *, threads=4):
+    """Start the gRPC oracle server; returns (server, servicer)."""
+    import grpc
+    from concurrent import futures
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer
+
+    from tuning.searcher import SearchError
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
+    servicer = OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as err:
+        bound = 0
+        del err
+    if not bound:
+        raise SearchError(f"The oracle port {host}:{port} is already in use; pass another "
+                          f"--oracle HOST:PORT.")
+    server.start()
+    return server, servicer
+
+
+def run_chief(prepared, *, workers, oracle=None, verbose=1, isolate=False):
+    """Serve the oracle and run `workers` local worker processes until the search ends.
+
+    Args:
+        prepared: a `tuning.searcher._Prepared`.
+        workers: local worker processes (0: wait for remote ones, `--role chief`).
+        oracle: "HOST:PORT" to serve on. Defaults to 127.0.0.1 and a free port.
+        verbose: worker verbosity. Defaults to 1.
+        isolate: every trial in a fresh worker process (one at a time). Defaults to False.
+
+    Returns:
+        The oracle's stop message (consecutive failures) or None.
+    """
+    from tuning import searcher, tuners
+
+    host, port = parse_address(oracle)
+    check_port(host, port)
+    port = port or free_port(host)
+    saved = {k: os.environ.get(k) for k in ENV_KEYS}
+    os.environ.update(KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP=host,
+                      KERASTUNER_ORACLE_PORT=str(port))
+    procs = {}
+    try:
+        tuner = searcher.make_tuner(prepared, verbose=0)
+        the_oracle = tuner.oracle
+        tuner.save()
+        count = 1 if isolate else workers
+        # Workers first: forking once gRPC's threads run is unsafe; they wait for the server.
+        for i in range(count):
+            tuner_id = f"tuner{i}"
+            procs[tuner_id] = start_worker(prepared.directory, tuner_id, host, port,
+                                           verbose=verbose, one_trial=isolate)
+        server, servicer = serve(the_oracle, host, port)
+        if verbose:
+            print(f"chief: oracle on {host}:{port}; "
+                  f"{'each trial in its own process' if isolate else f'{workers} workers'}",
+                  flush=True)
+        spawned, crashes, message = count, 0, None
+        while True:
+            time.sleep(0.2)
+            for tuner_id, proc in list(procs.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                del procs[tuner_id]
+                lost = the_oracle.release_tuner(tuner_id)
+                crashes = crashes + 1 if code else 0
+                if code and verbose:
+                    print(f"chief: worker {tuner_id} exited with code {code}"
+                          + (f"; trial {lost} goes back to the queue" if lost else ""),
+                          flush=True)
+                if crashes > max(2, workers):
+                    message = (f"search stopped: worker processes keep failing (last exit code "
+                               f"{code}); run one with `python -m tuning.worker "
+                               f"{prepared.directory}` to see why")
+                    continue
+                finished = servicer.stop_triggered and not the_oracle.ongoing_trials and \
+                    not the_oracle.has_pending()
+                if (isolate or code) and not finished and the_oracle.zoo_stop_message is None:
+                    # The next trial's process (isolate), or a replacement for a lost worker.
+                    new_id = f"tuner{spawned}"
+                    spawned += 1
+                    procs[new_id] = start_worker(prepared.directory, new_id, host, port,
+                                                 verbose=verbose, one_trial=isolate)
+            if message and not procs:
+                break
+            if count and not procs:
+                break
+            if not count and servicer.stop_triggered and not the_oracle.ongoing_trials \
+                    and not the_oracle.tuner_ids:
+                break
+        server.stop(grace=1)
+        the_oracle.save()
+        tuners.cleanup_checkpoints(tuner.project_dir, the_oracle,
+                                   keep=prepared.config["keep_checkpoints"])
+        return the_oracle.zoo_stop_message or message
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_worker(prepared, *, oracle, tuner_id=None, verbose=1, one_trial=False):
+    """Run trials for the chief at `oracle` ("HOST:PORT") until it has no more."""
+    from tuning import searcher, tuners
+
+    host, port = parse_address(oracle)
+    tuner_id = tuner_id or os.environ.get("KERASTUNER_TUNER_ID") or \
+        f"worker-{socket.gethostname()}-{os.getpid()}"
+    if "chief" in tuner_id:
+        from tuning.searcher import SearchError
+        raise SearchError(f"A worker's tuner id may not contain 'chief'. Received: {tuner_id!r}")
+    os.environ.update(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=host,
+                      KERASTUNER_ORACLE_PORT=str(port))
+    tuner = searcher.make_tuner(prepared, verbose=verbose, worker=True, one_trial=one_trial)
+    try:
+        tuner.search(verbose=0)
+    except tuners.OneTrialDone:
+        pass
+    return 0
+
+
+def search_directory_status(directory):
+    """(finished trials, running trials) of a search directory (for progress lines)."""
+    rows, _ = results.collect(directory)
+    return (sum(r["status"] != "running" for r in rows), sum(r["status"] == "running"
+                                                            for r in rows))

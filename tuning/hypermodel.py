@@ -1,0 +1,180 @@
+"""`ZooHyperModel`: a KerasTuner `HyperModel` made from any registered `ModelSpec`.
+
+    from zoo import training
+    from tuning.hypermodel import ZooHyperModel
+
+    p = training.plan("mlp", data="digits")          # data loaded and validated once
+    hypermodel = ZooHyperModel(p)
+    model = hypermodel.build(keras_tuner.HyperParameters())   # the registered model
+
+A trial's builder kwargs come from the spec's `search_space` (via
+`ModelSpec.space_point`), its recipe from the spec's space and the shared
+training space (`tuning.space`).  Models are built by
+`zoo.training.build_model` (build, head check, task wrapping, compile from
+the recipe) and trained by `zoo.training.fit` (the standard callbacks), on
+pipelines re-batched from the plan's validated arrays, so a trial trains
+exactly as `zoo train` does.
+
+With no values set, a `HyperParameters` gives the registered model with its
+recipe.  Where a spec's space does not default to its own builder defaults
+(a space bug: say `hidden_units` (128, 128) vs the builder's (128, 64)), the
+default point is pinned to the builder's values, so trial 0 is still the
+registered model; `pinned` lists them.
+"""
+
+import dataclasses
+
+import keras_tuner as kt
+
+from tuning import space as space_module
+
+
+def _same(a, b):
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return tuple(a) == tuple(b)
+    return a == b
+
+
+@dataclasses.dataclass
+class TrialConfig:
+    """What one point of the space trains: builder kwargs and a full recipe."""
+
+    model_kwargs: dict
+    recipe: object
+    pinned: bool = False
+
+
+class ZooHyperModel(kt.HyperModel):
+    """HyperModel over a plan's spec: its own space plus the shared training space.
+
+    Args:
+        p: a `zoo.training.Plan` (registered model; data already loaded).
+        grid: declare discrete learning rates (grid search). Defaults to False.
+        max_epochs: epochs a trial's LR schedule is sized for (Hyperband
+            trials size it for their own rounds). Defaults to the recipe's.
+    """
+
+    def __init__(self, p, *, grid=False, max_epochs=None):
+        super().__init__(name=p.spec.name)
+        self.p = p
+        self.spec = p.spec
+        self.grid = grid
+        self.max_epochs = max_epochs or p.recipe.epochs
+        probe = kt.HyperParameters()
+        kwargs, recipe = self.spec.space_point(probe)
+        self.spec_names = [hp.name for hp in probe.space]
+        self.spec_defaults = dict(probe.values)
+        self.spec_recipe_fields = set(recipe)
+        arguments = self.spec.arguments
+        # The registered model's values where the space's default point differs.
+        self.pinned_kwargs = {k: arguments[k] for k, v in kwargs.items()
+                              if k in arguments and not _same(v, arguments[k])
+                              and k not in p.model_kwargs}
+        self.pinned_recipe = {k: getattr(p.recipe, k) for k, v in recipe.items()
+                              if not _same(v, getattr(p.recipe, k))}
+        self._bundles = {}
+        # (hp values, compiled model) of the default point, built by the objective
+        # check before the search; trial 0 trains it instead of building it again.
+        self.first_model = None
+
+    @property
+    def pinned(self):
+        """{name: (space default, registered value)} where the default point is pinned."""
+        probe = kt.HyperParameters()
+        kwargs, recipe = self.spec.space_point(probe)
+        out = {k: (kwargs[k], v) for k, v in self.pinned_kwargs.items()}
+        out.update({f"recipe.{k}": (recipe[k], v) for k, v in self.pinned_recipe.items()})
+        return out
+
+    # ------------------------------------------------------------- the space
+
+    def declare_hyperparameters(self, hp):
+        self.point(hp)
+
+    def _is_default_point(self, hp):
+        return all(_same(hp.values.get(n), self.spec_defaults[n]) for n in self.spec_names)
+
+    def point(self, hp):
+        """The `TrialConfig` at `hp`'s values (declaring the space on `hp` as it goes)."""
+        kwargs, space_recipe = self.spec.space_point(hp)
+        pinned = False
+        if (self.pinned_kwargs or self.pinned_recipe) and self._is_default_point(hp):
+            kwargs.update(self.pinned_kwargs)
+            space_recipe.update(self.pinned_recipe)
+            pinned = True
+        training = space_module.declare_training_space(
+            hp, self.p.recipe, skip=set(self.spec_names) | self.spec_recipe_fields,
+            grid=self.grid, monitor=self.p.hooks.monitor)
+        augment = training.pop("augment", None)
+        fields = {**space_recipe, **training}
+        if "batch_size" in fields:
+            fields["batch_size"] = int(fields["batch_size"])
+        if augment is not None:
+            fields["augment"] = tuple(self.p.recipe.augment) if augment else ()
+        recipe = dataclasses.replace(self.p.recipe, **fields)
+        # The user's fixed builder arguments win over the space.
+        model_kwargs = {**kwargs, **self.p.model_kwargs}
+        return TrialConfig(model_kwargs=model_kwargs, recipe=recipe, pinned=pinned)
+
+    # ------------------------------------------------------------- data, build, fit
+
+    def bundle(self, recipe):
+        """The plan's data at `recipe`'s batch size and augmentation (built once each).
+
+        Every bundle is re-batched from the plan's validated arrays: the data
+        is read and validated once per search.
+        """
+        key = (int(recipe.batch_size), tuple(recipe.augment))
+        if key not in self._bundles:
+            p = self.p
+            if p.config.data == "<arrays>" and (
+                    key[0] != p.bundle.batch_size or key[1] != tuple(p.recipe.augment)):
+                # `Plan.data` re-reads `config.data`, which is "<arrays>" for in-memory
+                # data; the same call with the already-split arrays (not re-read).
+                from zoo import training
+                arrays = p.bundle.arrays
+                self._bundles[key] = training.load_data(
+                    p.spec, (arrays.x_train, arrays.y_train), hooks=p.hooks,
+                    batch_size=key[0], seed=p.seed, input_shape=tuple(p.bundle.input_shape),
+                    augment=key[1], classes=p.config.classes, options=p.data_options,
+                    splits=arrays, one_hot=p.bundle.one_hot_labels)
+            else:
+                self._bundles[key] = p.data(batch_size=key[0], augment=key[1])
+        return self._bundles[key]
+
+    def schedule_epochs(self, hp):
+        values = hp.values
+        if "tuner/epochs" in values:
+            return max(1, int(values["tuner/epochs"]) - int(values.get("tuner/initial_epoch", 0)))
+        return self.max_epochs
+
+    def build(self, hp):
+        from zoo import training
+        config = self.point(hp)
+        return training.build_model(self.p, model_kwargs=config.model_kwargs,
+                                    recipe=config.recipe, epochs=self.schedule_epochs(hp),
+                                    bundle=self.bundle(config.recipe))
+
+    def fit(self, hp, model, *args, epochs=None, callbacks=None, initial_epoch=0, verbose=0,
+            **kwargs):
+        from zoo import training
+        config = self.point(hp)
+        return training.fit(self.p, model, epochs=epochs or self.max_epochs,
+                            callbacks=callbacks, bundle=self.bundle(config.recipe),
+                            recipe=config.recipe, initial_epoch=initial_epoch, verbose=verbose)
+
+
+def default_point(spec):
+    """(builder kwargs, recipe overrides) of `spec`'s space at its defaults (no TensorFlow)."""
+    return spec.space_point(kt.HyperParameters())
+
+
+def space_default_mismatches(spec):
+    """{argument: (space default, builder default)} where `spec`'s space misses its own defaults."""
+    kwargs, recipe = default_point(spec)
+    arguments = spec.arguments
+    out = {k: (v, arguments.get(k)) for k, v in kwargs.items()
+           if k not in arguments or not _same(v, arguments[k])}
+    out.update({f"recipe.{k}": (v, getattr(spec.recipe, k)) for k, v in recipe.items()
+                if not _same(v, getattr(spec.recipe, k))})
+    return out

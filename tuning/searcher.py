@@ -1,0 +1,831 @@
+"""`search`: a KerasTuner search over a registered model; `retrain_best`; `load_search`.
+
+    import tuning
+    result = tuning.search("mlp", data="digits", tuner="random", max_trials=10, max_epochs=10)
+    result.best_hyperparameters, result.rows[:3]
+    run = tuning.retrain_best(result.directory)     # an ordinary run directory
+
+Arguments are checked before TensorFlow loads where possible, and every bad
+input (tuner, objective, limits, space overrides, grid over a continuous
+range, an existing search with another configuration) is refused before
+anything is written.  Running the same call again resumes the search in its
+directory; see `tuning.tuners` for what resuming guarantees.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import numbers
+import os
+import shutil
+import sys
+import time
+from typing import Optional
+
+from tuning import results
+from tuning import space as space_module
+
+TUNERS = ("random", "grid", "bayesian", "hyperband")
+EARLY_STOPPING = ("auto", "median", None)
+# search() keywords that go to `zoo.training.plan` unchanged.
+PLAN_OPTIONS = ("model_kwargs", "data_options", "classes", "strategy", "deterministic",
+                "jit_compile", "mixed_precision", "loss", "validation_split", "test_split")
+# Recipe fields a caller may fix for the whole search (they leave the space).
+FIXED_RECIPE_OPTIONS = ("batch_size", "optimizer", "learning_rate", "schedule", "weight_decay",
+                        "augment")
+# What must be equal for a run of `search` to resume a directory's search.
+IDENTITY_KEYS = ("model", "data", "data_fingerprint", "tuner", "objective", "max_epochs",
+                 "executions_per_trial", "seed", "max_params", "space", "early_stopping",
+                 "hyperband_factor", "options")
+RUNTIME_OPTIONS = ("strategy", "jit_compile", "mixed_precision", "deterministic")
+VERSION = 1
+
+
+class SearchError(ValueError):
+    """A search cannot start as asked (bad argument, occupied directory, ...)."""
+
+
+class SearchFailed(RuntimeError):
+    """A search that stopped because its trials kept failing (the message names the last)."""
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What `search` returns (and `load_search` reads back from a directory).
+
+    Attributes:
+        directory: the search directory.
+        objective / direction: what was optimised.
+        rows: the leaderboard, one dict per trial in trial order (see
+            `tuning.results.collect`).
+        best_trial_id / best_score: the best completed trial, or None.
+        best_hyperparameters: its hyperparameter values.
+        best_model_kwargs / best_recipe: what it trained (builder kwargs, recipe dict).
+        resumed: the search continued an earlier one.
+        stop_message: why the search stopped early, or None.
+    """
+
+    directory: str
+    objective: str
+    direction: str
+    rows: list
+    best_trial_id: Optional[str]
+    best_score: Optional[float]
+    best_hyperparameters: dict
+    best_model_kwargs: dict
+    best_recipe: dict
+    resumed: bool = False
+    stop_message: Optional[str] = None
+    tuner: object = None
+
+    @property
+    def best_model(self):
+        """The best trial's trained model (its best epoch's weights); loaded on first use."""
+        if not hasattr(self, "_best_model"):
+            self._best_model = load_best_model(self.directory,
+                                               hypermodel=getattr(self, "_hypermodel", None))
+        return self._best_model
+
+    def retrain(self, **kwargs):
+        """`retrain_best(self.directory, **kwargs)`."""
+        return retrain_best(self.directory, **kwargs)
+
+    def table(self, n=10):
+        return results.top_table(self.directory, n)
+
+
+# ------------------------------------------------------------------ checks (no TensorFlow)
+
+
+def _positive_int(name, value, allow_none=True):
+    from zoo import checks
+    return checks.positive_int(name, value, allow_none=allow_none)
+
+
+def _default_directory(name):
+    return os.path.join("runs", "tuning", name)
+
+
+def _infer_direction(name):
+    lowered = name.lower()
+    if any(k in lowered for k in ("acc", "auc", "precision", "recall", "elbo", "f1", "iou")):
+        return "max"
+    return "min"
+
+
+def _parse_objective(objective):
+    """(name, direction or None) from "val_mae", "val_auc:max", ("name", "max")."""
+    if objective is None:
+        return None
+    if isinstance(objective, (tuple, list)) and len(objective) == 2:
+        name, direction = objective
+    elif isinstance(objective, str):
+        name, _, direction = objective.partition(":")
+        direction = direction or None
+    else:
+        name, direction = getattr(objective, "name", None), getattr(objective, "direction", None)
+    if not isinstance(name, str) or not name:
+        raise SearchError(f"objective must be a metric name such as 'val_accuracy' (optionally "
+                          f"'name:max' or 'name:min'). Received: objective={objective!r}")
+    if direction not in (None, "min", "max"):
+        raise SearchError(f"objective direction must be 'min' or 'max'. Received: "
+                          f"objective={objective!r}")
+    return name, direction
+
+
+def _data_identity(data):
+    """(printable name, fingerprint) of a data argument."""
+    if isinstance(data, str):
+        return data, data
+    import numpy as np
+    digest = hashlib.sha1()
+    parts = data if isinstance(data, (tuple, list)) else [data]
+    for part in parts:
+        array = np.ascontiguousarray(np.asarray(part))
+        digest.update(str((array.shape, array.dtype.str)).encode())
+        digest.update(array.tobytes())
+    return "<arrays>", "arrays:" + digest.hexdigest()
+
+
+def _check_directory(directory, overwrite):
+    """'new', 'resume' or 'overwrite' for `directory`; refuses what may not be used."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise SearchError(f"The search directory exists and is not a directory: {directory}")
+    if os.path.abspath(directory) in (os.path.abspath(os.getcwd()), os.path.expanduser("~"),
+                                      "/"):
+        raise SearchError(f"The search directory may not be the working, home or root "
+                          f"directory (overwrite would delete it): {directory}")
+    if not os.path.isdir(directory) or not os.listdir(directory):
+        return "new"
+    if overwrite:
+        return "overwrite"
+    if not os.path.exists(os.path.join(directory, results.SEARCH_FILE)):
+        raise SearchError(f"The search directory is not empty and holds no search (no "
+                          f"{results.SEARCH_FILE}); pass overwrite=True (--overwrite) to replace "
+                          f"it, or choose another directory: {directory}")
+    return "resume"
+
+
+def _identity(config):
+    return {k: config.get(k) for k in IDENTITY_KEYS}
+
+
+def fingerprint(config):
+    text = json.dumps(results.json_safe(_identity(config)), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _compare(previous, config, directory):
+    old, new = _identity(previous), _identity(config)
+    changed = [k for k in IDENTITY_KEYS
+               if json.dumps(results.json_safe(old.get(k)), sort_keys=True, default=str)
+               != json.dumps(results.json_safe(new.get(k)), sort_keys=True, default=str)]
+    if changed:
+        details = "; ".join(f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}"
+                            for k in changed[:4])
+        raise SearchError(f"The search directory holds a search with another configuration "
+                          f"({', '.join(changed)} differ: {details}). Run the same command to "
+                          f"resume it, choose another directory, or pass overwrite=True "
+                          f"(--overwrite) to replace it: {directory}")
+
+
+def _short(value, limit=80):
+    text = json.dumps(results.json_safe(value), sort_keys=True, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ------------------------------------------------------------------ budget
+
+
+def hyperband_schedule(max_epochs, factor=3, iterations=1, min_epochs=1):
+    """[(bracket, round, trials, epochs per trial, initial epoch)] in KerasTuner's order."""
+    brackets, epochs = 0, max_epochs
+    while epochs >= min_epochs:
+        epochs /= factor
+        brackets += 1
+    end_size = math.ceil(1 + math.log(max_epochs, factor))
+    out = []
+    for _ in range(iterations):
+        for bracket in reversed(range(brackets)):
+            for round_num in range(bracket + 1):
+                size = math.ceil(end_size / (bracket + 1) * factor ** (bracket - round_num))
+                ep = math.ceil(max_epochs / factor ** (bracket - round_num))
+                initial = math.ceil(max_epochs / factor ** (bracket - round_num + 1)) \
+                    if round_num else 0
+                out.append((bracket, round_num, size, ep, initial))
+    return out
+
+
+def budget(tuner, *, max_trials, max_epochs, executions=1, factor=3, grid_points=None):
+    """(trials, total epochs, text) a search will spend at most."""
+    if tuner == "hyperband":
+        trials = total = 0
+        for _, _, size, ep, initial in hyperband_schedule(max_epochs, factor):
+            if max_trials:
+                size = min(size, max_trials - trials)
+            if size <= 0:
+                break
+            trials += size
+            total += size * (ep - initial) * executions
+        text = (f"hyperband over max_epochs={max_epochs} (factor {factor}): at most {trials} "
+                f"trials, {total} epochs in total (promoted trials continue from their "
+                f"checkpoint)")
+        return trials, total, text
+    trials = max_trials
+    if tuner == "grid" and grid_points is not None:
+        trials = min(trials, grid_points) if trials else grid_points
+    total = trials * max_epochs * executions
+    extra = f" (the grid has {grid_points} points)" if tuner == "grid" and grid_points else ""
+    return trials, total, (f"{tuner}: at most {trials} trials x {max_epochs} epochs = {total} "
+                           f"epochs{extra}")
+
+
+# ------------------------------------------------------------------ search
+
+
+def _normalize(model, data, *, tuner, objective, max_trials, max_epochs, executions_per_trial,
+               seed, max_params, workers, early_stopping, max_consecutive_failed_trials,
+               keep_checkpoints, hyperband_factor, space, options):
+    """Checked arguments as a JSON-ready call (search.json's "call"), before TensorFlow."""
+    from zoo import checks
+    from zoo.registry import get_spec
+
+    if not isinstance(model, str):
+        raise SearchError(f"search needs a registered model name (a keras.Model has no search "
+                          f"space); see `zoo list`. Received: {type(model).__name__}")
+    spec = get_spec(model)
+    if not spec.trainable:
+        raise SearchError(f"Model '{spec.name}' is not trainable, so it cannot be tuned.")
+    if tuner not in TUNERS:
+        raise SearchError(f"tuner must be one of {', '.join(TUNERS)}. Received: tuner={tuner!r}")
+    max_trials = _positive_int("max_trials", max_trials)
+    max_epochs = _positive_int("max_epochs", max_epochs)
+    max_params = _positive_int("max_params", max_params)
+    executions_per_trial = _positive_int("executions_per_trial", executions_per_trial, False)
+    checks.non_negative_int("seed", seed)
+    checks.non_negative_int("workers", workers)
+    hyperband_factor = _positive_int("hyperband_factor", hyperband_factor, False)
+    if hyperband_factor < 2:
+        raise SearchError(f"hyperband_factor must be at least 2. Received: {hyperband_factor}")
+    if max_consecutive_failed_trials is not None:
+        max_consecutive_failed_trials = _positive_int("max_consecutive_failed_trials",
+                                                      max_consecutive_failed_trials)
+    if keep_checkpoints is not None:
+        checks.non_negative_int("keep_checkpoints", keep_checkpoints)
+    if early_stopping is False:
+        early_stopping = None
+    if early_stopping not in EARLY_STOPPING:
+        raise SearchError(f"early_stopping must be 'auto', 'median' or None. Received: "
+                          f"early_stopping={early_stopping!r}")
+    if early_stopping == "auto":
+        early_stopping = "median" if tuner in ("random", "bayesian") else None
+    parsed_objective = _parse_objective(objective)
+    unknown = sorted(set(options) - set(PLAN_OPTIONS) - set(FIXED_RECIPE_OPTIONS))
+    if "epochs" in options:
+        raise SearchError("search takes max_epochs, not epochs: every tuner (Hyperband too) "
+                          "trains a trial for at most max_epochs.")
+    if unknown:
+        raise SearchError(f"Unknown search option(s) {unknown}. Allowed: "
+                          f"{sorted((*PLAN_OPTIONS, *FIXED_RECIPE_OPTIONS))}")
+    overrides = space_module.check_overrides(space)
+    max_epochs = max_epochs or spec.recipe.epochs
+    if max_trials is None and tuner != "hyperband":
+        max_trials = 10
+    data_name, data_fingerprint = _data_identity(data)
+    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
+               if v is not None}
+    return spec, {
+        "model": spec.name, "data": data_name, "data_fingerprint": data_fingerprint,
+        "tuner": tuner, "objective": parsed_objective, "max_trials": max_trials,
+        "max_epochs": max_epochs, "executions_per_trial": executions_per_trial, "seed": seed,
+        "max_params": max_params, "early_stopping": early_stopping,
+        "max_consecutive_failed_trials": max_consecutive_failed_trials,
+        "keep_checkpoints": keep_checkpoints, "hyperband_factor": hyperband_factor,
+        "space_overrides": overrides, "options": options,
+    }
+
+
+def _check_model(hypermodel, hp, *, seed):
+    """Build the default point as trial 0 will, and list what its fit logs will hold.
+
+    Returns:
+        (metric names of train and validation logs, the compiled model).
+    """
+    import keras
+
+    from tuning.tuners import trial_seed
+    from zoo.distribute import get_strategy
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(trial_seed(seed, "0"))
+    strategy = hypermodel.p.strategy
+    with (get_strategy(strategy).scope() if strategy else contextlib.nullcontext()):
+        model = hypermodel.build(hp)
+    bundle = hypermodel.bundle(hypermodel.point(hp).recipe)
+    logs = model.evaluate(bundle.validation.take(1), verbose=0, return_dict=True)
+    return set(logs) | {f"val_{k}" for k in logs}, model
+
+
+def prepare(model, data="digits", *, tuner="hyperband", objective=None, max_trials=None,
+            max_epochs=None, executions_per_trial=1, seed=0, directory=None, overwrite=False,
+            max_params=None, workers=0, space=None, early_stopping="auto",
+            max_consecutive_failed_trials=5, keep_checkpoints=3, hyperband_factor=3,
+            check_objective=True, **options):
+    """Check everything and build the hypermodel; writes nothing. Returns a `_Prepared`."""
+    spec, call = _normalize(
+        model, data, tuner=tuner, objective=objective, max_trials=max_trials,
+        max_epochs=max_epochs, executions_per_trial=executions_per_trial, seed=seed,
+        max_params=max_params, workers=workers, early_stopping=early_stopping,
+        max_consecutive_failed_trials=max_consecutive_failed_trials,
+        keep_checkpoints=keep_checkpoints, hyperband_factor=hyperband_factor, space=space,
+        options=options)
+    directory = os.path.abspath(directory or _default_directory(spec.name))
+    state = _check_directory(directory, overwrite)
+    previous = results.read_json(os.path.join(directory, results.SEARCH_FILE), default=None) \
+        if state == "resume" else None
+    if state == "resume" and not isinstance(previous, dict):
+        raise SearchError(f"{results.SEARCH_FILE} in the search directory is damaged; pass "
+                          f"overwrite=True (--overwrite) to start again: {directory}")
+
+    # ---- TensorFlow from here on
+    import keras_tuner as kt
+
+    from tuning.hypermodel import ZooHyperModel
+    from zoo import training
+
+    opts = call["options"]
+    fixed_recipe = {k: opts[k] for k in FIXED_RECIPE_OPTIONS if k in opts}
+    plan_kwargs = {k: opts[k] for k in PLAN_OPTIONS if k in opts}
+    if "classes" in plan_kwargs:
+        plan_kwargs["classes"] = tuple(plan_kwargs["classes"])
+    if "model_kwargs" in plan_kwargs:
+        plan_kwargs["model_kwargs"] = {k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in plan_kwargs["model_kwargs"].items()}
+    augment_fixed = fixed_recipe.get("augment")
+    p = training.plan(spec.name, data, epochs=call["max_epochs"], seed=call["seed"],
+                      **{k: v for k, v in fixed_recipe.items() if k != "augment"},
+                      augment=augment_fixed, **plan_kwargs)
+    hypermodel = ZooHyperModel(p, grid=call["tuner"] == "grid", max_epochs=call["max_epochs"])
+    declared = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(declared)
+    names = {hp.name for hp in declared.space}
+
+    # Recipe fields fixed by the caller leave the space (hp.Fixed at their value).
+    overrides = {}
+    for key, value in fixed_recipe.items():
+        if key == "augment":
+            if "augment" in names:
+                overrides["augment"] = bool(value)
+        elif key in names:
+            overrides[key] = value
+    clash = sorted(set(overrides) & set(call["space_overrides"]))
+    if clash:
+        raise SearchError(f"{clash} are both fixed by an option and given in space=; give each "
+                          f"once.")
+    overrides.update(call["space_overrides"])
+    fixed = space_module.apply_overrides(declared, overrides)
+    full = space_module.merged_space(declared, fixed)
+    if call["tuner"] == "grid":
+        continuous = space_module.continuous(full)
+        if continuous:
+            raise SearchError(f"grid search needs discrete values, but {continuous} "
+                              f"{'is a' if len(continuous) == 1 else 'are'} continuous "
+                              f"range{'s' if len(continuous) > 1 else ''}; give a step or a "
+                              f"list of values in space= (--space), or use another tuner.")
+    # Objective: the task's default, checked against what the model reports.
+    default_name, default_direction = p.hooks.objective(spec)
+    if call["objective"] is None:
+        name, direction = default_name, default_direction
+    else:
+        name, direction = call["objective"]
+        direction = direction or (default_direction if name == default_name
+                                  else _infer_direction(name))
+    call["objective"] = {"name": name, "direction": direction}
+    if check_objective and state != "resume":
+        probe = kt.HyperParameters()
+        probe.merge(full.space)
+        reported, model = _check_model(hypermodel, probe, seed=call["seed"])
+        hypermodel.first_model = (dict(probe.values), model)
+        if name not in reported:
+            raise SearchError(f"objective '{name}' is not reported by model '{spec.name}' "
+                              f"({spec.task}); it reports: {', '.join(sorted(reported))}")
+    config = {
+        "version": VERSION, **{k: v for k, v in call.items()},
+        "space": space_module.describe_space(full),
+        "pinned_defaults": {k: [results.json_safe(a), results.json_safe(b)]
+                            for k, (a, b) in hypermodel.pinned.items()},
+    }
+    config["options"] = {k: v for k, v in call["options"].items() if k not in RUNTIME_OPTIONS}
+    config["runtime_options"] = {k: v for k, v in call["options"].items()
+                                 if k in RUNTIME_OPTIONS}
+    config["fingerprint"] = fingerprint(config)
+    if previous is not None:
+        _compare(previous, config, directory)
+    grid_points = space_module.grid_size(full) if call["tuner"] == "grid" else None
+    trials, epochs, text = budget(call["tuner"], max_trials=call["max_trials"],
+                                  max_epochs=call["max_epochs"],
+                                  executions=call["executions_per_trial"],
+                                  factor=call["hyperband_factor"], grid_points=grid_points)
+    config["budget"] = {"trials": trials, "epochs": epochs, "text": text}
+    return _Prepared(spec=spec, plan=p, hypermodel=hypermodel, fixed=fixed, full=full,
+                     config=config, directory=directory, state=state, previous=previous)
+
+
+@dataclasses.dataclass
+class _Prepared:
+    spec: object
+    plan: object
+    hypermodel: object
+    fixed: object
+    full: object
+    config: dict
+    directory: str
+    state: str
+    previous: Optional[dict]
+
+
+def make_tuner(prepared, *, verbose=1, callbacks=None, tensorboard=True, worker=False,
+               one_trial=False):
+    """The `ZooTuner` of a prepared search (reloads KerasTuner's state when resuming)."""
+    import keras_tuner as kt
+
+    from tuning import tuners
+    from zoo.distribute import get_strategy
+
+    c = prepared.config
+    oracle = tuners.make_oracle(
+        c["tuner"], objective=kt.Objective(c["objective"]["name"], c["objective"]["direction"]),
+        max_trials=c["max_trials"], max_epochs=c["max_epochs"], seed=c["seed"] + 1,
+        hyperparameters=prepared.fixed,
+        max_consecutive_failed_trials=c["max_consecutive_failed_trials"],
+        hyperband_factor=c["hyperband_factor"])
+    oracle.verbose = 0
+    settings = dict(seed=c["seed"], max_epochs=c["max_epochs"], max_params=c["max_params"],
+                    max_trials=c["budget"]["trials"], early_stopping=c["early_stopping"],
+                    keep_checkpoints=c["keep_checkpoints"], verbose=verbose,
+                    callbacks=list(callbacks or []), tensorboard=tensorboard, worker=worker,
+                    one_trial=one_trial)
+    strategy = prepared.plan.strategy
+    with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner's "Reloading Tuner from ..."
+        tuner = tuners.ZooTuner(
+            oracle, prepared.hypermodel, settings=settings, directory=prepared.directory,
+            project_name=results.PROJECT, overwrite=False,
+            executions_per_trial=c["executions_per_trial"],
+            distribution_strategy=get_strategy(strategy) if strategy else None)
+    return tuner
+
+
+def _write_search_file(prepared, *, status, extra=None):
+    config = dict(prepared.config)
+    previous = prepared.previous or results.read_json(
+        os.path.join(prepared.directory, results.SEARCH_FILE), default=None) or {}
+    config["created"] = previous.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S")
+    config["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    config["status"] = status
+    config.update(extra or {})
+    os.makedirs(prepared.directory, exist_ok=True)
+    results.write_json(os.path.join(prepared.directory, results.SEARCH_FILE), config)
+
+
+def search(model, data="digits", *, tuner="hyperband", objective=None, max_trials=None,
+           max_epochs=None, executions_per_trial=1, seed=0, directory=None, overwrite=False,
+           max_params=None, workers=0, space=None, early_stopping="auto",
+           max_consecutive_failed_trials=5, keep_checkpoints=3, hyperband_factor=3,
+           verbose=1, callbacks=None, tensorboard=True, report=True, oracle=None, role=None,
+           isolate=False, **options):
+    """Search a registered model's hyperparameters with KerasTuner.
+
+    Args:
+        model: registered model name (see `zoo list`).
+        data: data source (see `zoo.data`), or (x, y) arrays. Loaded and
+            validated once per search. Defaults to "digits".
+        tuner: "random", "grid", "bayesian" or "hyperband" (KerasTuner's own
+            oracles). Defaults to "hyperband".
+        objective: metric to optimise, e.g. "val_accuracy" or "val_mae:min";
+            defaults to the task's (`val_accuracy` for classifiers, `val_loss`
+            otherwise), and is checked against what the model reports before
+            any trial runs.
+        max_trials: at most this many trials (default 10; Hyperband: its
+            brackets decide, capped by this when given).
+        max_epochs: epochs per trial (Hyperband's maximum). Defaults to the recipe's.
+        executions_per_trial: trainings per configuration, averaged. Defaults to 1.
+        seed: search seed; every trial's seed derives from it and the trial id.
+            Defaults to 0.
+        directory: search directory; defaults to runs/tuning/<model>. The same
+            call on an existing directory resumes the search there.
+        overwrite: replace an existing search directory. Defaults to False.
+        max_params: trials whose model has more parameters are recorded as
+            `skipped` without training. Defaults to None.
+        workers: run K local worker processes and this process as the chief
+            (KerasTuner's chief/worker protocol on 127.0.0.1). Defaults to 0.
+        space: overrides of the search space: {name: value} fixes a value,
+            {name: [values]} restricts the choices, {name: {"min":..,
+            "max":..}} narrows a range; or the path of a JSON file of them.
+        early_stopping: "median" (median-stopping rule), None, or "auto"
+            (median for random and Bayesian search). Defaults to "auto".
+        max_consecutive_failed_trials: stop after this many failures in a row
+            (None: never). Defaults to 5.
+        keep_checkpoints: keep the weights of this many best trials. Defaults to 3.
+        hyperband_factor: Hyperband's reduction factor. Defaults to 3.
+        verbose: 0 silent, 1 a line per trial. Defaults to 1.
+        callbacks: extra Keras callbacks for every trial (deep-copied). Defaults to None.
+        tensorboard: TensorBoard logs per trial. Defaults to True.
+        report: write report.html at the end. Defaults to True.
+        oracle: "HOST:PORT" of the chief for `workers` / `role` (default
+            127.0.0.1 and a free port). Defaults to None.
+        role: None (this process runs the search), "chief" (serve the oracle
+            at `oracle` for remote workers) or "worker" (run trials for the
+            chief at `oracle`; returns None). Defaults to None.
+        isolate: run every trial in a fresh process (memory that a long
+            search would otherwise accumulate is returned to the system).
+            Defaults to False.
+        **options: `zoo.training.plan` options (model_kwargs, data_options,
+            classes, loss, strategy, jit_compile, mixed_precision,
+            deterministic, validation_split, test_split) and recipe fields
+            fixed for the whole search (batch_size, optimizer, learning_rate,
+            schedule, weight_decay, augment).
+
+    Returns:
+        A `SearchResult`.
+
+    Raises:
+        SearchError (a ValueError): bad input, before anything is written.
+        SearchFailed: the search stopped after max_consecutive_failed_trials.
+    """
+    prepared = prepare(model, data, tuner=tuner, objective=objective, max_trials=max_trials,
+                       max_epochs=max_epochs, executions_per_trial=executions_per_trial,
+                       seed=seed, directory=directory, overwrite=overwrite,
+                       max_params=max_params, workers=workers, space=space,
+                       early_stopping=early_stopping,
+                       max_consecutive_failed_trials=max_consecutive_failed_trials,
+                       keep_checkpoints=keep_checkpoints, hyperband_factor=hyperband_factor,
+                       **options)
+    if role not in (None, "chief", "worker"):
+        raise SearchError(f"role must be None, 'chief' or 'worker'. Received: role={role!r}")
+    if role is not None and oracle is None:
+        raise SearchError(f"role={role!r} needs the chief's address: oracle='HOST:PORT'.")
+    if role is not None and workers:
+        raise SearchError("workers= starts local workers for a local chief; with role= run one "
+                          "process per machine instead.")
+    if workers or isolate or role:
+        if prepared.config["data"] == "<arrays>":
+            raise SearchError("workers and isolate need a named data source (each process loads "
+                              "it); in-memory arrays can only be searched in one process.")
+        if callbacks:
+            raise SearchError("callbacks= cannot travel to worker processes; use them without "
+                              "workers/isolate.")
+        from tuning import distributed
+        address = distributed.parse_address(oracle)
+        if role != "worker":
+            distributed.check_port(*address)
+    if role == "worker":
+        if prepared.state == "overwrite":
+            raise SearchError("A worker never deletes a search directory; drop overwrite.")
+        from tuning import distributed
+        distributed.run_worker(prepared, oracle=oracle, verbose=verbose)
+        return None
+    return _run(prepared, verbose=verbose, callbacks=callbacks, tensorboard=tensorboard,
+                report=report, workers=workers, oracle=oracle, isolate=isolate,
+                chief=role == "chief")
+
+
+def _say(verbose, text):
+    if verbose:
+        print(text, flush=True)
+
+
+def _run(prepared, *, verbose, callbacks, tensorboard, report, workers=0, oracle=None,
+         isolate=False, chief=False):
+    c = prepared.config
+    if prepared.state == "overwrite":
+        shutil.rmtree(prepared.directory)
+    resumed = os.path.exists(os.path.join(prepared.directory, results.PROJECT, "oracle.json"))
+    _write_search_file(prepared, status="running")
+    _say(verbose, f"search: {prepared.spec.name} on {c['data']}, objective "
+                  f"{c['objective']['name']} ({c['objective']['direction']}), "
+                  f"directory {prepared.directory}")
+    _say(verbose, f"budget: {c['budget']['text']}")
+    for key, (space_default, registered) in prepared.hypermodel.pinned.items():
+        _say(verbose, f"note: the search space of '{prepared.spec.name}' defaults {key} to "
+                      f"{results.format_value(space_default)} but the registered model uses "
+                      f"{results.format_value(registered)}; trial 0 trains the registered "
+                      f"model")
+    if workers or isolate or chief:
+        from tuning import distributed
+        stop_message = distributed.run_chief(prepared, workers=workers, oracle=oracle,
+                                             verbose=verbose, isolate=isolate)
+        tuner = None
+    else:
+        tuner = make_tuner(prepared, verbose=verbose, callbacks=callbacks,
+                           tensorboard=tensorboard)
+        if resumed:
+            done = sum(t.status != "RUNNING" for t in tuner.oracle.trials.values())
+            _say(verbose, f"resuming: {done} trials finished, "
+                          f"{len(tuner.oracle.trials) - done} to continue")
+        try:
+            tuner.search(verbose=0)
+        except KeyboardInterrupt:
+            results.write_results(prepared.directory)
+            _write_search_file(prepared, status="interrupted")
+            raise
+        stop_message = tuner.oracle.zoo_stop_message
+    from tuning import tuners as tuners_module
+    if tuner is not None:
+        tuners_module.cleanup_checkpoints(tuner.project_dir, tuner.oracle,
+                                          keep=c["keep_checkpoints"])
+    rows = results.write_results(prepared.directory)
+    if report:
+        results.write_report(prepared.directory)
+    _write_search_file(prepared, status="stopped" if stop_message else "finished")
+    result = load_search(prepared.directory)
+    result.resumed = resumed
+    result.stop_message = stop_message
+    result.tuner = tuner
+    result._hypermodel = prepared.hypermodel
+    del rows
+    if verbose:
+        print(results.top_table(prepared.directory, 5), flush=True)
+    if stop_message:
+        raise SearchFailed(stop_message)
+    return result
+
+
+# ------------------------------------------------------------------ reading a search back
+
+
+def load_search(directory):
+    """The `SearchResult` of a search directory (finished or running); no TensorFlow."""
+    directory = os.path.abspath(directory)
+    if not os.path.exists(os.path.join(directory, results.SEARCH_FILE)):
+        raise SearchError(f"Not a search directory (no {results.SEARCH_FILE}): {directory}")
+    rows, search_config = results.collect(directory)
+    objective = search_config.get("objective") or {}
+    direction = objective.get("direction", "max")
+    best = results.best_row(rows, direction)
+    return SearchResult(
+        directory=directory, objective=objective.get("name"), direction=direction, rows=rows,
+        best_trial_id=best["trial_id"] if best else None,
+        best_score=best["objective"] if best else None,
+        best_hyperparameters={k: v for k, v in best["hp"].items() if not k.startswith("tuner/")}
+        if best else {},
+        best_model_kwargs=dict(best["model_kwargs"] or {}) if best else {},
+        best_recipe=dict(best["recipe"] or {}) if best else {},
+        stop_message=None)
+
+
+def report(directory, n=10):
+    """The top-n table of a search as text (finished or running)."""
+    if not os.path.exists(os.path.join(directory, results.SEARCH_FILE)):
+        raise SearchError(f"Not a search directory (no {results.SEARCH_FILE}): "
+                          f"{os.path.abspath(directory)}")
+    return results.top_table(directory, n)
+
+
+def _recipe_from(d):
+    from zoo.registry import Recipe
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    d = {k: v for k, v in d.items() if k in fields}
+    if "augment" in d:
+        d["augment"] = tuple(d["augment"] or ())
+    return Recipe(**d)
+
+
+def _builder_kwargs(d):
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in (d or {}).items()}
+
+
+def _prepare_from_directory(directory, data=None, **overrides):
+    """Re-create the `prepare` call of an existing search (same arguments)."""
+    config = results.read_json(os.path.join(directory, results.SEARCH_FILE), default=None)
+    if not isinstance(config, dict):
+        raise SearchError(f"Not a search directory (no readable {results.SEARCH_FILE}): "
+                          f"{directory}")
+    if config.get("data") == "<arrays>" and data is None:
+        raise SearchError("This search ran on in-memory arrays; pass the same arrays (data=).")
+    objective = config["objective"]
+    options = {**config.get("options", {}), **config.get("runtime_options", {})}
+    return prepare(config["model"], config["data"] if data is None else data,
+                   tuner=config["tuner"],
+                   objective=(objective["name"], objective["direction"]),
+                   max_trials=config["max_trials"], max_epochs=config["max_epochs"],
+                   executions_per_trial=config["executions_per_trial"], seed=config["seed"],
+                   directory=directory, max_params=config["max_params"],
+                   space=config.get("space_overrides") or None,
+                   early_stopping=config["early_stopping"],
+                   max_consecutive_failed_trials=config["max_consecutive_failed_trials"],
+                   keep_checkpoints=config["keep_checkpoints"],
+                   hyperband_factor=config["hyperband_factor"], **overrides, **options)
+
+
+def load_best_model(directory, *, data=None, hypermodel=None):
+    """The best trial's model with its best epoch's weights (built through the seam).
+
+    Args:
+        directory: a search directory.
+        data: the data, when the search ran on in-memory arrays. Defaults to None.
+        hypermodel: the search's `ZooHyperModel` (skips re-planning). Defaults to None.
+    """
+    import keras
+    import keras_tuner as kt
+
+    directory = os.path.abspath(directory)
+    result = load_search(directory)
+    if result.best_trial_id is None:
+        raise SearchError(f"The search has no completed trial yet: {directory}")
+    path = os.path.join(directory, results.PROJECT, f"trial_{result.best_trial_id}",
+                        "checkpoint.weights.h5")
+    if not os.path.exists(path):
+        raise SearchError(f"The best trial's weights are missing ({path}); retrain it with "
+                          f"tuning.retrain_best.")
+    if hypermodel is None:
+        hypermodel = _prepare_from_directory(directory, check_objective=False,
+                                             data=data).hypermodel
+    trial = results.read_json(os.path.join(directory, results.PROJECT,
+                                           f"trial_{result.best_trial_id}", "trial.json"))
+    hp = kt.HyperParameters.from_config(trial["hyperparameters"])
+    keras.backend.clear_session()
+    model = hypermodel.build(hp)
+    model.load_weights(path)
+    return model
+
+
+def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=None,
+                 export=True, verbose="auto", trial_id=None):
+    """Train the best configuration through `zoo.train` into an ordinary run directory.
+
+    The recipe is the trial's with the registered recipe's full epochs (and its
+    early stopping), so `zoo export` / `zoo evaluate` work on the run unchanged;
+    its config.json names the search and trial (`tuning` key).
+
+    Args:
+        directory: a search directory.
+        run_dir: the run directory. Defaults to <directory>/best_run.
+        overwrite: replace an existing run directory. Defaults to False.
+        data: the data (required when the search ran on in-memory arrays).
+        epochs: epochs instead of the recipe's full count. Defaults to None.
+        export: export a SavedModel. Defaults to True.
+        verbose: Keras verbosity. Defaults to "auto".
+        trial_id: retrain this trial instead of the best. Defaults to None.
+
+    Returns:
+        `zoo.training.TrainResult`.
+    """
+    from zoo.registry import get_spec
+    from zoo.training import train
+
+    directory = os.path.abspath(directory)
+    result = load_search(directory)
+    config = results.read_json(os.path.join(directory, results.SEARCH_FILE))
+    rows = {r["trial_id"]: r for r in result.rows}
+    chosen = rows.get(trial_id) if trial_id is not None else (
+        rows.get(result.best_trial_id) if result.best_trial_id else None)
+    if trial_id is not None and chosen is None:
+        raise SearchError(f"No trial {trial_id!r} in the search: {directory}")
+    if chosen is None or chosen["recipe"] is None:
+        raise SearchError(f"The search has no completed trial to retrain yet: {directory}")
+    if config["data"] == "<arrays>" and data is None:
+        raise SearchError("This search ran on in-memory arrays: pass the same data= to "
+                          "retrain_best.")
+    spec = get_spec(config["model"])
+    recipe = _recipe_from(chosen["recipe"]).replace(epochs=epochs or spec.recipe.epochs)
+    options = {**config.get("options", {}), **config.get("runtime_options", {})}
+    plan_options = {k: options[k] for k in ("data_options", "classes", "strategy",
+                                            "deterministic", "jit_compile", "mixed_precision",
+                                            "validation_split", "test_split")
+                    if k in options}
+    if "classes" in plan_options:
+        plan_options["classes"] = tuple(plan_options["classes"])
+    provenance = {"search_dir": directory, "trial_id": chosen["trial_id"],
+                  "objective": config["objective"]["name"], "score": chosen["objective"],
+                  "hyperparameters": {k: v for k, v in chosen["hp"].items()
+                                      if not k.startswith("tuner/")},
+                  "fingerprint": config.get("fingerprint")}
+    return train(spec.name, data if data is not None else config["data"],
+                 run_dir=run_dir or os.path.join(directory, "best_run"), overwrite=overwrite,
+                 model_kwargs=_builder_kwargs(chosen["model_kwargs"]), recipe=recipe,
+                 seed=config["seed"], export=export, verbose=verbose,
+                 config_extra={"tuning": results.json_safe(provenance)}, **plan_options)
+
+
+def resume_worker(directory, *, verbose=1, one_trial=False):
+    """Run trials as a worker of the chief named by the KERASTUNER_* environment."""
+    from tuning import tuners
+
+    prepared = _prepare_from_directory(directory, check_objective=False)
+    tuner = make_tuner(prepared, verbose=verbose, worker=True, one_trial=one_trial)
+    try:
+        tuner.search(verbose=0)
+    except tuners.OneTrialDone:
+        pass
+    return 0
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Number)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(report(sys.argv[1]))

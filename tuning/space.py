@@ -1,0 +1,310 @@
+"""Search spaces: the shared training space, and user overrides (`space=` / `--space FILE`).
+
+A trial's configuration has two parts:
+
+* the spec's own space (`ModelSpec.search_space`, owned by each model
+  family): builder kwargs and, optionally, recipe fields;
+* the shared training space declared here, whose every default is the
+  recipe's value: `learning_rate` (log scale, a decade either side of the
+  recipe's), `optimizer`, `schedule`, `weight_decay`, `batch_size` and, for a
+  recipe with augmentation, `augment` (on/off).  A name the spec's space
+  already declares (e.g. the CNNs' `weight_decay` builder argument) is not
+  declared twice.
+
+Overrides map hyperparameter names to
+
+* a value: `hp.Fixed` (e.g. `{"units": 64}`);
+* a list: a `Choice` among those values (each must be allowed);
+* a dict with `min`/`max` (and optionally `step`, `sampling`, `default`):
+  a narrower numeric range.
+
+Every override is checked against the declared space before any trial runs.
+Importing this module does not import TensorFlow.
+"""
+
+import json
+import math
+import numbers
+import os
+
+TRAINING_NAMES = ("learning_rate", "optimizer", "schedule", "weight_decay", "batch_size",
+                  "augment")
+# Optimizers the training space chooses among (with the recipe's own).
+OPTIMIZER_CHOICES = ("adam", "adamw", "rmsprop", "nesterov")
+WEIGHT_DECAYS = (0.0, 1e-5, 1e-4, 1e-3)
+RANGE_KEYS = ("min", "max", "step", "sampling", "default")
+
+
+class SpaceError(ValueError):
+    """A search space or an override of it is not usable."""
+
+
+def _unique(values):
+    out = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def _round_sig(x, digits=3):
+    return float(f"{x:.{digits}g}")
+
+
+def learning_rates(lr):
+    """Five log-spaced rates, a decade either side of `lr` (grid search's choices)."""
+    return sorted({_round_sig(lr * f) for f in (0.1, 0.3, 3.0, 10.0)} | {float(lr)})
+
+
+def declare_training_space(hp, recipe, *, skip=(), grid=False, monitor="val_loss"):
+    """Declare the shared training hyperparameters on `hp`; return recipe overrides.
+
+    Args:
+        hp: a `keras_tuner.HyperParameters`.
+        recipe: the plan's `Recipe` (every default is its value).
+        skip: names not to declare (the spec's space has them). Defaults to ().
+        grid: declare a discrete learning-rate set instead of a log range.
+            Defaults to False.
+        monitor: the task's monitored quantity; None drops "reduce_on_plateau".
+            Defaults to "val_loss".
+
+    Returns:
+        dict of `Recipe` field -> value at `hp`'s current values (`augment`
+        is returned as a bool: the recipe's augmentation on or off).
+    """
+    out = {}
+    skip = set(skip)
+    lr = float(recipe.learning_rate)
+    if "learning_rate" not in skip:
+        if grid:
+            out["learning_rate"] = hp.Choice("learning_rate", learning_rates(lr), default=lr)
+        else:
+            out["learning_rate"] = hp.Float("learning_rate", lr / 10, lr * 10, sampling="log",
+                                            default=lr)
+    if "optimizer" not in skip:
+        out["optimizer"] = hp.Choice("optimizer", _unique([recipe.optimizer, *OPTIMIZER_CHOICES]),
+                                     default=recipe.optimizer)
+    if "schedule" not in skip:
+        schedules = ["constant", "cosine"]
+        if monitor:
+            schedules.append("reduce_on_plateau")
+        out["schedule"] = hp.Choice("schedule", _unique([recipe.schedule, *schedules]),
+                                    default=recipe.schedule)
+    if "weight_decay" not in skip:
+        wd = float(recipe.weight_decay)
+        out["weight_decay"] = hp.Choice("weight_decay", sorted({*WEIGHT_DECAYS, wd}), default=wd)
+    if "batch_size" not in skip:
+        bs = int(recipe.batch_size)
+        out["batch_size"] = hp.Choice("batch_size", sorted({max(1, bs // 2), bs, bs * 2}),
+                                      default=bs)
+    if "augment" not in skip and recipe.augment:
+        out["augment"] = hp.Boolean("augment", default=True)
+    return out
+
+
+# ------------------------------------------------------------------ overrides
+
+
+def load_space_file(path):
+    """The overrides in a JSON file (an object of name -> value / list / range)."""
+    try:
+        with open(path) as f:
+            overrides = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Search space file not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise SpaceError(f"Search space file is not valid JSON ({err}): {path}") from None
+    if not isinstance(overrides, dict):
+        raise SpaceError(f"A search space file holds a JSON object of hyperparameter name -> "
+                         f"value, list of values, or {{\"min\": .., \"max\": ..}}: {path}")
+    return overrides
+
+
+def check_overrides(overrides):
+    """Shape-check `space=` before anything else (names are checked later)."""
+    if overrides is None:
+        return {}
+    if isinstance(overrides, (str, os.PathLike)):
+        return load_space_file(os.fspath(overrides))
+    if not isinstance(overrides, dict):
+        raise TypeError(f"space must be a dict of hyperparameter name -> value, list or range "
+                        f"(or a JSON file path). Received: {type(overrides).__name__}")
+    for name, value in overrides.items():
+        if not isinstance(name, str):
+            raise SpaceError(f"Search space names must be strings. Received: {name!r}")
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(RANGE_KEYS))
+            if unknown or not {"min", "max"} <= set(value):
+                raise SpaceError(f"Range for '{name}' needs 'min' and 'max' (optionally "
+                                 f"{', '.join(RANGE_KEYS[2:])}). Received: {value!r}")
+        elif isinstance(value, (list, tuple)):
+            if not value:
+                raise SpaceError(f"Choices for '{name}' are empty.")
+        elif value is not None and not isinstance(value, (str, numbers.Number, bool)):
+            raise SpaceError(f"Value for '{name}' must be a number, string, bool, list or "
+                             f"range. Received: {value!r}")
+    return dict(overrides)
+
+
+def _describe(hp):
+    kind = type(hp).__name__
+    if kind == "Choice":
+        return f"one of {list(hp.values)}"
+    if kind == "Boolean":
+        return "True or False"
+    if kind == "Fixed":
+        return f"fixed at {hp.value!r}"
+    return f"in [{hp.min_value}, {hp.max_value}]"
+
+
+def _allowed(hp, value):
+    """Whether `value` is a value `hp` can take."""
+    import keras_tuner as kt
+    if isinstance(hp, kt.engine.hyperparameters.Fixed):
+        return value == hp.value
+    if isinstance(hp, kt.engine.hyperparameters.Boolean):
+        return isinstance(value, bool)
+    if isinstance(hp, kt.engine.hyperparameters.Choice):
+        return any(value == v and type(value) is type(v) or (
+            isinstance(v, numbers.Real) and isinstance(value, numbers.Real)
+            and not isinstance(value, bool) and math.isclose(value, v, rel_tol=1e-9))
+            for v in hp.values)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    if isinstance(hp, kt.engine.hyperparameters.Int) and int(value) != value:
+        return False
+    lo, hi = hp.min_value, hp.max_value
+    return lo - 1e-12 * abs(lo) <= value <= hi + 1e-12 * abs(hi)
+
+
+def _canonical(hp, value):
+    """`value` as `hp` stores it (e.g. the Choice's own float for 1e-3)."""
+    import keras_tuner as kt
+    if isinstance(hp, kt.engine.hyperparameters.Choice):
+        for v in hp.values:
+            if v == value or (isinstance(v, numbers.Real) and isinstance(value, numbers.Real)
+                              and math.isclose(v, value, rel_tol=1e-9)):
+                return v
+    if isinstance(hp, kt.engine.hyperparameters.Int):
+        return int(value)
+    if isinstance(hp, kt.engine.hyperparameters.Float):
+        return float(value)
+    return value
+
+
+def apply_overrides(space, overrides):
+    """A `HyperParameters` pre-registering `overrides` over the declared `space`.
+
+    Args:
+        space: a `HyperParameters` with the full declared space (defaults).
+        overrides: checked dict (see `check_overrides`).
+
+    Returns:
+        `keras_tuner.HyperParameters` holding only the overridden entries,
+        for the oracle's `hyperparameters=`: the hypermodel's own
+        declarations of those names then return these values.
+
+    Raises:
+        SpaceError: an unknown name, or a value outside the declared range.
+    """
+    import keras_tuner as kt
+
+    declared = {hp.name: hp for hp in space.space}
+    unknown = sorted(set(overrides) - set(declared))
+    if unknown:
+        raise SpaceError(f"Search space override(s) {unknown} name no hyperparameter of this "
+                         f"model. Its hyperparameters: {sorted(declared)}")
+    out = kt.HyperParameters()
+    for name, value in overrides.items():
+        hp = declared[name]
+        if isinstance(value, dict):
+            if type(hp).__name__ not in ("Int", "Float"):
+                raise SpaceError(f"'{name}' is {_describe(hp)}: give a value or a list, not a "
+                                 f"range.")
+            lo, hi = value["min"], value["max"]
+            for bound in (lo, hi):
+                if not _allowed(hp, bound):
+                    raise SpaceError(f"Range for '{name}' must lie {_describe(hp)}. "
+                                     f"Received: {value!r}")
+            if lo > hi:
+                raise SpaceError(f"Range for '{name}' has min > max. Received: {value!r}")
+            step = value.get("step", hp.step)
+            sampling = value.get("sampling", hp.sampling)
+            default = value.get("default", hp.default if lo <= hp.default <= hi else lo)
+            if not lo <= default <= hi:
+                raise SpaceError(f"Default for '{name}' must lie in [{lo}, {hi}]. "
+                                 f"Received: {default!r}")
+            try:
+                if type(hp).__name__ == "Int":
+                    out.Int(name, int(lo), int(hi), step=step, sampling=sampling,
+                            default=int(default))
+                else:
+                    out.Float(name, float(lo), float(hi), step=step, sampling=sampling,
+                              default=float(default))
+            except ValueError as err:
+                raise SpaceError(f"Range for '{name}' is not valid: {err}") from None
+        elif isinstance(value, (list, tuple)):
+            bad = [v for v in value if not _allowed(hp, v)]
+            if bad:
+                raise SpaceError(f"Value(s) {bad} for '{name}' are outside its range: it is "
+                                 f"{_describe(hp)}.")
+            values = _unique([_canonical(hp, v) for v in value])
+            default = hp.default if any(hp.default == v for v in values) else values[0]
+            if len(values) == 1:
+                out.Fixed(name, values[0])
+            else:
+                out.Choice(name, values, default=default)
+        else:
+            if not _allowed(hp, value):
+                raise SpaceError(f"Value {value!r} for '{name}' is outside its range: it is "
+                                 f"{_describe(hp)}.")
+            out.Fixed(name, _canonical(hp, value))
+    return out
+
+
+def merged_space(space, fixed):
+    """`space` with the entries of `fixed` (an overrides `HyperParameters`) replacing its own."""
+    import keras_tuner as kt
+    out = kt.HyperParameters()
+    replaced = {hp.name: hp for hp in fixed.space}
+    for hp in space.space:
+        out._register(replaced.get(hp.name, hp))
+    return out
+
+
+def continuous(space):
+    """Names of hyperparameters grid search cannot enumerate (no step)."""
+    names = []
+    for hp in space.space:
+        kind = type(hp).__name__
+        if kind == "Float" and hp.step is None:
+            names.append(hp.name)
+        elif kind == "Int" and hp.step is None and hp.sampling != "linear":
+            names.append(hp.name)
+    return names
+
+
+def describe_space(space):
+    """JSON-ready description of a space (for search.json and the fingerprint)."""
+    rows = []
+    for hp in space.space:
+        config = hp.get_config()
+        config.pop("conditions", None)
+        rows.append({"name": hp.name, "type": type(hp).__name__,
+                     **{k: (list(v) if isinstance(v, tuple) else v)
+                        for k, v in config.items() if k != "name"}})
+    return rows
+
+
+def grid_size(space):
+    """Number of points grid search enumerates (None when a range is continuous)."""
+    total = 1
+    for hp in space.space:
+        kind = type(hp).__name__
+        if kind == "Fixed":
+            continue
+        if kind in ("Float", "Int") and hp.step is None and (
+                kind == "Float" or hp.sampling != "linear"):
+            return None
+        total *= len(list(hp.values))
+    return total
