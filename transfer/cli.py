@@ -54,6 +54,10 @@ def run(args):
     from transfer.backbones import resolve
     from zoo.cli import training_options
 
+    from zoo.cli import run_local_workers
+    code = run_local_workers(args)  # --workers K: this command as K local workers
+    if code is not None:
+        return code
     # Bad names and weights fail here, before TensorFlow loads.
     resolve(args.backbone, weights=args.weights, weights_sha256=args.weights_sha256,
             preprocessing=args.preprocessing)

@@ -28,7 +28,7 @@ def add_arguments(parser):
     parser.add_argument("name_or_dir", metavar="NAME_OR_DIR",
                         help="a registered model name, or a search directory (with --report or "
                              "--retrain-best)")
-    zoo_cli.add_training_arguments(parser, recipe=False)
+    zoo_cli.add_training_arguments(parser, recipe=False, distribute=False)
     group = parser.add_argument_group("search")
     group.add_argument("--tuner", choices=TUNERS, default="hyperband",
                        help="KerasTuner oracle (default hyperband)")

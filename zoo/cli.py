@@ -98,12 +98,14 @@ def _task_data_options():
 _INT_OPTIONS = ("lookback", "horizon", "sequence_length", "season")
 
 
-def add_training_arguments(parser, *, recipe=True):
+def add_training_arguments(parser, *, recipe=True, distribute=True):
     """The flags `zoo train`, `zoo tune` and `zoo finetune` share.
 
     Args:
         parser: an argparse parser.
         recipe: add the recipe overrides (epochs, lr, ...). Defaults to True.
+        distribute: add --workers, --per-replica-batch and --scale-lr
+            (`zoo.distribute`). Defaults to True.
     """
     parser.add_argument("--data", default="digits",
                         help="digits (default, offline), mnist, fashion_mnist, cifar10, "
@@ -126,6 +128,9 @@ def add_training_arguments(parser, *, recipe=True):
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 in "
                              "a terminal, else 2)")
+    if distribute:
+        from zoo.distribute import add_distribute_arguments
+        add_distribute_arguments(parser)
     group = parser.add_argument_group("data options (by task)")
     for option, help_text in _task_data_options().items():
         group.add_argument(f"--{option.replace('_', '-')}", dest=option, help=help_text,
@@ -145,6 +150,9 @@ def training_options(args):
         kwargs.update(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                       learning_rate=args.lr, schedule=args.schedule, loss=args.loss,
                       augment=args.augment)
+    if hasattr(args, "per_replica_batch"):
+        from zoo.distribute import distribute_options
+        kwargs.update(distribute_options(args))
     return kwargs
 
 
@@ -276,9 +284,21 @@ def cmd_info(args):
     return 0
 
 
+def run_local_workers(args):
+    """`--workers K`: run this very command as K local workers; None when not asked.
+
+    Plugins (`zoo finetune`) call it first thing too.
+    """
+    from zoo.launch import maybe_run_local_workers
+    return maybe_run_local_workers(args, getattr(args, "argv", None))
+
+
 def cmd_train(args):
     from zoo.registry import get_spec
     get_spec(args.name)  # unknown names fail before TensorFlow loads
+    code = run_local_workers(args)
+    if code is not None:
+        return code
     from zoo.training import print_summary, train
     result = train(args.name, run_dir=args.out, overwrite=args.overwrite,
                    model_kwargs=dict(args.arg), export=not args.no_export,
@@ -347,14 +367,17 @@ def _quiet_tensorflow():
 def _is_user_error(err):
     """Errors that are the user's to fix (one line) rather than a bug (traceback)."""
     from zoo.data import DataUnavailableError
+    from zoo.launch import WorkerError
     return isinstance(err, (ValueError, TypeError, FileNotFoundError, PermissionError,
-                            NotADirectoryError, IsADirectoryError, DataUnavailableError))
+                            NotADirectoryError, IsADirectoryError, DataUnavailableError,
+                            WorkerError))
 
 
 def main(argv=None):
     _quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
