@@ -21,10 +21,15 @@ def plot_curves(history, path):
              and not k.startswith("val_")]
     if not names:
         return None
-    figure = Figure(figsize=(4.5 * len(names), 3.5))
-    axes = figure.subplots(1, len(names), squeeze=False)
+    # At most three panels a row: five GAN losses stay readable, not a thin strip.
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    figure = Figure(figsize=(4.5 * cols, 3.5 * rows))
+    axes = figure.subplots(rows, cols, squeeze=False).reshape(-1)
+    for ax in axes[len(names):]:
+        ax.axis("off")
     epochs = [int(e) + 1 for e in history.get("epoch", range(len(history[names[0]])))]
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes, names):
         ax.plot(epochs, history[name], label="train")
         if f"val_{name}" in history:
             ax.plot(epochs, history[f"val_{name}"], label="validation")
