@@ -37,7 +37,7 @@ PUBLISHED = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(PUBLISHED))
+@pytest.mark.parametrize("name", ["resnet18", "resnet34"])  # the others: with Keras's twin below
 def test_imagenet_resnet_trainable_params_are_shape_independent_and_published(name):
     # ResNets end in global pooling, so a 32x32 build has the 224x224 count.
     model = zoo.build(name, input_shape=(32, 32, 3))
@@ -62,9 +62,8 @@ def test_vgg_trainable_params_match_published(name):
 
 
 def test_vgg16_at_224_equals_keras_applications_count():
-    model = zoo.build("vgg16")
-    assert model.count_params() == 138_357_544
-    assert keras.applications.VGG16(weights=None).count_params() == 138_357_544
+    # keras.applications.VGG16(weights=None).count_params() (its documented 138,357,544).
+    assert zoo.build("vgg16").count_params() == 138_357_544
 
 
 def test_alexnet_param_counts():
@@ -110,11 +109,14 @@ APPLICATIONS = {
 @pytest.mark.parametrize("name", sorted(APPLICATIONS))
 def test_weight_compatible_with_keras_applications(name):
     rng = np.random.default_rng(1)
-    shape = (64, 64, 3)
+    shape = (32, 32, 3)  # the smallest both accept: building dominates the cost
     ref = getattr(keras.applications, APPLICATIONS[name])(weights=None, input_shape=shape)
     _randomize_bn_statistics(ref, rng)
     model = zoo.build(name, input_shape=shape)
     assert model.count_params() == ref.count_params()
+    if name in PUBLISHED:  # global pooling: the 224x224 counts at 32x32
+        assert _trainable(model) == PUBLISHED[name]
+        assert model.count_params() == zoo.get_spec(name).num_params
     assert [w.shape for w in model.weights] == [w.shape for w in ref.weights]
     model.set_weights(ref.get_weights())
     x = rng.random((2, *shape)).astype("float32") * 2 - 1
@@ -127,17 +129,18 @@ def test_weight_compatible_with_keras_applications(name):
 
 
 def test_weights_path_loads_keras_applications_file(tmp_path):
-    ref = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), include_top=False,
-                                      pooling="avg")
-    path = str(tmp_path / "resnet50.weights.h5")
+    # VGG16 (19 layers) rather than a ResNet: the same loading path, a fraction of the build.
+    ref = keras.applications.VGG16(weights=None, input_shape=(32, 32, 3), include_top=False,
+                                   pooling="avg")
+    path = str(tmp_path / "vgg16.weights.h5")
     ref.save_weights(path)
-    model = zoo.build("resnet50", input_shape=(32, 32, 3), include_top=False, pooling="avg",
+    model = zoo.build("vgg16", input_shape=(32, 32, 3), include_top=False, pooling="avg",
                       weights=path)
     x = np.random.default_rng(2).random((2, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(model(x), ref(x), atol=1e-5)
+    np.testing.assert_allclose(model(x), ref(x), rtol=1e-5, atol=1e-5)
     # A different channel count cannot take these weights: a clear ValueError.
     with pytest.raises(ValueError, match="does not fit"):
-        zoo.build("resnet50", input_shape=(32, 32, 1), include_top=False, pooling="avg",
+        zoo.build("vgg16", input_shape=(32, 32, 1), include_top=False, pooling="avg",
                   weights=path)
 
 
@@ -148,19 +151,19 @@ def test_imagenet_weights_refused_without_a_keras_twin(name):
 
 
 def test_imagenet_weights_offline_without_cache_names_the_file(tmp_path, monkeypatch):
-    import time
-
     from zoo.models import _blocks
 
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     monkeypatch.setattr(_blocks, "keras_cache_dir", lambda: str(tmp_path / "models"))
-    start = time.perf_counter()
-    with pytest.raises(ValueError) as err:
-        zoo.build("resnet50", weights="imagenet", include_top=False, input_shape=(32, 32, 3))
+    with monkeypatch.context() as patch:
+        # Nothing waits on a network, and nothing is built before the file is found.
+        patch.setattr(keras.utils, "get_file", lambda *a, **k: pytest.fail("network"))
+        patch.setattr(_blocks, "l2", lambda *a, **k: pytest.fail("built before the lookup"))
+        with pytest.raises(ValueError) as err:
+            zoo.build("resnet50", weights="imagenet", include_top=False, input_shape=(32, 32, 3))
     message = str(err.value)
     assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
     assert str(tmp_path / "models") in message
-    assert time.perf_counter() - start < 30  # nothing waits on a network
     with pytest.raises(ValueError, match="3 input channels"):
         zoo.build("vgg16", weights="imagenet", include_top=False, input_shape=(32, 32, 1))
     with pytest.raises(ValueError, match="num_classes=1000"):

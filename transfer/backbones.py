@@ -368,11 +368,13 @@ def build(source, *, channels, size, in_channels="adapt"):
         raise ValueError(f"{source.name} normalises per channel before its first convolution, "
                          f"so it cannot be adapted to {channels} channels; pass "
                          f"in_channels='tile'. Received: in_channels={in_channels!r}")
+    if source.weights == "imagenet":
+        # Before building anything: offline without a cached file fails at once.
+        app = source.arch if source.source == "keras" else get_spec(source.arch).features.imagenet
+        path = _blocks.imagenet_weights(app, include_top=False, rows=size)
     target = _make(source, model_channels, size)
     provenance = {"source": source.weights, "sha256": source.weights_sha256}
     if source.weights == "imagenet":
-        app = source.arch if source.source == "keras" else get_spec(source.arch).features.imagenet
-        path = _blocks.imagenet_weights(app, include_top=False, rows=size)
         provenance = {"source": "imagenet", "file": path, "sha256": sha256_of(path)}
         loaded = target if model_channels == 3 else _make(source, 3, size)
         _load_file(loaded, path, f"ImageNet weights {os.path.basename(path)}")

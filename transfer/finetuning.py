@@ -98,13 +98,15 @@ def stage_of_layers(backbone, stages):
 def set_freeze_plan(backbone, stages, unfrozen):
     """Train the top `unfrozen` stages of `backbone`; freeze the rest and every BatchNorm."""
     import keras
-    backbone.trainable = True  # resets every sublayer; then freeze what must stay
+    # Every layer is set explicitly: assigning a model's `trainable` the value it
+    # already has does not reach its sublayers (Keras 3.15), so "backbone.trainable
+    # = True" would leave stages frozen by an earlier plan frozen (gradual: 1 -> 2).
+    backbone.trainable = True
     stage = stage_of_layers(backbone, stages)
     first_trained = len(stages) - unfrozen
     for layer in backbone.layers:
-        if stage[layer.name] < first_trained or isinstance(
-                layer, keras.layers.BatchNormalization):
-            layer.trainable = False
+        layer.trainable = not (stage[layer.name] < first_trained or isinstance(
+            layer, keras.layers.BatchNormalization))
     if unfrozen == 0:
         backbone.trainable = False
 

@@ -232,6 +232,12 @@ def cnn_model(body, *, spec_name, min_size, input_shape, num_classes, include_to
     input_shape, weights = check_common(
         name=spec_name, input_shape=input_shape, min_size=min_size, num_classes=num_classes,
         include_top=include_top, pooling=pooling, weights=weights, weight_decay=weight_decay)
+    if weights == "imagenet":
+        # Find (or fetch) the file before building: offline without a cached
+        # file fails at once, not after minutes of building a ResNet-152.
+        from zoo.registry import get_spec
+        weights = imagenet_weights(get_spec(spec_name).features.imagenet,
+                                   include_top=include_top)
     reg = l2(weight_decay)
     inputs = keras.Input(shape=input_shape, name="inputs")
     x = body(inputs, reg)
