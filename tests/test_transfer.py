@@ -115,6 +115,27 @@ def test_phase_plans_of_each_method():
                                           (4, 5, 3, 0.1)]
 
 
+def test_finetune_space_defaults_are_finetunes_defaults():
+    import inspect
+
+    kt = pytest.importorskip("keras_tuner")
+    from transfer.finetuning import finetune
+
+    hp = kt.HyperParameters()
+    point = transfer.finetune_space(hp, stages=3)
+    defaults = inspect.signature(finetune).parameters
+    assert point == {k: defaults[k].default for k in ("unfreeze", "lr_factor", "layer_decay")}
+    assert hp.values == {"unfreeze": "all", "lr_factor": 10.0, "layer_decay": 1.0}
+    # Choices beyond the backbone's stages are not offered.
+    small = kt.HyperParameters()
+    transfer.finetune_space(small, stages=1)
+    assert small.get_config()["space"][0]["config"]["values"] == ["all", "1"]
+    hp.values.update(unfreeze="2", layer_decay=0.75, lr_factor=30.0)
+    assert transfer.finetune_space(hp) == {"unfreeze": 2, "lr_factor": 30.0, "layer_decay": 0.75}
+    with pytest.raises(ValueError, match="stages"):
+        transfer.finetune_space(kt.HyperParameters(), stages=0)
+
+
 # ----------------------------------------------------------------- freeze plans, in process
 
 

@@ -18,6 +18,7 @@ from transfer.backbones import KERAS_BACKBONES, list_backbones, resolve  # noqa:
 # The function lives in transfer.finetuning (a submodule named `finetune` would
 # shadow the function once imported).
 _LAZY = {"finetune": "transfer.finetuning", "METHODS": "transfer.finetuning",
+         "finetune_space": "transfer.finetuning",
          "FinetuneResult": "transfer.finetuning", "load_backbone": "transfer.backbones"}
 
 __all__ = ["KERAS_BACKBONES", "list_backbones", "resolve", "load_backbone", *_LAZY]

@@ -121,6 +121,36 @@ def layer_decay_scales(model, backbone, stages, decay):
     return scales
 
 
+# What the tuner may search, with finetune's defaults first: unfreeze, the
+# phase-2 learning-rate divisor and layer-wise decay (1.0 = none).
+SPACE = {"unfreeze": ("all", "1", "2"), "lr_factor": (10.0, 3.0, 30.0, 100.0),
+         "layer_decay": (1.0, 0.9, 0.75, 0.5)}
+
+
+def finetune_space(hp, *, stages=None):
+    """`finetune` keyword arguments drawn from a KerasTuner `HyperParameters`.
+
+    The default point is `finetune`'s own defaults (unfreeze="all",
+    lr_factor=10, layer_decay=None), so an untuned trial is the plain call.
+
+    Args:
+        hp: a `keras_tuner.HyperParameters` (only `Choice` is used).
+        stages: the backbone's number of stages; `unfreeze` choices larger
+            than it are left out. Defaults to None (all choices).
+
+    Returns:
+        {"unfreeze": "all" or int, "lr_factor": float, "layer_decay": float or None}.
+    """
+    stages = checks.positive_int("stages", stages, allow_none=True)
+    unfreeze_choices = [u for u in SPACE["unfreeze"]
+                        if u == "all" or stages is None or int(u) <= stages]
+    unfreeze = hp.Choice("unfreeze", unfreeze_choices, default="all")
+    lr_factor = hp.Choice("lr_factor", list(SPACE["lr_factor"]), default=10.0)
+    decay = hp.Choice("layer_decay", list(SPACE["layer_decay"]), default=1.0)
+    return {"unfreeze": unfreeze if unfreeze == "all" else int(unfreeze),
+            "lr_factor": float(lr_factor), "layer_decay": None if decay == 1.0 else float(decay)}
+
+
 def _check_unfreeze(unfreeze, stages):
     if unfreeze == "all":
         return len(stages)
