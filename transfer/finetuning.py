@@ -407,6 +407,9 @@ def finetune(backbone, data="digits", *, method="two_phase", weights=None, weigh
                           suffix=".weights.h5")
         runs.write_json(state_path, {"completed_phases": index + 1, "weights": weights_name,
                                      "settings": settings})
+        # The phase is safely recorded: its backup (kept past fit for kill
+        # safety) must not seed the next phase's optimizer or early stopping.
+        shutil.rmtree(os.path.join(run_dir, runs.BACKUP_DIR), ignore_errors=True)
         if index and os.path.exists(os.path.join(run_dir, f"phase_{index}.weights.h5")):
             os.remove(os.path.join(run_dir, f"phase_{index}.weights.h5"))
 
