@@ -76,7 +76,12 @@ def test_early_stopping_stops_and_checkpoint_is_atomic(tmp_path):
     restored = keras.saving.load_model(tmp_path / "checkpoints" / "best.keras")
     np.testing.assert_allclose(restored.predict(x[:8], verbose=0),
                                model.predict(x[:8], verbose=0), atol=1e-6)
-    assert not os.path.exists(tmp_path / "backup")  # BackupAndRestore cleans up when done
+    # The backup outlives fit (a kill before the run is finished resumes);
+    # finishing the run directory removes it.
+    assert os.path.exists(tmp_path / "backup" / "callbacks.json")
+    from zoo import runs
+    runs.finish_run_dir(str(tmp_path))
+    assert not os.path.exists(tmp_path / "backup")
 
 
 def test_no_monitor_keeps_the_latest_epoch(tmp_path):
