@@ -81,8 +81,10 @@ def main(argv=None):
           f"{'same set' if same_ids else 'DIFFERENT'}; hyperparameters "
           f"{'identical' if same_hp else 'DIFFERENT'} per trial")
     print(f"best trial: killed+resumed {best['killed']}, uninterrupted {best['straight']}")
-    print(f"trial {args.kill_trial}: resumed={resumed['resumed']}, epochs recorded "
-          f"{sorted(int(e) for e in resumed['curve'])}, status {resumed['status']}")
+    print(f"trial {args.kill_trial}: resumed={resumed.get('resumed')}, epochs recorded "
+          f"{sorted(int(e) for e in resumed.get('curve') or {})}, status {resumed['status']}"
+          + (f" ({resumed.get('reason')}: {resumed.get('message')})"
+             if resumed["status"] == "failed" else ""))
     scores = {i: (a[i].get("score"), b[i].get("score")) for i in sorted(a)}
     print("scores (killed+resumed, uninterrupted): " + ", ".join(
         f"{i}: {x:.4f}/{y:.4f}" for i, (x, y) in scores.items() if x is not None and y))

@@ -139,6 +139,32 @@ def test_budget_and_hyperband_schedule():
     assert searcher.budget("grid", max_trials=100, max_epochs=2, grid_points=4)[:2] == (4, 8)
 
 
+def test_median_stopping_rule():
+    import types
+
+    import keras_tuner as kt
+
+    from tuning.tuners import MedianStopping
+    curves = [{0: 0.5, 1: 0.6, 2: 0.7}, {0: 0.4, 1: 0.8}, {0: 0.6, 1: 0.7, 2: 0.9}]
+    rule = MedianStopping(curves, kt.Objective("val_accuracy", "max"), min_trials=3,
+                          grace_epochs=2)
+    rule.set_model(types.SimpleNamespace(stop_training=False))
+    rule.on_epoch_end(0, {"val_accuracy": 0.1})  # within the grace epochs
+    assert not rule.model.stop_training
+    rule.on_epoch_end(1, {"val_accuracy": 0.75})  # median of best-so-far at epoch 2: 0.7
+    assert not rule.model.stop_training
+    rule = MedianStopping(curves, kt.Objective("val_accuracy", "max"), min_trials=3,
+                          grace_epochs=2)
+    rule.set_model(types.SimpleNamespace(stop_training=False))
+    rule.on_epoch_end(0, {"val_accuracy": 0.3})
+    rule.on_epoch_end(1, {"val_accuracy": 0.65})
+    assert rule.model.stop_training and rule.stopped_epoch == 1
+    rule = MedianStopping(curves, kt.Objective("val_accuracy", "max"), min_trials=3)
+    rule.set_model(types.SimpleNamespace(stop_training=False))
+    rule.on_epoch_end(2, {"val_accuracy": 0.1})  # only two trials reached epoch 3
+    assert not rule.model.stop_training
+
+
 # ------------------------------------------------------------------ the registry
 
 

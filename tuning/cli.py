@@ -13,7 +13,6 @@ Running the same command again resumes an interrupted search.  Imports no
 TensorFlow until a search starts (`--help` and `--report` stay instant).
 """
 
-import argparse
 import os
 import sys
 
@@ -131,7 +130,8 @@ def _retrain(args, directory):
     from tuning import searcher
     from zoo.training import print_summary
 
+    verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
     run = searcher.retrain_best(directory, run_dir=args.run_dir, overwrite=args.overwrite,
-                                verbose=args.verbose)
+                                verbose=verbose)
     print_summary(run)
     return 0

@@ -217,7 +217,8 @@ def run_worker(prepared, *, oracle, tuner_id=None, verbose=1, one_trial=False):
                       KERASTUNER_ORACLE_PORT=str(port))
     tuner = searcher.make_tuner(prepared, verbose=verbose, worker=True, one_trial=one_trial)
     try:
-        tuner.search(verbose=0)
+        with searcher.frozen_gc():
+            tuner.search(verbose=0)
     except tuners.OneTrialDone:
         pass
     return 0

@@ -119,33 +119,43 @@ class ZooHyperModel(kt.HyperModel):
     # ------------------------------------------------------------- data, build, fit
 
     def bundle(self, recipe):
-        """The plan's data at `recipe`'s batch size and augmentation (built once each).
+        """The trial's data at `recipe`'s batch size and augmentation.
 
-        Every bundle is re-batched from the plan's validated arrays: the data
-        is read and validated once per search.
+        Pipelines are made from the plan's validated arrays (the data is read
+        and validated once per search) with `zoo.training.load_data`, the
+        call `Plan.data` makes, but always as fresh `tf.data` objects for
+        each trial (`new_trial`): a reshuffling pipeline's order depends on
+        how often that object was iterated before, so reusing one across
+        trials would make a trial's result depend on the trials before it
+        (and a resumed search differ from an uninterrupted one).
         """
         key = (int(recipe.batch_size), tuple(recipe.augment))
         if key not in self._bundles:
+            from zoo import training
             p = self.p
-            if p.config.data == "<arrays>" and (
-                    key[0] != p.bundle.batch_size or key[1] != tuple(p.recipe.augment)):
-                # `Plan.data` re-reads `config.data`, which is "<arrays>" for in-memory
-                # data; the same call with the already-split arrays (not re-read).
-                from zoo import training
-                arrays = p.bundle.arrays
-                self._bundles[key] = training.load_data(
-                    p.spec, (arrays.x_train, arrays.y_train), hooks=p.hooks,
-                    batch_size=key[0], seed=p.seed, input_shape=tuple(p.bundle.input_shape),
-                    augment=key[1], classes=p.config.classes, options=p.data_options,
-                    splits=arrays, one_hot=p.bundle.one_hot_labels)
-            else:
-                self._bundles[key] = p.data(batch_size=key[0], augment=key[1])
+            arrays = p.bundle.arrays
+            # `Plan.data` re-reads `config.data`, which is "<arrays>" for in-memory data.
+            data = p.config.data if p.config.data != "<arrays>" else (arrays.x_train,
+                                                                       arrays.y_train)
+            self._bundles[key] = training.load_data(
+                p.spec, data, hooks=p.hooks, batch_size=key[0], seed=p.seed,
+                input_shape=tuple(p.bundle.input_shape), augment=key[1],
+                classes=p.config.classes, options=p.data_options, splits=arrays,
+                one_hot=p.bundle.one_hot_labels)
         return self._bundles[key]
 
+    def new_trial(self):
+        """Forget the previous trial's pipelines (see `bundle`)."""
+        self._bundles = {}
+
     def schedule_epochs(self, hp):
-        values = hp.values
-        if "tuner/epochs" in values:
-            return max(1, int(values["tuner/epochs"]) - int(values.get("tuner/initial_epoch", 0)))
+        """Epochs the LR schedule spans: the trial's (Hyperband: its round's last epoch).
+
+        A Hyperband continuation restores the earlier round's optimizer, whose
+        step count goes on, so its schedule is sized from epoch 0 to tuner/epochs.
+        """
+        if "tuner/epochs" in hp.values:
+            return int(hp.values["tuner/epochs"])
         return self.max_epochs
 
     def build(self, hp):

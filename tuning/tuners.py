@@ -37,6 +37,7 @@ import os
 import statistics
 import time
 import traceback
+import warnings
 
 import keras
 import keras_tuner as kt
@@ -51,11 +52,13 @@ COMPLETED = trial_module.TrialStatus.COMPLETED
 
 
 def _atomic_json(path, obj):
+    """Write JSON via a temporary file and a rename: a killed process never leaves half a file.
+
+    (No fsync: a kill -9 loses no written page; only a power cut could.)
+    """
     temporary = f"{path}.partial{os.getpid()}"
     with open(temporary, "w") as f:
         json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(temporary, path)
 
 
@@ -226,13 +229,6 @@ class SkipTrial(Exception):
     """The built model is over `max_params`: recorded as skipped, not trained."""
 
 
-class TrialFailure(Exception):
-    def __init__(self, reason, message):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
-
-
 def _floats(logs):
     out = {}
     for k, v in (logs or {}).items():
@@ -279,14 +275,71 @@ class EpochRecorder(keras.callbacks.Callback):
             self.on_epoch(self.epochs)
 
 
-class BestWeights(keras.callbacks.Callback):
-    """Weights of the trial's best epoch by the objective (atomic .weights.h5)."""
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose backup is replaced atomically (weights, then epoch).
 
-    def __init__(self, path, objective, best=None):
+    Keras writes latest.weights.h5 in place: a kill -9 during that write
+    leaves a file that cannot be opened, and on the first epoch there is no
+    previous copy to fall back to, so the resumed trial fails.  Here both
+    files are written to temporary names and renamed over the old ones.  A
+    backup that still cannot be read is discarded (the execution starts
+    again) instead of failing the trial.
+    """
+
+    def __init__(self, backup_dir):
+        super().__init__(backup_dir, save_freq="epoch", double_checkpoint=False)
+
+    # Backups are per epoch: Keras's default (no-op) batch hook, so that fit does
+    # not call back into Python after every batch on this callback's account.
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        # No backup after the last epoch: the trial is over (and the backup deleted) at once.
+        if epoch + 1 < (self.params or {}).get("epochs", epoch + 2):
+            super().on_epoch_end(epoch, logs)
+        else:
+            self._current_epoch = epoch + 1
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError, KeyError) as err:
+            print(f"note: the trial's backup cannot be read ({type(err).__name__}: {err}); "
+                  f"starting this trial again from its first epoch", flush=True)
+            results.remove_tree(self.backup_dir)
+            self.model._initial_epoch = None
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        weights = self._weights_path.replace(".weights.h5", ".partial.weights.h5")
+        self.model.save_weights(filepath=weights, overwrite=True)
+        metadata = f"{self._training_metadata_path}.partial"
+        with open(metadata, "w") as f:
+            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)
+        os.replace(weights, self._weights_path)
+        os.replace(metadata, self._training_metadata_path)
+
+
+class BestWeights(keras.callbacks.Callback):
+    """The weights of a trial's best epoch by the objective, written once, at the end.
+
+    The best epoch's weights are kept in memory and written (atomically)
+    when training ends, and only if `worth_keeping(value)` says the trial
+    can be among those whose weights are kept (every trial under Hyperband,
+    whose later rounds continue from them): writing a large model's weights
+    at every improving epoch of every trial costs more than the epochs of
+    a small one.  The value saved last is `saved`.
+    """
+
+    def __init__(self, path, objective, worth_keeping=None):
         super().__init__()
         self.path = path
         self.objective = objective
-        self.best = best
+        self.worth_keeping = worth_keeping
+        self.saved = None
+
+    def on_train_begin(self, logs=None):
+        self.best, self.weights = None, None
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.objective.name)
@@ -294,10 +347,19 @@ class BestWeights(keras.callbacks.Callback):
             return
         value = float(value)
         if self.best is None or self.objective.better_than(value, self.best):
-            self.best = value
-            temporary = self.path.replace(".weights.h5", ".partial.weights.h5")
-            self.model.save_weights(temporary)
-            os.replace(temporary, self.path)
+            self.best, self.weights = value, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.weights is None or (self.saved is not None and
+                                    not self.objective.better_than(self.best, self.saved)):
+            return
+        if self.worth_keeping is not None and not self.worth_keeping(self.best):
+            return
+        self.model.set_weights(self.weights)
+        temporary = self.path.replace(".weights.h5", ".partial.weights.h5")
+        self.model.save_weights(temporary)
+        os.replace(temporary, self.path)
+        self.saved, self.weights = self.best, None
 
 
 class MedianStopping(keras.callbacks.Callback):
@@ -375,6 +437,7 @@ class ZooTuner(kt.Tuner):
         self._trial_started = {}
         self._trials_run = 0
         self._asked_without_trial = False
+        self._refreeze = False
 
     # The space is declared without building a model (KerasTuner builds one per
     # tuner construction to find conditional scopes; the zoo's spaces have none).
@@ -387,9 +450,18 @@ class ZooTuner(kt.Tuner):
         cached, self.hypermodel.first_model = self.hypermodel.first_model, None
         if cached is not None and not hp.values.get("tuner/trial_id") and cached[0] == {
                 k: v for k, v in hp.values.items() if not k.startswith("tuner/")}:
+            self._refreeze = True
             return cached[1]  # built (same seed) and checked before the search started
         keras.backend.clear_session()
-        gc.collect()
+        if self._refreeze and gc.get_freeze_count():
+            # That model was alive when the search froze the heap (`frozen_gc`): thaw
+            # once, so that it can be collected, and freeze again.
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+        else:
+            gc.collect()
+        self._refreeze = False
         if self._trial_seed is not None:
             keras.utils.set_random_seed(self._trial_seed)
         model = self._build_hypermodel(hp)
@@ -399,9 +471,22 @@ class ZooTuner(kt.Tuner):
 
     def _build_hypermodel(self, hp):
         model = super()._build_hypermodel(hp)
-        if "tuner/trial_id" in hp.values:  # Hyperband: continue from the earlier round
-            model.load_weights(self._get_checkpoint_fname(hp.values["tuner/trial_id"]))
+        if "tuner/trial_id" in hp.values:
+            # Hyperband: continue from the earlier round, optimizer state included (its
+            # step count continues, and the schedule is sized for tuner/epochs from 0).
+            optimizer = getattr(model, "optimizer", None)
+            if optimizer is not None and not optimizer.built:
+                optimizer.build(model.trainable_variables)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a GAN's two optimizers are not restored
+                model.load_weights(self._get_checkpoint_fname(hp.values["tuner/trial_id"]))
         return model
+
+    def save(self):
+        """Oracle and tuner state, each file written atomically."""
+        if not self._is_worker():
+            self.oracle.save()
+        _atomic_json(self._get_tuner_fname(), self.get_state())
 
     # ------------------------------------------------------------- paths, records
 
@@ -410,6 +495,20 @@ class ZooTuner(kt.Tuner):
 
     def _write_record(self, trial_id, record):
         _atomic_json(self._record_path(trial_id), results.json_safe(record))
+
+    def _worth_keeping(self, value):
+        """Whether a trial scoring `value` may be among the `keep_checkpoints` best."""
+        keep = self.settings.get("keep_checkpoints", 3)
+        if keep is None or self.settings.get("tuner") == "hyperband":
+            return True  # Hyperband continues from any of its trials' weights
+        scores = [r["score"] for r in results.read_records(self.project_dir).values()
+                  if r.get("status") in ("completed", "stopped_early")
+                  and r.get("score") is not None]
+        if len(scores) < keep:
+            return True
+        objective = self.oracle.objective
+        scores.sort(reverse=objective.direction == "max")
+        return objective.better_than(value, scores[keep - 1]) or value == scores[keep - 1]
 
     def _completed_curves(self, exclude):
         curves = []
@@ -459,22 +558,19 @@ class ZooTuner(kt.Tuner):
         }
         self._write_record(trial_id, record)
 
-        def progress(epochs_so_far):
+        def progress(epochs_so_far):  # after every epoch: a resumed trial keeps its time
             record["seconds"] = seconds_before + time.time() - start
             record["epochs_run"] = len(epochs_so_far)
+            self._write_record(trial_id, record)
 
         executions = []
         median = None
-        checkpoint = BestWeights(self._get_checkpoint_fname(trial_id), objective)
+        checkpoint = BestWeights(self._get_checkpoint_fname(trial_id), objective,
+                                 worth_keeping=self._worth_keeping)
         for execution in range(self.executions_per_trial):
             history_path = os.path.join(trial_dir, results.history_file(execution))
-            earlier = results.read_json(history_path, default={}).get("epochs", [])
-            for e in earlier:  # the best of the epochs before a resume counts too
-                value = e.get(objective.name)
-                if value is not None and math.isfinite(value) and (
-                        checkpoint.best is None or objective.better_than(value, checkpoint.best)):
-                    checkpoint.best = value
             self._trial_seed = trial_seed(s["seed"], trial_id, execution)
+            self.hypermodel.new_trial()
             building = True
             try:
                 model = self._try_build(hp)
@@ -485,9 +581,8 @@ class ZooTuner(kt.Tuner):
                     raise SkipTrial(f"{params:,} parameters > max_params={s['max_params']:,}")
                 building = False
                 recorder = EpochRecorder(history_path, on_epoch=progress)
-                callbacks = [recorder, keras.callbacks.BackupAndRestore(
-                    os.path.join(trial_dir, f"backup{execution}"), double_checkpoint=True),
-                    checkpoint]
+                callbacks = [recorder, AtomicBackupAndRestore(
+                    os.path.join(trial_dir, f"backup{execution}")), checkpoint]
                 if s.get("early_stopping") == "median":
                     median = MedianStopping(self._completed_curves(trial_id), objective,
                                             min_trials=s.get("median_min_trials", 3),
