@@ -312,10 +312,10 @@ def _explain_stop(result):
     """Say why a run ended before its last epoch (early stopping, NaN loss)."""
     history = result.history or {}
     run = result.metrics.get("epochs_run")
+    from zoo.runs import read_config
     try:
-        with open(os.path.join(result.run_dir, "config.json")) as f:
-            planned = json.load(f)["recipe"]["epochs"]
-    except (OSError, ValueError, KeyError):
+        planned = read_config(result.run_dir).recipe["epochs"]
+    except (ValueError, KeyError):  # RunError is a ValueError
         return
     if not run or run >= planned:
         return
