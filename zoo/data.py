@@ -254,13 +254,32 @@ def _load_folder(path, image_size):
     ds = keras.utils.image_dataset_from_directory(
         path, labels="inferred", label_mode="int", batch_size=None, shuffle=False,
         image_size=image_size, class_names=classes, verbose=False)
-    pairs = [(np.asarray(x), int(y)) for x, y in ds]
+    import tensorflow as tf
+    try:
+        pairs = [(np.asarray(x), int(y)) for x, y in ds]
+    except tf.errors.OpError as err:
+        bad = _undecodable_image(getattr(ds, "file_paths", []))
+        what = f"{bad} cannot be decoded as an image" if bad else \
+            f"an image cannot be decoded ({err.message.splitlines()[0]})"
+        raise ValueError(f"Image folder: {what}; remove or replace it. "
+                         f"Received: data='folder:{path}'") from None
     if not pairs:
         raise ValueError(f"Image folder contains no images ({', '.join(IMAGE_EXTENSIONS)}). "
                          f"Received: data='folder:{path}'")
     x = np.stack([p[0] for p in pairs]).astype("uint8")
     y = np.array([p[1] for p in pairs], "int32")
     return (x, y), None, classes
+
+
+def _undecodable_image(paths):
+    """The first of `paths` TensorFlow cannot decode as an image, or None."""
+    import tensorflow as tf
+    for path in paths:
+        try:
+            tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        except tf.errors.OpError:
+            return path
+    return None
 
 
 def _load_npz(path):

@@ -94,7 +94,7 @@ def _label_order(label):
     return (not number, int(label) if number else 0, label)
 
 
-def encode_labels(labels, classes=None, *, argument):
+def encode_labels(labels, classes=None, *, argument, where=None):
     """Map label strings to class ids 0..k-1.
 
     Args:
@@ -104,14 +104,18 @@ def encode_labels(labels, classes=None, *, argument):
             (numerically), then names (alphabetically). Defaults to None.
         argument: what the labels came from, for messages (e.g.
             "label_column='sentiment'").
+        where: each label's location ("PATH line L"), named in messages.
+            Defaults to None.
 
     Returns:
         (int32 ids, class names).
     """
     labels = [str(label).strip() for label in labels]
-    missing = sum(1 for label in labels if not label)
+    missing = [n for n, label in enumerate(labels) if not label]
     if missing:
-        raise ValueError(f"{argument} has {missing} empty label(s); every example needs one.")
+        first = f" (the first at {where[missing[0]]})" if where else ""
+        raise ValueError(f"{argument} has {len(missing)} empty label(s){first}; every example "
+                         f"needs one.")
     present = sorted(set(labels), key=_label_order)
     if classes is None:
         names = present
@@ -155,7 +159,8 @@ def read_feature_csv(path, label_column=None):
     try:
         return np.array(features, "float32"), np.array([int(v) for v in labels], "int32"), None
     except ValueError:
-        y, names = encode_labels(labels, argument=f"label_column={label_column!r}")
+        y, names = encode_labels(labels, argument=f"label_column={label_column!r}",
+                                 where=[table.where(n) for n in range(len(labels))])
         return np.array(features, "float32"), y, names
 
 
@@ -278,7 +283,8 @@ def read_texts(source, *, text_column="text", label_column="label", classes=None
         labels = table.column("label_column", label_column)
         _check_texts(texts, [table.where(n) for n in range(len(texts))],
                      f"text_column={text_column!r}")
-        y, names = encode_labels(labels, classes, argument=f"label_column={label_column!r}")
+        y, names = encode_labels(labels, classes, argument=f"label_column={label_column!r}",
+                                 where=[table.where(n) for n in range(len(labels))])
         return (texts, y), None, names
     if prefix == "folder":
         texts, labels, where, folders = _read_text_folder(rest)

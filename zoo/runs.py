@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 from typing import Optional
 
@@ -36,6 +37,19 @@ LOCK_FILE = ".lock"
 SAMPLE_FILE = "export_inputs.npz"
 # What must match for an interrupted run to resume with a new call.
 RESUME_KEYS = ("model", "data", "model_kwargs", "recipe", "seed", "data_options", "classes")
+# Everything the package writes at the top of a run directory: training
+# (zoo.training, zoo.callbacks), export (zoo.export), fine-tuning
+# (transfer.finetuning) and the generative tasks' sample grids.  Only these
+# may be deleted by overwrite=True; anything else is the user's.
+RUN_FILES = frozenset({
+    CONFIG_FILE, METRICS_FILE, HISTORY_FILE, MODEL_FILE, CARD_FILE, SAMPLE_FILE, LOCK_FILE,
+    "curves.png", "latent_space.png", "finetune_state.json", "model.tflite", "model.onnx"})
+RUN_DIRS = frozenset({"checkpoints", BACKUP_DIR, "logs", "saved_model", "export", "samples"})
+# phase_N.weights.h5 (fine-tuning); "x.partial<pid>..." and ".partial-..." are
+# what an atomic write or an export killed midway leaves behind.
+_RUN_PATTERN = re.compile(r"phase_\d+\.weights\.h5|.*\.partial.*|\.partial-.*")
+# Sources whose argument is a path (zoo.data.PREFIXES, less tfds:NAME).
+_PATH_PREFIXES = ("folder", "npz", "csv", "fashion_mnist")
 
 
 class RunError(ValueError):
@@ -245,10 +259,15 @@ def lock_run_dir(run_dir):
         os.makedirs(run_dir, exist_ok=True)
         handle = open(os.path.join(run_dir, LOCK_FILE), "a+")
     except (NotADirectoryError, FileExistsError):
-        raise RunError(f"run_dir exists and is not a directory. Received: run_dir={run_dir!r}") \
-            from None
+        blocker = _file_in_the_way(run_dir)
+        where = "run_dir exists and" if blocker == run_dir else f"{blocker} (a part of run_dir)"
+        raise RunError(f"run_dir cannot be created: {where} is a file, not a directory. "
+                       f"Received: run_dir={run_dir!r}") from None
     except PermissionError:
         raise RunError(f"run_dir cannot be written (permission denied). "
+                       f"Received: run_dir={run_dir!r}") from None
+    except OSError as err:  # a read-only file system, a full disk ...
+        raise RunError(f"run_dir cannot be written ({err.strerror or err}). "
                        f"Received: run_dir={run_dir!r}") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -266,6 +285,18 @@ def lock_run_dir(run_dir):
     return created
 
 
+def _file_in_the_way(path):
+    """`path` or the first of its parents that exists and is not a directory."""
+    parts = []
+    while path and path not in parts:
+        parts.append(path)
+        path = os.path.dirname(path)
+    for candidate in reversed(parts):
+        if os.path.exists(candidate) and not os.path.isdir(candidate):
+            return candidate
+    return parts[0]
+
+
 def unlock_run_dir(run_dir, *, remove_if_empty=False):
     """Release this process's lock on `run_dir`; optionally remove a folder it left empty."""
     run_dir = os.path.abspath(run_dir)
@@ -277,12 +308,62 @@ def unlock_run_dir(run_dir, *, remove_if_empty=False):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def foreign_files(run_dir):
+    """Names at the top of `run_dir` that the package did not write (sorted)."""
+    foreign = []
+    for name in sorted(os.listdir(run_dir)):
+        path = os.path.join(run_dir, name)
+        is_dir = os.path.isdir(path) and not os.path.islink(path)
+        ours = (name in RUN_DIRS if is_dir else name in RUN_FILES) or bool(
+            _RUN_PATTERN.fullmatch(name))
+        if not ours:
+            foreign.append(name + ("/" if is_dir else ""))
+    return foreign
+
+
+def _names(names, limit=5):
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def data_path(data):
+    """The absolute file or folder a data argument reads ("csv:PATH" ...), or None."""
+    if not isinstance(data, str):
+        return None
+    prefix, sep, rest = data.partition(":")
+    if not sep or prefix not in _PATH_PREFIXES or not rest:
+        return None
+    return os.path.abspath(os.path.expanduser(rest))
+
+
+def _inside(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _check_overwrite(run_dir, config):
+    """Refuse overwrite=True where emptying `run_dir` would delete the user's files."""
+    source = data_path(config.data)
+    if source is not None and _inside(source, run_dir):
+        raise RunError(f"The data is inside run_dir, which overwrite=True would empty "
+                       f"first; move the data out or choose another run_dir. Received: "
+                       f"data={config.data!r}, run_dir={run_dir!r}")
+    foreign = foreign_files(run_dir)
+    if foreign:
+        raise RunError(f"run_dir holds files that zoo did not write ({_names(foreign)}); "
+                       f"overwrite=True would delete them. Move them out or choose another "
+                       f"run_dir. Received: run_dir={run_dir!r}")
+
+
 def check_run_dir(run_dir, config, *, overwrite=False):
     """Whether `run_dir` resumes an interrupted run; raises where it may not be used.
 
     An interrupted run (config.json and backup/ but no metrics.json) with the
-    same configuration resumes; anything else already there is refused unless
-    `overwrite=True`. Changes nothing on disk (see `claim_run_dir`).
+    same configuration resumes (a damaged backup is refused, naming the file);
+    anything else already there is refused unless `overwrite=True`.  Even then
+    a run directory that holds files zoo did not write (see `RUN_FILES`) or
+    the data being trained on is refused, since overwriting empties it.
+    Changes nothing on disk (see `claim_run_dir`).
 
     Args:
         run_dir: the run directory (absolute).
@@ -291,6 +372,10 @@ def check_run_dir(run_dir, config, *, overwrite=False):
     """
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise RunError(f"run_dir exists and is not a directory. Received: run_dir={run_dir!r}")
+    blocker = _file_in_the_way(os.path.abspath(run_dir))
+    if not os.path.exists(run_dir) and os.path.exists(blocker):
+        raise RunError(f"run_dir cannot be created: {blocker} (a part of run_dir) is a file, "
+                       f"not a directory. Received: run_dir={run_dir!r}")
     if os.path.abspath(run_dir) in (os.path.abspath(os.getcwd()), os.path.expanduser("~"), "/"):
         raise RunError(f"run_dir may not be the working, home or root directory (overwriting "
                        f"would delete it). Received: run_dir={run_dir!r}")
@@ -301,6 +386,7 @@ def check_run_dir(run_dir, config, *, overwrite=False):
         raise RunError(f"run_dir is not empty and holds no run (no config.json); choose an "
                        f"empty or new folder. Received: run_dir={run_dir!r}")
     if overwrite:
+        _check_overwrite(run_dir, config)
         return False
     if is_finished(run_dir) and _failed(run_dir):
         raise RunError(f"run_dir holds a failed run ({_failed(run_dir)}); pass overwrite=True "
@@ -321,7 +407,72 @@ def check_run_dir(run_dir, config, *, overwrite=False):
         raise RunError(f"run_dir holds an interrupted run with a different configuration "
                        f"({', '.join(changed)} differ); resume it with the same arguments, "
                        f"or pass overwrite=True. Received: run_dir={run_dir!r}")
-    return os.path.isdir(os.path.join(run_dir, BACKUP_DIR))
+    return backup_state(run_dir) != "none"
+
+
+# Keras BackupAndRestore's files (double_checkpoint keeps the previous ones as *.bkp)
+# and zoo.callbacks.CallbackState's.
+BACKUP_METADATA = "training_metadata.json"
+BACKUP_WEIGHTS = "latest.weights.h5"
+CALLBACK_STATE = "callbacks.json"
+
+
+def _backup_epoch(path):
+    """The epoch a backup metadata file records, or None when missing or damaged."""
+    try:
+        with open(path) as f:
+            epoch = json.load(f)["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ok = isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0
+    return epoch if ok else None
+
+
+def _weights_readable(path):
+    if not os.path.isfile(path):
+        return False
+    try:
+        import h5py
+        with h5py.File(path, "r"):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def backup_state(run_dir):
+    """How an interrupted run's backup/ can be resumed: "latest", "previous" or "none".
+
+    "none": no epoch was ever backed up (killed while saving the first), so
+    the run starts over.  "previous": the latest backup is damaged (killed
+    while Keras rewrote it) but the previous one (*.bkp) matches history.csv,
+    so the run resumes from it (`claim_run_dir` puts it back).  Anything else
+    damaged raises `RunError` naming the file.
+    """
+    backup = os.path.join(run_dir, BACKUP_DIR)
+    metadata = os.path.join(backup, BACKUP_METADATA)
+    weights = os.path.join(backup, BACKUP_WEIGHTS)
+    if not os.path.isdir(backup) or not any(
+            os.path.exists(p) for p in (metadata, metadata + ".bkp")):
+        return "none"
+    damaged = None
+    state = os.path.join(backup, CALLBACK_STATE)
+    if os.path.exists(state):
+        try:
+            read_json(state)
+        except RunError:
+            damaged = state
+    epoch = _backup_epoch(metadata)
+    if damaged is None and epoch is not None and _weights_readable(weights):
+        return "latest"
+    previous = _backup_epoch(metadata + ".bkp")
+    rows = len(read_history(os.path.join(run_dir, HISTORY_FILE)).get("epoch", []))
+    if (damaged is None and previous is not None and previous == rows
+            and _weights_readable(weights + ".bkp")):
+        return "previous"
+    damaged = damaged or (metadata if epoch is None else weights)
+    raise RunError(f"run_dir holds an interrupted run whose backup is damaged ({damaged} "
+                   f"cannot be read), so it cannot resume; pass overwrite=True (--overwrite) "
+                   f"to start the run over. Received: run_dir={run_dir!r}")
 
 
 def claim_run_dir(run_dir, *, resumed):
@@ -336,12 +487,16 @@ def claim_run_dir(run_dir, *, resumed):
                 shutil.rmtree(path)
             else:
                 os.remove(path)
+    if resumed and backup_state(run_dir) == "previous":
+        backup = os.path.join(run_dir, BACKUP_DIR)
+        for name in (BACKUP_WEIGHTS, BACKUP_METADATA):
+            shutil.copyfile(os.path.join(backup, name + ".bkp"), os.path.join(backup, name))
     os.makedirs(run_dir, exist_ok=True)
 
 
 def completed_epochs(run_dir):
     """Epochs an interrupted run's backup holds (Keras BackupAndRestore metadata), or 0."""
-    path = os.path.join(run_dir, BACKUP_DIR, "training_metadata.json")
+    path = os.path.join(run_dir, BACKUP_DIR, BACKUP_METADATA)
     if not os.path.exists(path):
         return 0
     try:

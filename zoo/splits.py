@@ -108,6 +108,18 @@ def _stratify(labels, fraction):
     return labels
 
 
+# A test split smaller than this measures nothing (one example is 20% accuracy).
+MIN_TEST_EXAMPLES = 5
+
+
+def _check_classes_present(y, *, what):
+    present = np.unique(y)
+    if len(present) < 2:
+        raise ValueError(f"The {what} has a single class (every label is {int(present[0])}): "
+                         f"a classifier needs examples of at least two classes. Received: "
+                         f"{len(y)} examples, all labelled {int(present[0])}")
+
+
 def make_splits(train, test, *, task="classification", class_names=None, seed=0,
                 validation_split=0.1, test_split=0.2, classes=None, texts=False):
     """Validate raw arrays and split them: seeded, stratified for classification.
@@ -138,7 +150,16 @@ def make_splits(train, test, *, task="classification", class_names=None, seed=0,
     if test is not None:
         test = (as_x(test[0]), np.asarray(test[1]))
     validate_xy(x, y, what="input", task=task, texts=texts)
+    if test is not None and not texts and x.shape[1:] != np.shape(test[0])[1:]:
+        raise ValueError(f"The test inputs have examples of shape {tuple(np.shape(test[0])[1:])} "
+                         f"but the training inputs {tuple(x.shape[1:])}; both splits must have "
+                         f"the same features. Received: x_train of shape {tuple(x.shape)}, "
+                         f"x_test of shape {tuple(np.shape(test[0]))}")
     if task == "classification":
+        for labels in (y, test[1] if test is not None else y):
+            if labels.size and np.abs(labels.astype("float64")).max() > np.iinfo("int32").max:
+                raise ValueError(f"Labels must be class ids 0..k-1. Received: labels up to "
+                                 f"{labels.astype('float64').max():.0f}")
         y = y.astype("int64").astype("int32")
         if test is not None:
             test = (test[0], test[1].astype("int64").astype("int32"))
@@ -154,6 +175,12 @@ def make_splits(train, test, *, task="classification", class_names=None, seed=0,
         if y.max() >= num_classes:
             raise ValueError(f"Labels must lie in [0, {num_classes}) for the {num_classes} "
                              f"class names. Received: labels up to {int(y.max())}")
+        _check_classes_present(y, what="data")
+        examples = len(y) + (len(test[1]) if test is not None else 0)
+        if not class_names and num_classes > examples:
+            raise ValueError(f"Labels must be class ids 0..k-1: the largest label, "
+                             f"{int(y.max())}, implies {num_classes} classes but there are only "
+                             f"{examples} examples. Received: labels up to {int(y.max())}")
     else:
         num_classes = None
 
@@ -175,6 +202,15 @@ def make_splits(train, test, *, task="classification", class_names=None, seed=0,
     for what, xs, ys in (("train", x_train, y_train), ("validation", x_val, y_val),
                          ("test", x_test, y_test)):
         validate_xy(xs, ys, what=what, task=task, num_classes=num_classes, texts=texts)
+    if len(x_test) < MIN_TEST_EXAMPLES:
+        where = ("the data's own test split" if test is not None else
+                 f"test_split={test_split} of {len(x) + len(x_test)} examples")
+        raise ValueError(f"The test split has {len(x_test)} examples ({where}); at least "
+                         f"{MIN_TEST_EXAMPLES} are needed for a test metric to mean anything. "
+                         f"Use more data or a larger test_split. Received: "
+                         f"test_split={test_split}")
+    if task == "classification":
+        _check_classes_present(y_train, what="train split")
     return ArraySplits(x_train, y_train, x_val, y_val, x_test, y_test,
                        class_names=list(class_names) if class_names else None,
                        num_classes=num_classes)

@@ -325,6 +325,7 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
         if unknown:
             raise ValueError(f"Unknown model argument(s) {unknown} for '{spec.name}'. "
                              f"Allowed: {sorted(spec.arguments)}")
+        _check_num_classes(spec, model_kwargs)
     elif model_kwargs:
         raise ValueError(f"model_kwargs apply to registered models only; a keras.Model is "
                          f"already built. Received: model_kwargs={model_kwargs!r}")
@@ -415,17 +416,65 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
     return p
 
 
+def _head_activation(model):
+    """Name of the last layer's activation ("softmax", "sigmoid", "linear"), or None."""
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", None) if activation is not None else None
+
+
 def _check_head(spec, model, num_classes):
     if spec.task != "classification" or not num_classes:
         return
     width = output_width(model)
+    received = (f"Received: num_classes={width}" if spec.builder is not None
+                else f"Received: a model with {width} output(s)")
+    if width == 1 and _head_activation(model) == "softmax":
+        raise ValueError(f"Model '{spec.name}' has a single softmax output, which always "
+                         f"predicts 1: a classifier needs num_classes >= 2 (or one sigmoid "
+                         f"output for two classes). {received}")
     if width == 1 and num_classes > 2:
         raise ValueError(f"Model '{spec.name}' has one sigmoid output (binary), but the data has "
                          f"{num_classes} classes. Select two with classes=(a, b) "
                          f"(CLI: --classes a,b).")
     if width not in (None, 1) and width != num_classes:
         raise ValueError(f"Model '{spec.name}' predicts {width} classes but the data has "
-                         f"{num_classes}. Received: num_classes={width}")
+                         f"{num_classes}. {received}")
+
+
+def _check_loss(spec, model, loss, bundle):
+    """Refuse a loss the classifier's head and integer labels cannot train with."""
+    width = output_width(model)
+    if spec.task != "classification" or width is None or loss is None:
+        return
+    hint = None
+    if loss in ("mse", "mae") and width > 1:
+        hint = (f"is a regression loss, but model '{spec.name}' is a classifier with {width} "
+                f"outputs (one per class) and the labels are class ids. Use "
+                f"'sparse_categorical_crossentropy'")
+    elif loss in ("sparse_categorical_crossentropy", "categorical_crossentropy") and width == 1:
+        hint = (f"needs one output per class, but model '{spec.name}' has a single sigmoid "
+                f"output (two classes). Use 'binary_crossentropy'")
+    elif loss == "binary_crossentropy" and width > 1 and not bundle.one_hot_labels:
+        hint = (f"needs a single sigmoid output, but model '{spec.name}' has {width} outputs "
+                f"(one per class). Use 'sparse_categorical_crossentropy'")
+    if hint:
+        raise ValueError(f"loss={loss!r} {hint}. Received: loss={loss!r}")
+
+
+def _check_num_classes(spec, model_kwargs):
+    """num_classes < 2 for a registered softmax classifier, refused before TensorFlow."""
+    if spec.task != "classification" or "num_classes" not in model_kwargs:
+        return
+    value = model_kwargs["num_classes"]
+    checks.positive_int("num_classes", value)
+    activation = model_kwargs.get("classifier_activation",
+                                  spec.arguments.get("classifier_activation"))
+    if value == 1 and activation == "softmax":
+        raise ValueError(f"A classifier with a single softmax output always predicts 1: "
+                         f"num_classes must be at least 2 (the data's number of classes, the "
+                         f"default), or use classifier_activation='sigmoid' for two classes. "
+                         f"Received: num_classes={value!r}")
 
 
 def _on_gpu():
@@ -462,6 +511,8 @@ def build_model(p, *, model_kwargs=None, recipe=None, model=None, epochs=None, b
             model = p.user_model if p.user_model is not None else \
                 p.spec.build(**p.builder_kwargs(model_kwargs))
         _check_head(p.spec, model, bundle.num_classes)
+        _check_loss(p.spec, model, p.loss_for(recipe, bundle) or recipe.loss
+                    or p.hooks.default_loss(p.spec, output_width(model)), bundle)
         model = p.hooks.wrap_model(model, bundle)
         compile_model(model, p.spec, recipe, steps_per_epoch=p.steps_per_epoch(bundle.batch_size),
                       epochs=epochs, loss=p.loss_for(recipe, bundle), jit_compile=p.jit_compile,
@@ -703,13 +754,31 @@ def evaluate(run_dir, data=None, *, batch_size=None):
                        seed=config.seed, input_shape=tuple(config.input_shape),
                        classes=config.classes, options=config.data_options,
                        one_hot=config.loss == "categorical_crossentropy")
+    _check_labels_fit_run(config, bundle, source)
     p = Plan(spec=spec, hooks=hooks, recipe=Recipe(**{
         **config.recipe, "augment": tuple(config.recipe.get("augment", ()))}),
         bundle=bundle, config=config, model_kwargs=dict(config.model_kwargs), seed=config.seed)
     return evaluate_model(p, model)
 
 
-def print_summary(result, stream=sys.stdout):
+def _check_labels_fit_run(config, bundle, source):
+    """Labels the run's classifier cannot predict are refused (no silent or failed evaluate)."""
+    from zoo.data import describe_source
+    if config.task != "classification" or not config.num_classes:
+        return
+    labels = [y for y in (bundle.arrays.y_train, bundle.arrays.y_val, bundle.arrays.y_test)
+              if y is not None and len(y) and y.ndim == 1]
+    if not labels:
+        return
+    highest = max(int(y.max()) for y in labels)
+    if highest >= config.num_classes:
+        raise ValueError(f"The data has labels up to {highest}, but the run's model predicts "
+                         f"{config.num_classes} classes (labels 0 to {config.num_classes - 1}). "
+                         f"Received: data={describe_source(source)!r}")
+
+
+def print_summary(result, stream=None):
+    stream = stream or sys.stdout  # at call time: the CLI's stdout may be replaced
     metrics = result.metrics
     acc = metrics.get("test_accuracy")
     parts = [f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)]
