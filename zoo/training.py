@@ -325,6 +325,9 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
         if unknown:
             raise ValueError(f"Unknown model argument(s) {unknown} for '{spec.name}'. "
                              f"Allowed: {sorted(spec.arguments)}")
+        for key, value in model_kwargs.items():
+            if isinstance(spec.arguments.get(key), bool) and not isinstance(value, bool):
+                raise TypeError(f"{key} must be True or False. Received: {key}={value!r}")
         _check_num_classes(spec, model_kwargs)
     elif model_kwargs:
         raise ValueError(f"model_kwargs apply to registered models only; a keras.Model is "

@@ -1,0 +1,215 @@
+"""Bad input, one table: each case is refused with one line naming what was wrong.
+
+Every row runs `zoo ...` in-process (`zoo.cli.main`) or calls the Python
+API, and expects exit code 2 (or a ValueError/TypeError), exactly one error
+line, no traceback, and a message fragment naming the argument and value.
+Nothing a refused call touched is lost: runs it refused to overwrite keep
+their files, and a refused fresh run leaves no folder behind.  The data and
+runs all cases share are made once (module fixture): one finished and one
+interrupted `mlp` run on digits.
+"""
+
+import os
+import shutil
+import types
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo import cli
+
+MLP = ["--arg", "hidden_units=[8]", "--epochs", "1", "--verbose", "0", "--no-export"]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    import keras
+
+    root = tmp_path_factory.mktemp("bad_inputs")
+    d = types.SimpleNamespace(root=root, data=root / "data", fresh=root / "fresh")
+    d.data.mkdir()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5)).astype("float32")
+    np.savez(d.data / "single.npz", x=x, y=np.zeros(60, "int32"))
+    huge = np.arange(60) % 3
+    huge[0] = 10 ** 9
+    np.savez(d.data / "huge.npz", x=x, y=huge)
+    np.savez(d.data / "tiny.npz", x=x[:10], y=np.arange(10) % 2)
+    np.savez(d.data / "binary.npz", x=x, y=np.arange(60) % 2)
+    np.savez(d.data / "widths.npz", x_train=x, y_train=np.arange(60) % 3,
+             x_test=rng.normal(size=(20, 6)).astype("float32"), y_test=np.arange(20) % 3)
+    np.savez(d.data / "labels50.npz", x=rng.random((100, 64)).astype("float32"),
+             y=np.arange(100) % 50)
+    (d.data / "empty_label.csv").write_text("a,b,label\n1,2,0\n3,4,1\n5,6,\n7,8,1\n")
+    (d.data / "ragged.csv").write_text("a,b,label\n1,2,0\n3,4,1,9\n5,6,1\n")
+    from PIL import Image
+    for label in ("cat", "dog"):
+        (d.data / "images" / label).mkdir(parents=True)
+        for i in range(4):
+            pixels = (rng.random((8, 8, 3)) * 255).astype("uint8")
+            Image.fromarray(pixels).save(d.data / "images" / label / f"{i}.png")
+    (d.data / "images" / "dog" / "broken.png").write_bytes(b"not a png")
+
+    # A finished run, and copies of it holding what --overwrite must not delete.
+    d.run = str(root / "run")
+    zoo.train("mlp", "digits", epochs=1, run_dir=d.run, export=False, verbose=0,
+              model_kwargs={"hidden_units": (8,)})
+    d.foreign = root / "foreign"
+    shutil.copytree(d.run, d.foreign)
+    for name in ("a.txt", "b.txt", "c.txt", "d.txt", "e.txt", "f.txt", "notes"):
+        (d.foreign / name).write_text("keep me")
+    d.with_data = root / "with_data"
+    shutil.copytree(d.run, d.with_data)
+    shutil.copy(d.data / "binary.npz", d.with_data / "x.npz")
+
+    # An interrupted run (stopped after epoch 2 of 3), then copies with a damaged backup.
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise _Interrupt()
+
+    interrupted = root / "interrupted"
+    with pytest.raises(_Interrupt):
+        zoo.train("mlp", "digits", epochs=3, run_dir=str(interrupted), export=False, verbose=0,
+                  model_kwargs={"hidden_units": (8,)}, callbacks=[Stop()])
+    for name, damaged in (("bad_metadata", "training_metadata.json"),
+                          ("bad_state", "callbacks.json")):
+        shutil.copytree(interrupted, root / name)
+        (root / name / "backup" / damaged).write_text("{not json")
+    return d
+
+
+def _train(out, *argv):
+    return ["train", "mlp", "--out", str(out), *argv]
+
+
+def _fresh(env, case):
+    return env.fresh / case
+
+
+def _resume(env, name):
+    # The interrupted run's command: same model, data, recipe and seed.
+    return ["train", "mlp", "--out", str(env.root / name), "--arg", "hidden_units=[8]",
+            "--epochs", "3", "--verbose", "0", "--no-export"]
+
+
+def _unwritable(env):
+    if os.geteuid() != 0:
+        folder = env.root / "read_only"
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o555)
+        return folder / "run"
+    return "/sys/zoo_bad_inputs/run"  # root ignores modes; /sys refuses even root
+
+
+# (case, argv from env or a callable of env, fragment of the message)
+CASES = [
+    ("overwrite_foreign_files",
+     lambda e: _train(e.foreign, "--overwrite", *MLP),
+     "zoo did not write (a.txt, b.txt, c.txt, d.txt, e.txt and 2 more)"),
+    ("overwrite_data_inside",
+     lambda e: _train(e.with_data, "--overwrite", "--data", f"npz:{e.with_data}/x.npz", *MLP),
+     "The data is inside run_dir"),
+    ("single_class",
+     lambda e: _train(_fresh(e, "single"), "--data", f"npz:{e.data}/single.npz", *MLP),
+     "single class (every label is 0)"),
+    ("num_classes_1_softmax",
+     lambda e: _train(_fresh(e, "nc1"), "--arg", "num_classes=1", *MLP),
+     "Received: num_classes=1"),
+    ("label_1e9",
+     lambda e: _train(_fresh(e, "huge"), "--data", f"npz:{e.data}/huge.npz", *MLP),
+     "largest label, 1000000000, implies 1000000001 classes but there are only 60 examples"),
+    ("split_too_small",
+     lambda e: _train(_fresh(e, "tiny"), "--data", f"npz:{e.data}/tiny.npz", *MLP),
+     "The test split has 2 examples (test_split=0.2 of 10 examples); at least 5"),
+    ("csv_empty_label",
+     lambda e: _train(_fresh(e, "empty"), "--data", f"csv:{e.data}/empty_label.csv", *MLP),
+     "label_column='label' has 1 empty label(s) (the first at "),
+    ("csv_ragged_row",
+     lambda e: _train(_fresh(e, "ragged"), "--data", f"csv:{e.data}/ragged.csv", *MLP),
+     "ragged.csv line 3 has 4 fields but the header has 3"),
+    ("mse_on_classifier",
+     lambda e: _train(_fresh(e, "mse"), "--loss", "mse", *MLP),
+     "loss='mse' is a regression loss"),
+    ("binary_loss_on_softmax",
+     lambda e: _train(_fresh(e, "bce"), "--loss", "binary_crossentropy", *MLP),
+     "loss='binary_crossentropy' needs a single sigmoid output"),
+    ("sparse_loss_on_perceptron",
+     lambda e: ["train", "perceptron", "--out", str(_fresh(e, "perc")), "--data",
+                f"npz:{e.data}/binary.npz", "--loss", "sparse_categorical_crossentropy",
+                "--epochs", "1", "--verbose", "0", "--no-export"],
+     "loss='sparse_categorical_crossentropy' needs one output per class"),
+    ("train_test_widths",
+     lambda e: _train(_fresh(e, "widths"), "--data", f"npz:{e.data}/widths.npz", *MLP),
+     "examples of shape (6,) but the training inputs (5,)"),
+    ("evaluate_labels_out_of_range",
+     lambda e: ["evaluate", e.run, "--data", f"npz:{e.data}/labels50.npz"],
+     "labels up to 49, but the run's model predicts 10 classes"),
+    ("evaluate_batch_size_0",
+     lambda e: lambda: zoo.evaluate(e.run, batch_size=0),
+     "batch_size must be a positive integer. Received: batch_size=0"),
+    ("corrupt_image",
+     lambda e: _train(_fresh(e, "images"), "--data", f"folder:{e.data}/images", *MLP),
+     "broken.png cannot be decoded as an image"),
+    ("run_dir_under_a_file",
+     lambda e: _train(e.data / "ragged.csv" / "run", *MLP),
+     "ragged.csv (a part of run_dir) is a file, not a directory"),
+    ("run_dir_unwritable",
+     lambda e: _train(_unwritable(e), *MLP),
+     "run_dir cannot be written"),
+    ("backup_metadata_damaged",
+     lambda e: _resume(e, "bad_metadata"),
+     "training_metadata.json cannot be read), so it cannot resume; pass overwrite=True "
+     "(--overwrite)"),
+    ("backup_callback_state_damaged",
+     lambda e: _resume(e, "bad_state"),
+     "callbacks.json cannot be read), so it cannot resume"),
+    ("arg_not_a_literal",
+     lambda e: _train(_fresh(e, "literal"), "--arg", "hidden_units=[", "--epochs", "1"),
+     "hidden_units: '[' is not a Python literal"),
+    ("arg_not_a_boolean",
+     lambda e: _train(_fresh(e, "bn"), "--arg", "batch_norm=maybe", *MLP),
+     "batch_norm must be True or False. Received: batch_norm='maybe'"),
+    ("augment_string_is_one_name",
+     lambda e: lambda: zoo.train("mlp", augment="flp", run_dir=str(_fresh(e, "aug")),
+                                 epochs=1, verbose=0),
+     "Unknown augmentation(s) ['flp']"),
+    ("lr_1e308_fails_the_run",
+     lambda e: _train(_fresh(e, "lr"), "--lr", "1e308", *MLP),
+     "Training diverged"),
+]
+
+
+@pytest.mark.parametrize("case, make, fragment", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line(env, case, make, fragment, capsys):
+    before = {p: open(p, "rb").read() for p in (env.foreign / "metrics.json",
+                                                env.with_data / "x.npz")}
+    action = make(env)
+    if callable(action):
+        with pytest.raises((ValueError, TypeError)) as info:
+            action()
+        assert fragment in str(info.value)
+    else:
+        try:
+            code = cli.main([str(a) for a in action])
+        except SystemExit as exit_:  # argparse: usage lines, then one error line
+            code = exit_.code
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2, err
+        assert "Traceback" not in err
+        assert fragment in lines[-1], err
+        if not err.startswith("usage:"):
+            assert len(lines) == 1, err
+        else:
+            assert sum("error:" in line for line in lines) == 1, err
+    # Nothing was lost, and a refused fresh run left no folder behind.
+    assert {p: open(p, "rb").read() for p in before} == before
+    assert (env.foreign / "notes").read_text() == "keep me"
+    fresh = [p.name for p in env.fresh.iterdir()] if env.fresh.exists() else []
+    assert fresh in ([], ["lr"]), fresh  # a diverged run is kept, marked failed
