@@ -81,6 +81,7 @@ def env(tmp_path_factory):
                           ("bad_state", "callbacks.json")):
         shutil.copytree(interrupted, root / name)
         (root / name / "backup" / damaged).write_text("{not json")
+    d.interrupted = interrupted
     return d
 
 
@@ -213,3 +214,33 @@ def test_bad_input_is_one_clear_line(env, case, make, fragment, capsys):
     assert (env.foreign / "notes").read_text() == "keep me"
     fresh = [p.name for p in env.fresh.iterdir()] if env.fresh.exists() else []
     assert fresh in ([], ["lr"]), fresh  # a diverged run is kept, marked failed
+
+
+def test_only_what_zoo_writes_counts_as_a_run(tmp_path):
+    """Training, export, fine-tuning and killed writes' leftovers are the package's; not more."""
+    from zoo import runs
+    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "curves.png",
+                 "model_card.json", "export_inputs.npz", "finetune_state.json",
+                 "phase_2.weights.h5", "model.tflite", "model.onnx", "latent_space.png",
+                 "model.partial123.keras", "notes.txt", "logs", "phase_x.weights.h5"):
+        (tmp_path / name).write_text("")
+    for name in ("checkpoints", "backup", "saved_model", "export", "samples", ".partial-ab12",
+                 "my_data"):
+        (tmp_path / name).mkdir()
+    assert runs.foreign_files(str(tmp_path)) == ["logs", "my_data/", "notes.txt",
+                                                 "phase_x.weights.h5"]
+
+
+def test_a_backup_killed_while_saved_resumes_from_the_previous_one(env, tmp_path):
+    """Latest backup metadata cut short (kill -9 mid-write): resume from *.bkp, same weights."""
+    run_dir = tmp_path / "killed"
+    shutil.copytree(env.interrupted, run_dir)
+    (run_dir / "backup" / "training_metadata.json").write_text('{"ep')
+    history = (run_dir / "history.csv").read_text().splitlines(True)
+    (run_dir / "history.csv").write_text("".join(history[:-1]))  # its epoch was not logged
+    kwargs = dict(epochs=3, export=False, verbose=0, model_kwargs={"hidden_units": (8,)})
+    result = zoo.train("mlp", "digits", run_dir=str(run_dir), **kwargs)
+    assert result.resumed and result.history["epoch"] == [0.0, 1.0, 2.0]
+    reference = zoo.train("mlp", "digits", run_dir=str(tmp_path / "reference"), **kwargs)
+    for a, b in zip(result.model.get_weights(), reference.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
