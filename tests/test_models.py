@@ -51,7 +51,10 @@ def test_model_contract(name, tmp_path, rng):
     reloaded = keras.saving.load_model(path)
     assert_same_outputs(before, as_list(reloaded(x, training=False)))
 
-    if not spec.exportable:
+    if not spec.exportable or len(model.layers) > DEEP_LAYERS:
+        # A deep stack's SavedModel is its family's shallower one repeated
+        # (resnet101/152 are resnet50's blocks, resnet110 resnet56's): tracing
+        # and loading it costs a minute and exercises no other export code.
         return
     signatures = hooks.export_signatures(model)
     saved = export_saved_model(model, tmp_path / "saved", signatures=signatures)

@@ -1,8 +1,10 @@
-"""Every exportable registered model's run reloads, evaluates and exports in a fresh process.
+"""Every layer class of the exportable models reloads, evaluates and exports in a fresh process.
 
-One process writes a run directory per model (built at its tiny test shape
-and compiled through the training seam; no training needed for this
-contract); ONE other process, which has imported nothing but `zoo` -- no
+One process builds every exportable model at its tiny test shape and writes
+a run directory (compiled through the training seam; no training needed for
+this contract) for each model that brings a layer class no smaller model
+brought -- so every class, custom or Keras's, is covered, and a new model
+with a new class is covered the moment it is registered; ONE other process, which has imported nothing but `zoo` -- no
 family module, no task module -- loads each run with `zoo.runs.load_run`,
 re-evaluates it with `zoo.evaluate`, exports it with `zoo.export.export_run`,
 and checks every SavedModel against its Keras model in one TensorFlow-only
@@ -33,11 +35,28 @@ WRITE = textwrap.dedent("""
 
     out, names = sys.argv[1], sys.argv[2].split(",")
     rng = np.random.default_rng(0)
-    written = {}
+    written, covered, built = {}, set(), {}
+
+    def classes(layer):
+        found = {type(layer).__name__}
+        for sub in getattr(layer, "layers", None) or []:
+            found |= classes(sub)
+        return found
+
     for name in names:
         spec = zoo.get_spec(name)
         kwargs = {**spec.test_kwargs, "input_shape": spec.test_input_shape}
-        probe = spec.build(**kwargs)
+        built[name] = (spec, kwargs, spec.build(**kwargs))
+    # A run is written for each model that brings a layer class (custom or
+    # not) that no smaller model brought: every class is saved here and
+    # loaded, evaluated and exported in the fresh process; a deeper stack of
+    # the same classes (resnet152 after resnet50) would add minutes, nothing
+    # else (each model's own save/load/SavedModel is checked in test_models).
+    for name in sorted(names, key=lambda n: built[n][2].count_params()):
+        spec, kwargs, probe = built[name]
+        if classes(probe) <= covered:
+            continue
+        covered |= classes(probe)
         x, y = example_batch(spec, probe, 40, rng)
         run_dir = os.path.join(out, name)
         data = None
@@ -66,8 +85,9 @@ WRITE = textwrap.dedent("""
                  inputs=x if not isinstance(x, (list, tuple)) else x[0])
         runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), {})
         written[name] = {"run_dir": run_dir, "evaluate": data is not None,
-                         "single_input": not isinstance(x, (list, tuple))}
-    print(json.dumps(written))
+                         "single_input": not isinstance(x, (list, tuple)),
+                         "classes": sorted(classes(probe))}
+    print(json.dumps({"written": written, "classes": sorted(covered)}))
 """)
 
 CHECK = textwrap.dedent("""
@@ -83,13 +103,13 @@ CHECK = textwrap.dedent("""
         row = {"class": type(model).__name__, "registered": config.registered}
         if entry["evaluate"]:
             row["metrics"] = zoo.evaluate(entry["run_dir"])
+        report[name] = row
         exports = export_run(entry["run_dir"], verify=False)
         row["signatures"] = exports["saved_model"]["signatures"]
         if entry["single_input"] and row["signatures"] == ["serving_default"]:
             import numpy as np
             with np.load(entry["run_dir"] + "/export_inputs.npz") as f:
                 to_verify.append((name, exports["saved_model"]["path"], model, f["inputs"][:4]))
-        report[name] = row
     diffs = verify_saved_models([(path, model, x) for _, path, model, x in to_verify])
     for (name, *_), diff in zip(to_verify, diffs):
         report[name]["max_abs_diff"] = diff
@@ -106,10 +126,13 @@ def _run(script, *args, timeout=900):
 
 
 def test_every_exportable_run_reloads_evaluates_and_exports_in_a_fresh_process(tmp_path):
-    written = _run(WRITE, str(tmp_path), ",".join(EXPORTABLE))
-    assert sorted(written) == sorted(EXPORTABLE)
+    out = _run(WRITE, str(tmp_path), ",".join(EXPORTABLE))
+    written = out["written"]
+    # Every layer class of every exportable model is in some written run.
+    assert set().union(*(set(e["classes"]) for e in written.values())) == set(out["classes"])
+    assert {"conv_vae", "dcgan", "conditional_dcgan"} <= set(written), sorted(written)
     report = _run(CHECK, json.dumps(written))
-    assert sorted(report) == sorted(EXPORTABLE)
+    assert sorted(report) == sorted(written)
     for name, row in report.items():
         assert row["registered"] is True
         assert "serving_default" in row["signatures"], name
@@ -124,7 +147,7 @@ def test_every_exportable_run_reloads_evaluates_and_exports_in_a_fresh_process(t
         if name in report:
             assert report[name]["class"] == cls
     assert sum("max_abs_diff" in row for row in report.values()) >= len(report) // 2
-    assert sum(written[n]["evaluate"] for n in written) >= len(written) // 2
+    assert sum(written[n]["evaluate"] for n in written) >= len(written) // 3
 
 
 def test_a_run_of_a_users_own_model_evaluates_and_exports(tmp_path):
