@@ -87,7 +87,9 @@ def main(argv=None):
                           head_epochs=0 if method == "scratch" else args.head_epochs,
                           epochs=total if method == "scratch" else args.epochs)
             if method == "scratch":
-                kwargs["lr_factor"] = 1.0  # all stages train from the start, at the full rate
+                # All stages train from the start, at the full rate, from Keras's
+                # initialisation (no linear-probe head: there are no features to probe).
+                kwargs.update(lr_factor=1.0, head_init="random")
             started = time.perf_counter()
             result = transfer.finetune(
                 args.model, data, validation_split=0.2, batch_size=16,

@@ -192,6 +192,41 @@ def test_freeze_plans_and_trainable_change_takes_effect_only_after_recompile():
     assert not np.array_equal(np.array(top), before)
 
 
+def test_probe_head_is_the_logistic_regression_of_the_frozen_features():
+    """head_init="probe": the new Dense predicts exactly what scikit-learn's probe does
+    (several classes, two classes -- one logit in scikit-learn -- and a class absent)."""
+    import types
+
+    import keras
+    from sklearn.linear_model import LogisticRegression
+
+    from transfer.finetuning import assemble, probe_head
+
+    source = bb.resolve("resnet20")
+    backbone, _ = bb.build(source, channels=1, size=8)
+    rng = np.random.default_rng(0)
+    for classes, present in ((3, (0, 1, 2)), (2, (0, 1)), (4, (0, 2, 3))):
+        model = assemble(backbone, input_shape=(8, 8, 1), num_classes=classes,
+                         preprocessing="none", dropout=0.2, name="probe")
+        y = np.array([present[i % len(present)] for i in range(30)])
+        x = (rng.random((30, 8, 8, 1)) * 0.3 + y[:, None, None, None] / 4).astype("float32")
+        p = types.SimpleNamespace(
+            bundle=types.SimpleNamespace(arrays=types.SimpleNamespace(x_train=x, y_train=y),
+                                         batch_size=8),
+            config=types.SimpleNamespace(strategy=None))
+        info = probe_head(model, p)
+        assert info["examples"] == 30 and info["train_accuracy"] > 0.5
+        feats = keras.Model(model.inputs, model.get_layer("avg_pool").output).predict(
+            x, verbose=0)
+        expected = LogisticRegression(max_iter=1000).fit(feats.astype("float64"), y)
+        probs = model.predict(x, verbose=0)
+        assert probs.shape == (30, classes)
+        np.testing.assert_allclose(probs[:, list(present)], expected.predict_proba(feats),
+                                   atol=1e-3)
+        assert probs[:, [c for c in range(classes) if c not in present]].max(initial=0) < 1e-3
+    keras.backend.clear_session()
+
+
 @pytest.mark.parametrize("base", ["SGD", "Adam"])
 def test_layer_decay_scales_each_variables_update(base):
     import keras

@@ -19,7 +19,7 @@ def _unfreeze(text):
 
 def add_arguments(parser):
     from transfer.backbones import IN_CHANNELS, KERAS_BACKBONES
-    from transfer.finetuning import METHODS
+    from transfer.finetuning import HEAD_INITS, METHODS
     from zoo.cli import add_training_arguments, positive_float, positive_int
 
     parser.add_argument("backbone", help="a zoo backbone (zoo list --backbones), keras:NAME ("
@@ -40,6 +40,9 @@ def add_arguments(parser):
                         help="layer-wise learning-rate decay per stage, e.g. 0.75")
     parser.add_argument("--unfreeze-every", type=positive_int,
                         help="gradual: epochs between unfreezing steps")
+    parser.add_argument("--head-init", choices=HEAD_INITS, default="probe",
+                        help="start the new head from a linear probe of the frozen features "
+                             "(default) or from a random initialisation")
     parser.add_argument("--in-channels", choices=IN_CHANNELS, default="adapt",
                         help="adapt the first convolution (default) or tile gray to RGB")
     parser.add_argument("--input-size", type=positive_int, help="image size the backbone sees")
@@ -70,7 +73,7 @@ def run(args):
         weights_sha256=args.weights_sha256, unfreeze=args.unfreeze,
         head_epochs=args.head_epochs, epochs=epochs, lr_factor=args.lr_factor,
         layer_decay=args.layer_decay, unfreeze_every=args.unfreeze_every,
-        in_channels=args.in_channels, input_size=args.input_size,
+        head_init=args.head_init, in_channels=args.in_channels, input_size=args.input_size,
         preprocessing=args.preprocessing, run_dir=args.out, overwrite=args.overwrite,
         export=not args.no_export, **options)
     print_summary(result)
