@@ -109,6 +109,28 @@ def test_interrupted_run_resumes_from_backup(tmp_path):
     assert not (run_dir / "backup").exists()
 
 
+def test_an_interrupted_augmented_run_resumes_with_the_same_augmentation(tmp_path):
+    """Interrupted after epoch 1 and resumed: the weights equal the uninterrupted run's."""
+    import keras
+
+    class StopAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise Interrupted("simulated crash at an epoch boundary")
+
+    kwargs = dict(epochs=3, augment=("crop", "flip"), seed=1, deterministic=True,
+                  model_kwargs={"hidden_units": (8,)})
+    reference = training.train("mlp", run_dir=str(tmp_path / "reference"), export=False,
+                               verbose=0, **kwargs)
+    with pytest.raises(Interrupted):
+        _train(tmp_path, callbacks=[StopAfterFirstEpoch()], **kwargs)
+    resumed = _train(tmp_path, **kwargs)
+    assert resumed.resumed
+    assert resumed.history["loss"] == reference.history["loss"]
+    for a, b in zip(resumed.model.get_weights(), reference.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_perceptron_is_binary(tmp_path):
     with pytest.raises(ValueError, match=r"one sigmoid output .* --classes"):
         _train(tmp_path, name="perceptron")

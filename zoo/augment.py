@@ -18,7 +18,12 @@ one-hot vectors (`soft_labels` is True) and the loss must be categorical.
 Deterministic under a seed: every random op draws from its own
 `keras.random.SeedGenerator`, seeded from `seed`, so the same seed and the same
 sequence of batches give the same augmented batches (the map that applies it
-must run sequentially; parallel calls could reorder the draws).
+must run sequentially; parallel calls could reorder the draws).  Called with
+`seed=` (a scalar tensor), it first resets every generator from that value,
+so a batch's augmentation depends on that value alone: `zoo.data.pipeline`
+passes one number per batch from a per-epoch random stream, which is what
+makes a resumed run augment its remaining epochs exactly as the
+uninterrupted run would have.
 """
 
 from zoo import checks
@@ -119,13 +124,36 @@ class Augmenter:
                            if n not in SOFT_LABEL_AUGMENTATIONS]
         self._mix_ops = [(n, builders[n](seeds[n])) for n in names
                          if n in SOFT_LABEL_AUGMENTATIONS]
+        self._generators = []  # every SeedGenerator the operations draw from
+        for _, op in self._image_ops + self._mix_ops:
+            if isinstance(op, keras.layers.Layer):
+                for layer in op._flatten_layers():
+                    self._generators += [g for g in getattr(layer, "_seed_generators", ())
+                                         if all(g is not h for h in self._generators)]
+            else:
+                self._generators.append(op.generator)
 
     def __repr__(self):
         return f"Augmenter(names={self.names!r}, seed={self.seed})"
 
-    def __call__(self, images, labels=None):
+    def reseed(self, value):
+        """Reset every random operation's state from `value` (an integer or scalar tensor).
+
+        Generator i restarts at (value, i * 2**32): distinct streams for
+        distinct operations, the same stream for the same value.
+        """
         from keras import ops
 
+        value = ops.cast(value, "int64")
+        for i, generator in enumerate(self._generators):
+            state = ops.stack([value, ops.cast(i * 2 ** 32, "int64")])
+            generator.state.assign(ops.cast(state, generator.state.dtype))
+
+    def __call__(self, images, labels=None, seed=None):
+        from keras import ops
+
+        if seed is not None:
+            self.reseed(seed)
         for _, op in self._image_ops:
             images = op(images, training=True)
         if self._mix_ops and labels is not None:
@@ -172,4 +200,5 @@ def _pad_crop(padding, *, seed):
         cols = ops.broadcast_to(cols[:, None, :, None], (batch, height, width, channels))
         return ops.take_along_axis(picked, cols, axis=2)
 
+    crop.generator = generator
     return crop

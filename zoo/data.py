@@ -415,10 +415,16 @@ def pipeline(x, y, *, batch_size, input_shape=None, shuffle=False, seed=0, augme
         ds = ds.shuffle(min(len(x), 10_000), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if augmenter is not None:
-        # Sequential on purpose: the augmenter's random ops draw from seeded
-        # generators, and parallel calls would take the draws in varying order,
-        # making a seeded run irreproducible (see zoo/augment.py).
-        ds = ds.map(lambda *b: augmenter(*b) if len(b) == 2 else (augmenter(b[0], None)[0],))
+        # Each batch's augmentation is seeded from its own number, drawn from a
+        # stream that, like the shuffle, is redrawn for every iterator (every
+        # epoch): a resumed run, which makes and drops one iterator per
+        # completed epoch, augments the next epoch as the uninterrupted run did.
+        # Sequential on purpose: the augmenter resets and then draws from its
+        # generators (see zoo/augment.py).
+        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, draws)).map(
+            lambda b, r: augmenter(*b, seed=r) if len(b) == 2 else
+            (augmenter(b[0], None, seed=r)[0],))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
