@@ -19,7 +19,8 @@ from transfer.backbones import KERAS_BACKBONES, list_backbones, resolve  # noqa:
 # shadow the function once imported).
 _LAZY = {"finetune": "transfer.finetuning", "METHODS": "transfer.finetuning",
          "finetune_space": "transfer.finetuning",
-         "FinetuneResult": "transfer.finetuning", "load_backbone": "transfer.backbones"}
+         "FinetuneResult": "transfer.finetuning", "load_backbone": "transfer.backbones",
+         "tune_finetune": "transfer.search", "FinetuneSearchResult": "transfer.search"}
 
 __all__ = ["KERAS_BACKBONES", "list_backbones", "resolve", "load_backbone", *_LAZY]
 

@@ -48,7 +48,13 @@ def add_arguments(parser):
     parser.add_argument("--input-size", type=positive_int, help="image size the backbone sees")
     parser.add_argument("--preprocessing", choices=("none", "raw", "caffe", "tf", "torch"),
                         help="override the input preprocessing the weights expect")
-    parser.add_argument("--out", help="run directory (default runs/BACKBONE_finetuned)")
+    parser.add_argument("--tune", type=positive_int, metavar="TRIALS",
+                        help="search --unfreeze, --lr-factor and --layer-decay with KerasTuner "
+                             "over this many fine-tuning runs (resumes on the same --out)")
+    parser.add_argument("--tuner", choices=("random", "grid", "bayesian"), default="random",
+                        help="the search's oracle with --tune (default random)")
+    parser.add_argument("--out", help="run directory (default runs/BACKBONE_finetuned; with "
+                                      "--tune the search directory)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
 
@@ -66,6 +72,8 @@ def run(args):
             preprocessing=args.preprocessing)
     options = training_options(args)
     epochs = options.pop("epochs") or 5
+    if args.tune:
+        return _tune(args, options, epochs)
     from transfer.finetuning import finetune
     from zoo.training import print_summary
     result = finetune(
@@ -79,4 +87,26 @@ def run(args):
     print_summary(result)
     print("phases: " + ", ".join(f"{ph.name} (epochs {ph.start + 1}-{ph.end})"
                                  for ph in result.phases))
+    return 0
+
+
+def _tune(args, options, epochs):
+    from transfer.search import tune_finetune
+    result = tune_finetune(
+        args.backbone, tuner=args.tuner, max_trials=args.tune, directory=args.out,
+        overwrite=args.overwrite, method=args.method, weights=args.weights,
+        weights_sha256=args.weights_sha256, head_epochs=args.head_epochs, epochs=epochs,
+        unfreeze_every=args.unfreeze_every, head_init=args.head_init,
+        in_channels=args.in_channels, input_size=args.input_size,
+        preprocessing=args.preprocessing, **options)
+    print(f"{'trial':>6} {'unfreeze':>9} {'lr_factor':>9} {'layer_decay':>11} {'score':>8} "
+          f"{'test_accuracy':>13}  run")
+    for row in result.trials:
+        score = "-" if row["score"] is None else f"{row['score']:.4f}"
+        test = row.get("test_accuracy")
+        print(f"{row['trial']:>6} {str(row['unfreeze']):>9} {row['lr_factor']:>9g} "
+              f"{str(row['layer_decay']):>11} {score:>8} "
+              f"{'-' if test is None else format(test, '.4f'):>13}  {row['run_dir']}")
+    if result.best:
+        print(f"best: {result.best['run_dir']} (zoo export {result.best['run_dir']})")
     return 0

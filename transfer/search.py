@@ -1,0 +1,164 @@
+"""Tuning a fine-tuning: KerasTuner searches `unfreeze`, the phase-2 rate and layer decay.
+
+    result = transfer.tune_finetune("runs/resnet20_fashion04", "npz:target.npz",
+                                    max_trials=6, head_epochs=2, epochs=4)
+    result.best["run_dir"]   # an ordinary run directory: zoo evaluate / zoo export
+
+Each trial is one `transfer.finetune` call (its phases, callbacks, resume and
+run directory) with the keyword arguments `finetune_space` draws from the
+trial's hyperparameters; the search itself is KerasTuner's: its oracles
+(random, grid, bayesian; the zoo's `tuning.tuners.make_oracle`, whose grid
+oracle keeps its position across a restart) and its `BaseTuner` loop, whose
+`run_trial` we implement.  KerasTuner's `Tuner` builds and fits one Keras
+model per trial, which a multi-phase fine-tuning is not, so the trial is
+ours while the search, its state file and resume are KerasTuner's.
+Hyperband is refused: it changes each trial's epochs, which a phase plan
+fixes.
+
+Resume: the same call on the same directory reloads the oracle; a trial
+that was running when the process died gets the same trial id and
+hyperparameters from KerasTuner, so its `finetune` resumes in the phase it
+was in, and a trial that had finished its run is read back, not retrained.
+"""
+
+import dataclasses
+import math
+import os
+from typing import Optional
+
+from zoo import checks, runs
+
+TUNERS = ("random", "grid", "bayesian")
+RESULTS_FILE = "finetune_trials.json"
+
+
+@dataclasses.dataclass
+class FinetuneSearchResult:
+    """What `tune_finetune` returns: one row per trial, best first, and the best row."""
+
+    directory: str
+    trials: list
+    best: Optional[dict]
+
+
+def _objective(objective):
+    text = objective or "val_accuracy"
+    if not isinstance(text, str) or not text:
+        raise TypeError(f"objective must be a metric name such as 'val_accuracy' or "
+                        f"'val_loss:min'. Received: objective={objective!r}")
+    name, _, direction = text.partition(":")
+    direction = direction or ("min" if "loss" in name or "error" in name else "max")
+    checks.choice("objective direction", direction, ("min", "max"))
+    return name, direction
+
+
+def _best(history, name, direction):
+    values = [v for v in history.get(name, []) if v is not None and math.isfinite(v)]
+    if not values:
+        return None
+    return min(values) if direction == "min" else max(values)
+
+
+def _run_dir(project_dir, trial_id):
+    # Inside KerasTuner's own trial folder (it writes trial.json there).
+    return os.path.join(project_dir, f"trial_{trial_id}", "run")
+
+
+def tune_finetune(backbone, data="digits", *, tuner="random", max_trials=6, objective=None,
+                  directory=None, overwrite=False, seed=0, verbose=0, **finetune_kwargs):
+    """Search `finetune`'s unfreeze / lr_factor / layer_decay with a KerasTuner oracle.
+
+    Args:
+        backbone: as for `transfer.finetune`.
+        data: data source. Defaults to "digits".
+        tuner: "random", "grid" or "bayesian". Defaults to "random".
+        max_trials: trials to run. Defaults to 6.
+        objective: a metric of the fine-tuning's history, "name" or
+            "name:min|max"; the best epoch's value scores the trial.
+            Defaults to "val_accuracy" (max).
+        directory: search directory (trial runs inside it). Defaults to
+            "runs/tuning/<backbone>_finetune".
+        overwrite: start the search afresh. Defaults to False (resume).
+        seed: search seed (also every trial's training seed). Defaults to 0.
+        verbose: Keras verbosity of each trial. Defaults to 0.
+        **finetune_kwargs: fixed `finetune` arguments (method, weights,
+            head_epochs, epochs, batch_size, ...); the searched ones
+            (unfreeze, lr_factor, layer_decay) are refused here.
+
+    Returns:
+        A `FinetuneSearchResult`.
+    """
+    from transfer import backbones as bb
+    from transfer.finetuning import SPACE, finetune
+
+    checks.choice("tuner", tuner, TUNERS)
+    max_trials = checks.positive_int("max_trials", max_trials)
+    name, direction = _objective(objective)
+    searched = sorted(set(finetune_kwargs) & set(SPACE))
+    if searched:
+        raise ValueError(f"{searched} are searched by tune_finetune; leave them out. "
+                         f"Received: {', '.join(f'{k}={finetune_kwargs[k]!r}' for k in searched)}")
+    for fixed in ("run_dir", "overwrite", "export", "verbose", "seed"):
+        if fixed in finetune_kwargs:
+            raise TypeError(f"tune_finetune sets {fixed} for each trial. "
+                            f"Received: {fixed}={finetune_kwargs[fixed]!r}")
+    source = bb.resolve(backbone, weights=finetune_kwargs.get("weights"),
+                        weights_sha256=finetune_kwargs.get("weights_sha256"),
+                        preprocessing=finetune_kwargs.get("preprocessing"))
+    short = os.path.basename(os.path.normpath(source.name)).replace("keras:", "").lower()
+    directory = os.path.abspath(directory or os.path.join("runs", "tuning", f"{short}_finetune"))
+
+    import keras_tuner as kt
+
+    from transfer.finetuning import finetune_space
+    from tuning.tuners import make_oracle
+
+    stages = len(source.stages)
+    hp = kt.HyperParameters()
+    finetune_space(hp, stages=stages)  # declares the space, so grid and bayesian know it
+    oracle = make_oracle(tuner, objective=kt.Objective(name, direction), max_trials=max_trials,
+                         max_epochs=None, seed=seed, hyperparameters=hp,
+                         max_consecutive_failed_trials=3)
+
+    class FinetuneTuner(kt.engine.base_tuner.BaseTuner):
+        def run_trial(self, trial, *args, **kwargs):
+            chosen = finetune_space(trial.hyperparameters, stages=stages)
+            run_dir = _run_dir(self.project_dir, trial.trial_id)
+            if runs.is_finished(run_dir):  # finished, then killed before the oracle heard
+                history = runs.read_history(os.path.join(run_dir, runs.HISTORY_FILE))
+            else:
+                history = finetune(backbone, data, run_dir=run_dir, export=False,
+                                   verbose=verbose, seed=seed, **finetune_kwargs,
+                                   **chosen).history
+            value = _best(history, name, direction)
+            if value is None:
+                raise kt.errors.FailedTrialError(
+                    f"the fine-tuning's history has no finite {name!r} (has {sorted(history)})")
+            return {name: value}
+
+        def save_model(self, trial_id, model, step=0):
+            pass  # each trial's run directory holds its model
+
+        def load_model(self, trial):
+            return runs.load_run(_run_dir(self.project_dir, trial.trial_id))[1]
+
+    search = FinetuneTuner(oracle, directory=os.path.dirname(directory),
+                           project_name=os.path.basename(directory), overwrite=overwrite)
+    search.search()
+
+    rows = []
+    for trial in search.oracle.trials.values():
+        run_dir = _run_dir(search.project_dir, trial.trial_id)
+        row = {"trial": trial.trial_id, "status": trial.status, "score": trial.score,
+               **finetune_space(trial.hyperparameters, stages=stages), "run_dir": run_dir}
+        if runs.is_finished(run_dir):
+            row.update({k: v for k, v in runs.read_json(
+                os.path.join(run_dir, runs.METRICS_FILE)).items() if k.startswith("test_")})
+        rows.append(row)
+    scored = [r for r in rows if r["score"] is not None]
+    scored.sort(key=lambda r: r["score"], reverse=direction == "max")
+    rows = scored + [r for r in rows if r["score"] is None]
+    runs.write_json(os.path.join(search.project_dir, RESULTS_FILE),
+                    {"objective": f"{name}:{direction}", "trials": rows})
+    return FinetuneSearchResult(directory=search.project_dir, trials=rows,
+                                best=scored[0] if scored else None)
