@@ -33,6 +33,21 @@ def test_fresh_process_reproduces_predictions(digits_lenet_run):
     np.testing.assert_allclose(served["predictions"], expected, atol=1e-5)
 
 
+def test_raw_pixels_of_any_size_serve_like_the_training_pipeline(digits_lenet_run):
+    """`serving_raw` takes decoded uint8 images (8x8 here; lenet5 sees 32x32) and does the
+    pipeline's scaling and resize itself: equal to the Keras model on pipeline-made inputs."""
+    from zoo import data as zdata
+    run_dir = digits_lenet_run.run_dir
+    saved = json.load(open(os.path.join(run_dir, "model_card.json")))["exports"]["saved_model"]
+    assert export.RAW_SIGNATURE in saved["signatures"] and saved["raw_max_abs_diff"] <= 1e-5
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 1)).astype("uint8")
+    served = export.run_saved_model_fresh(os.path.join(run_dir, "saved_model"),
+                                          {"images": pixels}, export.RAW_SIGNATURE)
+    pipeline = zdata.pipeline(pixels, None, batch_size=5, input_shape=(32, 32, 1))
+    expected = digits_lenet_run.model.predict(pipeline, verbose=0)
+    np.testing.assert_allclose(served["predictions"], expected, atol=1e-5)
+
+
 def test_existing_export_target_is_refused_and_kept(digits_lenet_run, tmp_path):
     run_dir = digits_lenet_run.run_dir
     marker = os.path.join(run_dir, "saved_model", "saved_model.pb")

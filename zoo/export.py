@@ -73,6 +73,45 @@ def default_signature(model):
     return serve, specs
 
 
+RAW_SIGNATURE = "serving_raw"
+
+
+def takes_images(model, config=None):
+    """Whether `model` gets a `serving_raw` endpoint: one (batch, H, W, C) image input."""
+    inputs = getattr(model, "inputs", None) or ()
+    return (len(inputs) == 1 and len(inputs[0].shape) == 4
+            and (config is None or config.input_kind == "image"))
+
+
+def raw_image_signature(model):
+    """(fn, input_signature) for `serving_raw`: decoded uint8 images of any size.
+
+    The training pipeline's own preparation (`zoo.data.pipeline`), inside
+    the SavedModel: pixels / 255, a bilinear resize to the model's height and
+    width when they differ, a gray channel repeated to the model's channels.
+    Any preprocessing a backbone expects (caffe, tf, torch modes) is already
+    a layer of the model, so a client sends raw pixels and nothing else.
+    """
+    import tensorflow as tf
+    height, width, channels = model.inputs[0].shape[1:]
+    outs = output_names(model)
+
+    def serve(images):
+        x = tf.cast(images, tf.float32) / 255.0
+        size = tf.shape(x)[1:3]
+        x = tf.cond(tf.reduce_all(tf.equal(size, [height, width])), lambda: x,
+                    lambda: tf.image.resize(x, (height, width)))
+        if channels != 1:
+            x = tf.cond(tf.equal(tf.shape(x)[-1], 1),
+                        lambda: tf.tile(x, [1, 1, 1, channels]), lambda: x)
+        x = tf.ensure_shape(x, [None, height, width, channels])
+        result = model(x, training=False)
+        results = result if isinstance(result, (list, tuple)) else [result]
+        return {name: tensor for name, tensor in zip(outs, results)}
+
+    return serve, [tf.TensorSpec([None, None, None, None], tf.uint8, name="images")]
+
+
 def export_saved_model(model, path, *, signatures=None, overwrite=False):
     """Write `model` as a SavedModel at `path`, atomically.
 
@@ -258,22 +297,38 @@ def _max_diff(path, expected, served, atol):
     return worst
 
 
+def as_raw_pixels(inputs):
+    """Images in [0, 1] (as the pipeline gives them) as the uint8 pixels they came from."""
+    return np.clip(np.round(np.asarray(inputs, dtype="float64") * 255.0), 0, 255).astype("uint8")
+
+
 def verify_saved_models(items, *, atol=1e-5, kind="saved_model"):
-    """`verify_saved_model` for many (path, model, inputs) items in one fresh process.
+    """`verify_saved_model` for many (path, model, inputs[, signature]) items in one fresh process.
 
     Args:
-        items: list of (exported path, Keras model, inputs).
+        items: list of (exported path, Keras model, inputs) or (..., signature);
+            for `serving_raw` the inputs are [0, 1] images, sent as uint8
+            pixels and compared with the model on those pixels / 255.
         atol: largest allowed absolute difference. Defaults to 1e-5.
         kind: "saved_model", "tflite" or "onnx". Defaults to "saved_model".
 
     Returns:
         The largest absolute difference of each item.
     """
-    prepared = [(path, *_expected_and_feeds(model, inputs)) for path, model, inputs in items]
-    served = run_saved_models_fresh([(path, feeds, "serving_default")
-                                     for path, _, feeds in prepared], kind=kind)
+    prepared = []
+    for path, model, inputs, *rest in items:
+        signature = rest[0] if rest else "serving_default"
+        if signature == RAW_SIGNATURE:
+            pixels = as_raw_pixels(inputs)
+            expected, _ = _expected_and_feeds(model, (pixels / 255.0).astype("float32"))
+            feeds = {"images": pixels}
+        else:
+            expected, feeds = _expected_and_feeds(model, inputs)
+        prepared.append((path, expected, feeds, signature))
+    served = run_saved_models_fresh([(path, feeds, signature)
+                                     for path, _, feeds, signature in prepared], kind=kind)
     return [_max_diff(path, expected, outputs, atol)
-            for (path, expected, _), outputs in zip(prepared, served)]
+            for (path, expected, _, _), outputs in zip(prepared, served)]
 
 
 def verify_saved_model(path, model, inputs, *, atol=1e-5):
@@ -384,6 +439,7 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
     if os.path.exists(card_path):
         exports = runs.read_json(card_path).get("exports", {})
     signatures = (hooks or get_hooks(runs.spec_of(config))).export_signatures(model)
+    raw = not signatures and takes_images(model, config)
     if set(formats) & {"saved_model", "tflite", "onnx"}:
         saved = targets["saved_model"]
         scratch = None
@@ -391,13 +447,20 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
             if "saved_model" not in formats:  # a converter's input only
                 scratch = tempfile.mkdtemp(prefix="zoo-saved-model-")
                 saved = os.path.join(scratch, "saved_model")
-            export_saved_model(model, saved, signatures=signatures, overwrite=True)
+            export_saved_model(model, saved, overwrite=True, signatures=(
+                {RAW_SIGNATURE: raw_image_signature(model)} if raw else signatures))
         entry = {"path": saved, "signatures": ["serving_default", *(
             k for k in (signatures or {}) if k != "serving_default")]}
+        if raw:
+            entry["signatures"].append(RAW_SIGNATURE)
         checkable = verify and samples is not None and (not signatures or
                                                         "serving_default" not in signatures)
         if checkable:
-            entry["max_abs_diff"] = verify_saved_model(saved, model, samples)
+            diffs = verify_saved_models([(saved, model, samples)] + (
+                [(saved, model, samples, RAW_SIGNATURE)] if raw else []))
+            entry["max_abs_diff"] = diffs[0]
+            if raw:
+                entry["raw_max_abs_diff"] = diffs[1]
         if "saved_model" in formats:
             exports["saved_model"] = entry
         for fmt, convert in (("tflite", export_tflite), ("onnx", export_onnx)):
