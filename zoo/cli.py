@@ -156,8 +156,15 @@ def training_options(args):
     return kwargs
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a user error on one line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="zoo", description="Keras model zoo: list, train, tune, fine-tune, evaluate and "
                                 "export models.")
     parser.add_argument("--debug", action="store_true",
