@@ -545,6 +545,11 @@ def test_tune_finetune_searches_the_space_and_resumes(tmp_path, capsys):
     assert lines[1].split()[0] == result.best["trial"]
     assert lines[-1] == f"best: {result.best['run_dir']} (zoo export {result.best['run_dir']})"
     assert os.path.getmtime(os.path.join(result.best["run_dir"], "metrics.json")) == stamp
+    # A plain `zoo finetune` (it once refused the CLI's own distribution options).
+    assert main(["finetune", "resnet20", "--data", "npz:" + data, "--head-epochs", "1",
+                 "--epochs", "1", "--input-size", "8", "--batch-size", "64", "--no-export",
+                 "--out", str(tmp_path / "cli_run")]) == 0
+    assert "phases: head (epochs 1-1), unfreeze_3 (epochs 2-2)" in capsys.readouterr().out
     keras.backend.clear_session()
 
 

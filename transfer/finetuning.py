@@ -42,7 +42,8 @@ FINETUNE_RECIPE = Recipe(optimizer="adam", learning_rate=1e-3, batch_size=32, ep
                          early_stopping_patience=5)
 _PLAN_OPTIONS = ("batch_size", "optimizer", "learning_rate", "schedule", "loss", "weight_decay",
                  "augment", "recipe", "seed", "data_options", "classes", "deterministic",
-                 "jit_compile", "mixed_precision", "validation_split", "test_split")
+                 "jit_compile", "mixed_precision", "validation_split", "test_split",
+                 "per_replica_batch", "scale_lr")
 
 
 @dataclasses.dataclass
@@ -347,89 +348,108 @@ def finetune(backbone, data="digits", *, method="two_phase", weights=None, weigh
     import keras
 
     from zoo import training as zt
-    from zoo.distribute import get_strategy
+    from zoo.distribute import get_strategy, is_chief, uses_custom_loop
 
-    plan_kwargs = {k: v for k, v in training.items()}
-    plan_kwargs.setdefault("recipe", FINETUNE_RECIPE)
     tf_strategy = get_strategy(strategy)
-    keras.utils.set_random_seed(seed)
-    with tf_strategy.scope():
-        backbone_model, provenance = bb.build(source, channels=channels, size=size,
-                                              in_channels=in_channels)
-        model = assemble(backbone_model, input_shape=(size, size, model_channels),
-                         num_classes=num_classes, preprocessing=source.preprocessing,
-                         dropout=dropout, name=f"{short}_finetuned")
-    described = {**source.describe(), "input_shape": [size, size, model_channels],
-                 "in_channels": in_channels}
-    p = zt.plan(model, data, epochs=head_epochs + epochs, strategy=strategy,
-                base_model=source.base_model, run_dir=run_dir, overwrite=overwrite,
-                config_extra={"backbone": described, "weights": provenance,
-                              "finetune": settings}, **plan_kwargs)
-
-    # An interrupted fine-tuning resumes at its phase (even between two phases,
-    # when Keras's backup of the finished phase is gone).
-    state_path = os.path.join(run_dir, STATE_FILE)
-    state = None
-    if not overwrite and os.path.exists(state_path) and not runs.is_finished(run_dir):
-        state = runs.read_json(state_path)
-        if state.get("settings") != runs._finite(settings):
-            raise runs.RunError(f"run_dir holds an interrupted fine-tuning with other settings "
-                                f"({state.get('settings')}); resume it with the same arguments "
-                                f"or pass overwrite=True. Received: run_dir={run_dir!r}")
-    resumed = bool(p.resumed or state)
-    runs.claim_run_dir(run_dir, resumed=resumed)
-    runs.write_config(run_dir, p.config)
-    done = state["completed_phases"] if state else 0
-    if done:
-        model.load_weights(os.path.join(run_dir, state["weights"]))
-    resumed_phase = (done if resumed else None)
-
-    if head_init == "probe" and not resumed:
-        p.config.extra["head_probe"] = probe_head(model, p, seed=seed)
-        runs.write_config(run_dir, p.config)
-
-    monitor = p.hooks.monitor
-    best_path = os.path.join(run_dir, "checkpoints", "best.keras")
-    for index, phase in enumerate(phases):
-        if index < done:
-            continue
-        set_freeze_plan(backbone_model, source.stages, phase.unfrozen)
-        recipe = p.recipe.replace(learning_rate=p.recipe.learning_rate * phase.lr_scale)
+    # One process per run directory; under multi-worker the chief alone locks
+    # and writes it (its checkpoints, phase states, history, export), as zoo.train.
+    chief = is_chief(tf_strategy)
+    created = runs.lock_run_dir(run_dir) if chief else False
+    try:
+        plan_kwargs = {k: v for k, v in training.items()}
+        plan_kwargs.setdefault("recipe", FINETUNE_RECIPE)
+        keras.utils.set_random_seed(seed)
         with tf_strategy.scope():
-            zt.build_model(p, model=model, recipe=recipe, epochs=phase.end - phase.start)
-            if layer_decay is not None and phase.unfrozen:
-                _scale_updates(model, layer_decay_scales(model, backbone_model, source.stages,
-                                                         layer_decay))
-        previous_best = os.path.join(run_dir, "checkpoints", "best_before_phase.keras")
-        best_so_far = _history_best(run_dir, monitor, 0, phase.start) if monitor else math.inf
-        if index and os.path.exists(best_path):
-            shutil.copyfile(best_path, previous_best)
-        zt.fit(p, model, run_dir=run_dir, epochs=phase.end, initial_epoch=phase.start,
-               resume=resumed or index > 0, recipe=recipe, callbacks=callbacks,
-               verbose=verbose)
-        # The best checkpoint is kept across phases: Keras's checkpoint starts
-        # each fit afresh, so put the earlier best back if this phase did worse.
-        if os.path.exists(previous_best):
-            if _history_best(run_dir, monitor, phase.start, phase.end) > best_so_far:
-                os.replace(previous_best, best_path)
-            else:
-                os.remove(previous_best)
-        weights_name = f"phase_{index + 1}.weights.h5"
-        runs.atomic_write(os.path.join(run_dir, weights_name), model.save_weights,
-                          suffix=".weights.h5")
-        runs.write_json(state_path, {"completed_phases": index + 1, "weights": weights_name,
-                                     "settings": settings})
-        # The phase is safely recorded: its backup (kept past fit for kill
-        # safety) must not seed the next phase's optimizer or early stopping.
-        shutil.rmtree(os.path.join(run_dir, runs.BACKUP_DIR), ignore_errors=True)
-        if index and os.path.exists(os.path.join(run_dir, f"phase_{index}.weights.h5")):
-            os.remove(os.path.join(run_dir, f"phase_{index}.weights.h5"))
+            backbone_model, provenance = bb.build(source, channels=channels, size=size,
+                                                  in_channels=in_channels)
+            model = assemble(backbone_model, input_shape=(size, size, model_channels),
+                             num_classes=num_classes, preprocessing=source.preprocessing,
+                             dropout=dropout, name=f"{short}_finetuned")
+        described = {**source.describe(), "input_shape": [size, size, model_channels],
+                     "in_channels": in_channels}
+        p = zt.plan(model, data, epochs=head_epochs + epochs, strategy=strategy,
+                    base_model=source.base_model, run_dir=run_dir, overwrite=overwrite,
+                    config_extra={"backbone": described, "weights": provenance,
+                                  "finetune": settings}, **plan_kwargs)
 
-    metrics = zt.evaluate_model(p, model)
-    history, metrics = zt.save_run(p, model, run_dir, metrics, export=export)
-    _plot_phases(history, phases, os.path.join(run_dir, "curves.png"))
-    return FinetuneResult(model=model, run_dir=run_dir, history=history, metrics=metrics,
-                          phases=phases, resumed_phase=resumed_phase, config=p.config)
+        # An interrupted fine-tuning resumes at its phase (even between two phases,
+        # when Keras's backup of the finished phase is gone).
+        state_path = os.path.join(run_dir, STATE_FILE)
+        state = None
+        if not overwrite and os.path.exists(state_path) and not runs.is_finished(run_dir):
+            state = runs.read_json(state_path)
+            if state.get("settings") != runs._finite(settings):
+                raise runs.RunError(f"run_dir holds an interrupted fine-tuning with other settings "
+                                    f"({state.get('settings')}); resume it with the same arguments "
+                                    f"or pass overwrite=True. Received: run_dir={run_dir!r}")
+        resumed = bool(p.resumed or state)
+        if chief:
+            runs.claim_run_dir(run_dir, resumed=resumed)
+            runs.write_config(run_dir, p.config)
+        done = state["completed_phases"] if state else 0
+        if done:
+            model.load_weights(os.path.join(run_dir, state["weights"]))
+        resumed_phase = (done if resumed else None)
+
+        if head_init == "probe" and not resumed:
+            p.config.extra["head_probe"] = probe_head(model, p, seed=seed)
+            if chief:
+                runs.write_config(run_dir, p.config)
+
+        monitor = p.hooks.monitor
+        best_path = os.path.join(run_dir, "checkpoints", "best.keras")
+        for index, phase in enumerate(phases):
+            if index < done:
+                continue
+            set_freeze_plan(backbone_model, source.stages, phase.unfrozen)
+            recipe = p.recipe.replace(learning_rate=p.recipe.learning_rate * phase.lr_scale)
+            with tf_strategy.scope():
+                zt.build_model(p, model=model, recipe=recipe, epochs=phase.end - phase.start)
+                if layer_decay is not None and phase.unfrozen:
+                    _scale_updates(model, layer_decay_scales(model, backbone_model, source.stages,
+                                                             layer_decay))
+            previous_best = os.path.join(run_dir, "checkpoints", "best_before_phase.keras")
+            best_so_far = _history_best(run_dir, monitor, 0, phase.start) if monitor else math.inf
+            if chief and index and os.path.exists(best_path):
+                shutil.copyfile(best_path, previous_best)
+            zt.fit(p, model, run_dir=run_dir, epochs=phase.end, initial_epoch=phase.start,
+                   resume=resumed or index > 0, recipe=recipe, callbacks=callbacks,
+                   verbose=verbose)
+            if not chief:
+                continue  # multi-worker: the chief alone writes the run directory
+            # The best checkpoint is kept across phases: Keras's checkpoint starts
+            # each fit afresh, so put the earlier best back if this phase did worse.
+            if os.path.exists(previous_best):
+                if _history_best(run_dir, monitor, phase.start, phase.end) > best_so_far:
+                    os.replace(previous_best, best_path)
+                else:
+                    os.remove(previous_best)
+            weights_name = f"phase_{index + 1}.weights.h5"
+            runs.atomic_write(os.path.join(run_dir, weights_name), model.save_weights,
+                              suffix=".weights.h5")
+            runs.write_json(state_path, {"completed_phases": index + 1, "weights": weights_name,
+                                         "settings": settings})
+            # The phase is safely recorded: its backup (kept past fit for kill
+            # safety) must not seed the next phase's optimizer or early stopping.
+            shutil.rmtree(os.path.join(run_dir, runs.BACKUP_DIR), ignore_errors=True)
+            if index and os.path.exists(os.path.join(run_dir, f"phase_{index}.weights.h5")):
+                os.remove(os.path.join(run_dir, f"phase_{index}.weights.h5"))
+
+        if uses_custom_loop(tf_strategy):
+            # evaluate/save/export fail under this strategy (keras issue 20585), as
+            # in zoo.train: every worker goes on with a local copy of the model.
+            from zoo.distributed_loop import local_model
+            model = local_model(model)
+        metrics = zt.evaluate_model(p, model)
+        if chief:
+            history, metrics = zt.save_run(p, model, run_dir, metrics, export=export)
+            _plot_phases(history, phases, os.path.join(run_dir, "curves.png"))
+        else:
+            history = runs.read_history(os.path.join(run_dir, runs.HISTORY_FILE))
+        return FinetuneResult(model=model, run_dir=run_dir, history=history, metrics=metrics,
+                              phases=phases, resumed_phase=resumed_phase, config=p.config)
+    finally:
+        runs.unlock_run_dir(run_dir, remove_if_empty=created)
 
 
 def probe_head(model, p, *, seed=0, max_examples=PROBE_MAX_EXAMPLES):

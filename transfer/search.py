@@ -156,7 +156,8 @@ def tune_finetune(backbone, data="digits", *, tuner="random", max_trials=6, obje
                 os.path.join(run_dir, runs.METRICS_FILE)).items() if k.startswith("test_")})
         rows.append(row)
     scored = [r for r in rows if r["score"] is not None]
-    scored.sort(key=lambda r: r["score"], reverse=direction == "max")
+    # Best first; equal scores in trial order, so a reloaded search prints the same table.
+    scored.sort(key=lambda r: (-r["score"] if direction == "max" else r["score"], r["trial"]))
     rows = scored + [r for r in rows if r["score"] is None]
     runs.write_json(os.path.join(search.project_dir, RESULTS_FILE),
                     {"objective": f"{name}:{direction}", "trials": rows})
