@@ -510,46 +510,47 @@ def _backbones_job(out_path, *names):
 
 
 def test_tune_finetune_searches_the_space_and_resumes(tmp_path, capsys):
-    """KerasTuner's oracle drives finetune: each trial an ordinary run; the same call resumes."""
+    """KerasTuner's oracle drives finetune: each trial an ordinary run; the same call resumes.
+
+    One trial from Python, a second one by `zoo finetune --tune 2` on the same
+    search (the CLI's own options reach finetune), then the Python call again:
+    nothing retrains and the table is the same, best first."""
     import keras
+
+    from zoo.cli import main
 
     data = str(tmp_path / "digits.npz")
     _tiny_digits(data)
     kwargs = dict(method="two_phase", head_epochs=1, epochs=1, input_size=8, batch_size=64,
-                  max_trials=2, directory=str(tmp_path / "search"))
+                  directory=str(tmp_path / "search"))
     for bad, match in (({"unfreeze": 1}, "searched by tune_finetune"),
                        ({"tuner": "hyperband"}, "tuner"), ({"run_dir": "x"}, "sets run_dir")):
         with pytest.raises((ValueError, TypeError), match=match):
             transfer.tune_finetune("resnet20", "npz:" + data, **{**kwargs, **bad})
-    result = transfer.tune_finetune("resnet20", "npz:" + data, **kwargs)
-    assert [t["status"] for t in result.trials] == ["COMPLETED"] * 2
-    assert result.best == result.trials[0] and result.best["score"] >= result.trials[1]["score"]
-    assert {"unfreeze", "lr_factor", "layer_decay", "test_accuracy"} <= set(result.best)
-    assert len({(t["unfreeze"], t["lr_factor"], t["layer_decay"]) for t in result.trials}) == 2
-    config = json.load(open(os.path.join(result.best["run_dir"], "config.json")))
-    assert config["finetune"]["lr_factor"] == result.best["lr_factor"]
-    assert json.load(open(os.path.join(result.directory, "finetune_trials.json")))["trials"]
-    # The same call: the search is over, nothing retrains.
-    stamp = os.path.getmtime(os.path.join(result.best["run_dir"], "metrics.json"))
-    again = transfer.tune_finetune("resnet20", "npz:" + data, **kwargs)
-    assert [t["trial"] for t in again.trials] == [t["trial"] for t in result.trials]
-    assert os.path.getmtime(os.path.join(result.best["run_dir"], "metrics.json")) == stamp
-    # The CLI on the same search: the table, best first, nothing retrained.
-    from zoo.cli import main
+    first = transfer.tune_finetune("resnet20", "npz:" + data, max_trials=1, **kwargs)
+    assert [t["status"] for t in first.trials] == ["COMPLETED"]
+    assert {"unfreeze", "lr_factor", "layer_decay", "test_accuracy"} <= set(first.best)
+    config = json.load(open(os.path.join(first.best["run_dir"], "config.json")))
+    assert config["finetune"]["lr_factor"] == first.best["lr_factor"]
     assert main(["finetune", "resnet20", "--data", "npz:" + data, "--tune", "2",
                  "--head-epochs", "1", "--epochs", "1", "--input-size", "8",
                  "--batch-size", "64", "--out", kwargs["directory"]]) == 0
     out = capsys.readouterr().out
     lines = out[out.index("trial"):].splitlines()
     assert lines[0].split()[:2] == ["trial", "unfreeze"] and len(lines) == 4, out
-    assert lines[1].split()[0] == result.best["trial"]
+    result = transfer.tune_finetune("resnet20", "npz:" + data, max_trials=2, **kwargs)
+    assert [t["status"] for t in result.trials] == ["COMPLETED"] * 2
+    assert result.best == result.trials[0] and result.best["score"] >= result.trials[1]["score"]
+    assert len({(t["unfreeze"], t["lr_factor"], t["layer_decay"]) for t in result.trials}) == 2
+    assert [line.split()[0] for line in lines[1:3]] == [t["trial"] for t in result.trials]
     assert lines[-1] == f"best: {result.best['run_dir']} (zoo export {result.best['run_dir']})"
-    assert os.path.getmtime(os.path.join(result.best["run_dir"], "metrics.json")) == stamp
-    # A plain `zoo finetune` (it once refused the CLI's own distribution options).
-    assert main(["finetune", "resnet20", "--data", "npz:" + data, "--head-epochs", "1",
-                 "--epochs", "1", "--input-size", "8", "--batch-size", "64", "--no-export",
-                 "--out", str(tmp_path / "cli_run")]) == 0
-    assert "phases: head (epochs 1-1), unfreeze_3 (epochs 2-2)" in capsys.readouterr().out
+    assert json.load(open(os.path.join(result.directory, "finetune_trials.json")))["trials"]
+    # The finished search: nothing retrains.
+    stamps = [os.path.getmtime(os.path.join(t["run_dir"], "metrics.json")) for t in result.trials]
+    again = transfer.tune_finetune("resnet20", "npz:" + data, max_trials=2, **kwargs)
+    assert again.trials == result.trials
+    assert [os.path.getmtime(os.path.join(t["run_dir"], "metrics.json"))
+            for t in result.trials] == stamps
     keras.backend.clear_session()
 
 
