@@ -240,3 +240,23 @@ def test_a_backup_killed_while_saved_resumes_from_the_previous_one(env, tmp_path
     reference = zoo.train("mlp", "digits", run_dir=str(tmp_path / "reference"), **kwargs)
     for a, b in zip(result.model.get_weights(), reference.model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_kill_between_the_backup_weights_and_their_metadata_resumes_faithfully(env, tmp_path):
+    """Keras copies the backup to *.bkp, writes the new weights, then the metadata: killed
+    in between, the weights are an epoch ahead of the metadata; resume from *.bkp."""
+    run_dir = tmp_path / "killed"
+    shutil.copytree(env.interrupted, run_dir)
+    backup = run_dir / "backup"
+    other = (backup / "latest.weights.h5.bkp").read_bytes()  # other (older) weights
+    for name in ("latest.weights.h5", "training_metadata.json"):
+        shutil.copyfile(backup / name, backup / (name + ".bkp"))
+    (backup / "latest.weights.h5").write_bytes(other)  # "the next epoch's" weights, no metadata
+    from zoo import runs
+    assert runs.backup_state(str(run_dir)) == "previous"
+    kwargs = dict(epochs=3, export=False, verbose=0, model_kwargs={"hidden_units": (8,)})
+    result = zoo.train("mlp", "digits", run_dir=str(run_dir), **kwargs)
+    assert result.resumed and result.history["epoch"] == [0.0, 1.0, 2.0]
+    reference = zoo.train("mlp", "digits", run_dir=str(tmp_path / "reference"), **kwargs)
+    for a, b in zip(result.model.get_weights(), reference.model.get_weights()):
+        np.testing.assert_array_equal(a, b)

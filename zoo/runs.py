@@ -445,7 +445,8 @@ def backup_state(run_dir):
     "none": no epoch was ever backed up (killed while saving the first), so
     the run starts over.  "previous": the latest backup is damaged (killed
     while Keras rewrote it) but the previous one (*.bkp) matches history.csv,
-    so the run resumes from it (`claim_run_dir` puts it back).  Anything else
+    or the latest weights were written but not yet their metadata; the run
+    resumes from *.bkp (`claim_run_dir` puts it back).  Anything else
     damaged raises `RunError` naming the file.
     """
     backup = os.path.join(run_dir, BACKUP_DIR)
@@ -462,9 +463,14 @@ def backup_state(run_dir):
         except RunError:
             damaged = state
     epoch = _backup_epoch(metadata)
-    if damaged is None and epoch is not None and _weights_readable(weights):
-        return "latest"
     previous = _backup_epoch(metadata + ".bkp")
+    if damaged is None and epoch is not None and _weights_readable(weights):
+        # Keras saves by copying both files to *.bkp, writing the weights, then
+        # the metadata: equal epochs mean a kill between the last two, when the
+        # weights may be an epoch ahead of the metadata; the *.bkp pair agrees.
+        if previous == epoch and _weights_readable(weights + ".bkp"):
+            return "previous"
+        return "latest"
     rows = len(read_history(os.path.join(run_dir, HISTORY_FILE)).get("epoch", []))
     if (damaged is None and previous is not None and previous == rows
             and _weights_readable(weights + ".bkp")):
