@@ -2,9 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -229,22 +226,7 @@ def test_evaluate_reloads_the_run(tmp_path):
     assert metrics["test_accuracy"] == pytest.approx(result.metrics["test_accuracy"], abs=1e-6)
 
 
-def test_mirrored_strategy_on_two_cpu_devices(tmp_path):
-    script = textwrap.dedent(f"""
-        from zoo.distribute import configure_cpu_devices, get_strategy
-        assert len(configure_cpu_devices(2)) == 2
-        assert get_strategy("mirrored").num_replicas_in_sync == 2
-        from zoo.training import train
-        r = train("mlp", data="digits", epochs=2, strategy="mirrored", export=False,
-                  verbose=0, run_dir={str(tmp_path / 'mirrored')!r})
-        assert r.metrics["test_accuracy"] > 0.5, r.metrics
-        print("ok", r.metrics["test_accuracy"])
-    """)
-    env = {**os.environ, "ZOO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith("ok")
+# MirroredStrategy on two logical CPU devices: tests/test_distribute.py.
 
 
 def test_mixup_trains_on_soft_labels_with_a_categorical_loss(tmp_path):
