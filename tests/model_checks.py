@@ -59,3 +59,20 @@ def random_feed(input_signature, rng, batch=2):
         else:
             feeds.append(rng.random(shape).astype(dtype))
     return feeds
+
+
+# Up to this many recorded parameters a model gets the expensive checks
+# (weights written and reloaded, a step per freeze plan); above it, only the
+# smallest model of its family does: the larger members (vgg13..vgg19_bn,
+# resnet34..resnet152: 20-140M parameters even at the test shape) are their
+# family's smaller builder with more of the same blocks.
+FULL_CHECK_PARAMS = 12_000_000
+
+
+def fully_checked(name, names):
+    """Whether `name` is at most FULL_CHECK_PARAMS or the smallest of its family in `names`."""
+    import zoo
+    spec = zoo.get_spec(name)
+    family = [zoo.get_spec(n) for n in names if zoo.get_spec(n).family == spec.family]
+    smallest = min(family, key=lambda s: (s.num_params or 0, s.name))
+    return (spec.num_params or 0) <= FULL_CHECK_PARAMS or spec.name == smallest.name

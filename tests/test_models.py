@@ -2,7 +2,7 @@
 
 For each model at its tiny test shape: build, finite forward pass, one
 training step with its own compile recipe; then, for each model up to
-ROUND_TRIP_PARAMS parameters and the smallest of every family, `.keras`
+12M parameters and the smallest of every family, `.keras`
 round trip with equal outputs and SavedModel export whose endpoints reload
 and (for the default endpoint) reproduce the Keras outputs. Plus a schema
 test over every spec.
@@ -12,25 +12,14 @@ import numpy as np
 import pytest
 
 import zoo
-from model_checks import as_list, assert_same_outputs, example_batch, random_feed
+from model_checks import (as_list, assert_same_outputs, example_batch, fully_checked,
+                          random_feed)
 
 NAMES = zoo.list_models()
-# The larger members of a family (vgg13..vgg19_bn, resnet34..resnet152: 20-140M
-# parameters even at the test shape) are their family's smaller builder with
-# more of the same blocks; writing and reloading their weights twice costs
-# 10-30 s each and checks no other code.  tests/test_reload.py saves, reloads
-# and exports every layer class in a fresh process.
-ROUND_TRIP_PARAMS = 12_000_000
-
-
-def _round_trip(name):
-    spec = zoo.get_spec(name)
-    family = [zoo.get_spec(n) for n in NAMES if zoo.get_spec(n).family == spec.family]
-    smallest = min(family, key=lambda s: (s.num_params or 0, s.name))
-    return (spec.num_params or 0) <= ROUND_TRIP_PARAMS or spec.name == smallest.name
-
-
-ROUND_TRIP = [n for n in NAMES if _round_trip(n)]
+# Writing and reloading the weights of the larger members of a family costs
+# 10-30 s each and checks no other code (`fully_checked`); tests/test_reload.py
+# saves, reloads and exports every layer class in a fresh process.
+ROUND_TRIP = [n for n in NAMES if fully_checked(n, NAMES)]
 # Deeper than this: the family's shallower members (resnet18, resnet20) already
 # trace the training step and export the same blocks.
 DEEP_LAYERS = 100

@@ -560,12 +560,8 @@ def _steps(name):
     """One SGD step per plan for keras: probes, backbones up to 12M parameters and the
     smallest of each family; the larger ones (resnet34..152, the VGGs) are the same
     freeze code over more blocks of the same kinds: their trainable sets are checked."""
-    if name.startswith("keras:"):
-        return True
-    spec = zoo.get_spec(name)
-    family = [zoo.get_spec(n) for n in BACKBONES if zoo.get_spec(n).family == spec.family]
-    smallest = min(family, key=lambda s: (s.num_params or 0, s.name))
-    return (spec.num_params or 0) <= 12_000_000 or name == smallest.name
+    from model_checks import fully_checked
+    return name.startswith("keras:") or fully_checked(name, BACKBONES)
 
 
 @pytest.mark.parametrize("name", BACKBONES + KERAS_PROBES)

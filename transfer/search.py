@@ -42,14 +42,10 @@ class FinetuneSearchResult:
 
 
 def _objective(objective):
-    text = objective or "val_accuracy"
-    if not isinstance(text, str) or not text:
-        raise TypeError(f"objective must be a metric name such as 'val_accuracy' or "
-                        f"'val_loss:min'. Received: objective={objective!r}")
-    name, _, direction = text.partition(":")
-    direction = direction or ("min" if "loss" in name or "error" in name else "max")
-    checks.choice("objective direction", direction, ("min", "max"))
-    return name, direction
+    # The same parsing and default direction as `tuning.search`.
+    from tuning.searcher import infer_direction, parse_objective
+    name, direction = parse_objective(objective or "val_accuracy")
+    return name, direction or infer_direction(name)
 
 
 def _best(history, name, direction):

@@ -108,14 +108,15 @@ def _default_directory(name):
     return os.path.join("runs", "tuning", name)
 
 
-def _infer_direction(name):
+def infer_direction(name):
+    """"max" for accuracy-like metric names, "min" otherwise (losses, errors)."""
     lowered = name.lower()
     if any(k in lowered for k in ("acc", "auc", "precision", "recall", "elbo", "f1", "iou")):
         return "max"
     return "min"
 
 
-def _parse_objective(objective):
+def parse_objective(objective):
     """(name, direction or None) from "val_mae", "val_auc:max", ("name", "max")."""
     if objective is None:
         return None
@@ -281,7 +282,7 @@ def _normalize(model, data, *, tuner, objective, max_trials, max_epochs, executi
                           f"early_stopping={early_stopping!r}")
     if early_stopping == "auto":
         early_stopping = "median" if tuner in ("random", "bayesian") else None
-    parsed_objective = _parse_objective(objective)
+    parsed_objective = parse_objective(objective)
     unknown = sorted(set(options) - set(PLAN_OPTIONS) - set(FIXED_RECIPE_OPTIONS))
     if "epochs" in options:
         raise SearchError("search takes max_epochs, not epochs: every tuner (Hyperband too) "
@@ -401,7 +402,7 @@ def prepare(model, data="digits", *, tuner="hyperband", objective=None, max_tria
     else:
         name, direction = call["objective"]
         direction = direction or (default_direction if name == default_name
-                                  else _infer_direction(name))
+                                  else infer_direction(name))
     call["objective"] = {"name": name, "direction": direction}
     if check_objective and state != "resume":
         probe = kt.HyperParameters()
