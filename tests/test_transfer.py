@@ -529,6 +529,10 @@ def test_tune_finetune_searches_the_space_and_resumes(tmp_path, capsys):
                        ({"tuner": "hyperband"}, "tuner"), ({"run_dir": "x"}, "sets run_dir")):
         with pytest.raises((ValueError, TypeError), match=match):
             transfer.tune_finetune("resnet20", "npz:" + data, **{**kwargs, **bad})
+    # Bad input ends the search with its own error, not with N invalid trials.
+    with pytest.raises(ValueError, match="File does not exist"):
+        transfer.tune_finetune("resnet20", "npz:" + data + ".missing", max_trials=2,
+                               **{**kwargs, "directory": str(tmp_path / "bad_search")})
     first = transfer.tune_finetune("resnet20", "npz:" + data, max_trials=1, **kwargs)
     assert [t["status"] for t in first.trials] == ["COMPLETED"]
     assert {"unfreeze", "lr_factor", "layer_decay", "test_accuracy"} <= set(first.best)

@@ -116,6 +116,13 @@ def tune_finetune(backbone, data="digits", *, tuner="random", max_trials=6, obje
                          max_epochs=None, seed=seed, hyperparameters=hp,
                          max_consecutive_failed_trials=3)
 
+    class BadInput(kt.errors.FatalError):
+        """Carries a user error out of KerasTuner's loop (a FatalError ends the search)."""
+
+        def __init__(self, error):
+            super().__init__(str(error))
+            self.error = error
+
     class FinetuneTuner(kt.engine.base_tuner.BaseTuner):
         def run_trial(self, trial, *args, **kwargs):
             chosen = finetune_space(trial.hyperparameters, stages=stages)
@@ -123,9 +130,14 @@ def tune_finetune(backbone, data="digits", *, tuner="random", max_trials=6, obje
             if runs.is_finished(run_dir):  # finished, then killed before the oracle heard
                 history = runs.read_history(os.path.join(run_dir, runs.HISTORY_FILE))
             else:
-                history = finetune(backbone, data, run_dir=run_dir, export=False,
-                                   verbose=verbose, seed=seed, **finetune_kwargs,
-                                   **chosen).history
+                try:
+                    history = finetune(backbone, data, run_dir=run_dir, export=False,
+                                       verbose=verbose, seed=seed, **finetune_kwargs,
+                                       **chosen).history
+                except (ValueError, TypeError) as err:
+                    # Bad input (a missing data file, ...) fails every trial alike:
+                    # end the search with the error instead of N invalid trials.
+                    raise BadInput(err) from err
             value = _best(history, name, direction)
             if value is None:
                 raise kt.errors.FailedTrialError(
@@ -140,7 +152,10 @@ def tune_finetune(backbone, data="digits", *, tuner="random", max_trials=6, obje
 
     search = FinetuneTuner(oracle, directory=os.path.dirname(directory),
                            project_name=os.path.basename(directory), overwrite=overwrite)
-    search.search()
+    try:
+        search.search()
+    except BadInput as err:
+        raise err.error from None
 
     rows = []
     for trial in search.oracle.trials.values():
