@@ -31,7 +31,7 @@ def _time_steps(fn, steps):
 
 
 def measure(name, *, image_size, batch_size, steps, warmup, repeats, num_classes=10):
-    """Median images/s for (zoo, keras) in inference and training."""
+    """Images/s of each round for (zoo, keras) in inference and training."""
     import keras
     import numpy as np
 
@@ -61,7 +61,7 @@ def measure(name, *, image_size, batch_size, steps, warmup, repeats, num_classes
             rates[(who, "inference")].append(steps * batch_size / seconds)
             seconds = _time_steps(lambda: model.train_on_batch(x, y), steps)
             rates[(who, "training")].append(steps * batch_size / seconds)
-    return {key: statistics.median(values) for key, values in rates.items()}
+    return rates
 
 
 def main(argv=None):
@@ -83,7 +83,10 @@ def main(argv=None):
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, images {args.image_size}x"
           f"{args.image_size}x3, batch {args.batch_size}, {args.steps} steps x "
           f"{args.repeats} alternating rounds (median)")
-    header = (f"{'model':<11}{'mode':<11}{'zoo img/s':>11}{'keras img/s':>13}{'zoo/keras':>11}")
+    # The ratio is taken per round (zoo and keras timed back to back), then its
+    # median and range over the rounds: the spread is the run-to-run noise.
+    header = (f"{'model':<11}{'mode':<11}{'zoo img/s':>11}{'keras img/s':>13}{'zoo/keras':>11}"
+              f"{'range':>13}")
     print(header)
     print("-" * len(header))
     for name in args.models:
@@ -91,7 +94,10 @@ def main(argv=None):
                         steps=args.steps, warmup=args.warmup, repeats=args.repeats)
         for mode in ("inference", "training"):
             ours, theirs = rates[("zoo", mode)], rates[("keras", mode)]
-            print(f"{name:<11}{mode:<11}{ours:>11.1f}{theirs:>13.1f}{ours / theirs:>11.2f}")
+            ratios = [a / b for a, b in zip(ours, theirs)]
+            print(f"{name:<11}{mode:<11}{statistics.median(ours):>11.1f}"
+                  f"{statistics.median(theirs):>13.1f}{statistics.median(ratios):>11.2f}"
+                  f"{min(ratios):>8.2f}-{max(ratios):.2f}")
         sys.stdout.flush()
 
 

@@ -13,6 +13,17 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """The `heavy` tests first (stable order otherwise).
+
+    pytest-xdist's worksteal hands each worker a contiguous share and lets an
+    idle one take the rest of another's queue: with the long tests at the front
+    they are spread early and the last minutes are short tests on both workers,
+    instead of one worker finishing a 60-120 s test alone.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
@@ -24,3 +35,20 @@ def digits_lenet_run(tmp_path_factory):
     from zoo.training import train
     run_dir = tmp_path_factory.mktemp("runs") / "lenet5"
     return train("lenet5", data="digits", epochs=2, run_dir=str(run_dir), verbose=0)
+
+
+@pytest.fixture
+def eager():
+    """Run every tf.function eagerly for one test (no graph tracing).
+
+    For tests whose subject is not the traced step (a search's bookkeeping,
+    a plan's trainable sets) on a few tiny batches, where tracing a deep
+    model's training step costs 10-30 s and running it eagerly well under one.
+    """
+    import tensorflow as tf
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(False)
+

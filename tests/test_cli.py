@@ -15,6 +15,7 @@ ZOO = [sys.executable, "-m", "zoo.cli"]
 ENV = {**os.environ, "ZOO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
+@pytest.mark.heavy
 def test_train_export_and_serve_with_plain_tensorflow(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run([*ZOO, "train", "mlp", "--data", "digits", "--epochs", "1",
@@ -114,6 +115,7 @@ def test_bad_run_directories_are_one_line(tmp_path, capsys):
     assert (tmp_path / "data.csv").exists()
 
 
+@pytest.mark.heavy
 def test_generative_run_trains_exports_and_evaluates_in_separate_processes(tmp_path):
     """zoo train -> zoo export -> zoo evaluate, each a fresh process (custom VAE class)."""
     run_dir = tmp_path / "vae"

@@ -251,6 +251,7 @@ _MIRRORED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.heavy
 def test_mirrored_matches_default_and_batches_are_global(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _MIRRORED, str(tmp_path)], cwd=ROOT, env=ENV,
                           capture_output=True, text=True)
@@ -318,6 +319,7 @@ def _launch(out, phase):
     return run_local_workers([sys.executable, "-c", _WORKER, str(out), phase], 2, env=ENV)
 
 
+@pytest.mark.heavy
 def test_two_local_workers_train_identically_resume_and_export(tmp_path):
     from zoo.launch import WorkerError
     out = tmp_path

@@ -83,6 +83,23 @@ def test_anomaly_scores_separate_a_held_out_class(digits):
     assert np.mean(anomaly_scores(model, anomalous) > threshold) > 0.5
 
 
+def test_decoded_prior_spread_is_zero_for_a_collapsed_decoder(digits):
+    """A decoder that ignores z scores 0; the data's own spread is reported beside it."""
+    from zoo.metrics import decoded_prior_spread, prior_grid
+
+    _, x_test, _, _ = digits
+    model = zoo.build("dense_vae", input_shape=(8, 8, 1), latent_dim=2, hidden_units=(8,),
+                      seed=0)
+    grid = prior_grid(2, grid=3)
+    assert grid.shape == (9, 2) and grid[0, 1] > 1.6 and grid[0, 0] < -1.6  # top-left
+    assert prior_grid(5).shape == (100, 5)
+    spread, data_spread = decoded_prior_spread(model, x_test)
+    assert spread > 0 and data_spread == pytest.approx(float(x_test.std(axis=0).mean()))
+    first = model.decoder.get_layer("decoder_dense1")
+    first.kernel.assign(np.zeros(first.kernel.shape, "float32"))  # z no longer reaches it
+    assert decoded_prior_spread(model, x_test)[0] == pytest.approx(0.0, abs=1e-7)
+
+
 def test_vae_test_elbo_improves_and_samples_look_like_data(digits):
     import keras
 
@@ -406,7 +423,8 @@ def test_anomaly_threshold_percentile_is_checked():
     ("conv_autoencoder", {"latent_dim": 4, "filters": (8, 16)},
      {"reconstruction_mse", "pca_reconstruction_mse"}),
     ("conv_vae", {"latent_dim": 2, "filters": (8, 16), "dense_units": 16, "seed": 0},
-     {"test_elbo", "test_kl", "pca_reconstruction_mse"}),
+     {"test_elbo", "test_kl", "pca_reconstruction_mse", "decoded_prior_pixel_std",
+      "test_pixel_std"}),
     ("dcgan", {"latent_dim": 8, "generator_filters": (16, 8), "discriminator_filters": (8, 16),
                "seed": 0},
      {"frechet_distance", "frechet_distance_untrained_generator",

@@ -125,6 +125,7 @@ def _run(script, *args, timeout=900):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.heavy
 def test_every_exportable_run_reloads_evaluates_and_exports_in_a_fresh_process(tmp_path):
     out = _run(WRITE, str(tmp_path), ",".join(EXPORTABLE))
     written = out["written"]
@@ -150,6 +151,7 @@ def test_every_exportable_run_reloads_evaluates_and_exports_in_a_fresh_process(t
     assert sum(written[n]["evaluate"] for n in written) >= len(written) // 3
 
 
+@pytest.mark.heavy
 def test_a_run_of_a_users_own_model_evaluates_and_exports(tmp_path):
     """A run of an unregistered keras.Model records that it is not registered, and reloads."""
     script = textwrap.dedent("""

@@ -122,6 +122,7 @@ def test_vocabulary_is_adapted_on_the_training_split_only(tmp_path):
     assert ids.shape == (1, 12) and ids[0, 0] == 1 and ids[0, 2] == 0
 
 
+@pytest.mark.heavy
 def test_trained_text_model_serves_raw_strings_in_a_fresh_process(tmp_path):
     from zoo.export import run_saved_model_fresh
     from zoo.training import train

@@ -306,6 +306,7 @@ def _stage_scale(path, decay, stages=3):
     return decay ** (stages - stage)
 
 
+@pytest.mark.heavy
 def test_finetune_from_a_run_mirrored_layer_decay_killed_in_phase_2_resumes(tmp_path):
     from zoo.runs import load_run
 
@@ -511,6 +512,7 @@ def _backbones_job(out_path, *names):
         os.replace(out_path + ".tmp", out_path)
 
 
+@pytest.mark.heavy
 def test_tune_finetune_searches_the_space_and_resumes(tmp_path, capsys):
     """KerasTuner's oracle drives finetune: each trial an ordinary run; the same call resumes.
 

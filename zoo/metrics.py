@@ -1,6 +1,7 @@
 """Quality numbers of the generative tasks (for metrics.json and the tests).
 
-Reconstruction MSE next to a PCA baseline with the same code size, and for
+Reconstruction MSE next to a PCA baseline with the same code size, how much
+a VAE's decodes vary across its prior (next to the data's own spread), and for
 GANs a Frechet distance in the feature space of a small classifier trained
 on the same data.  That is *not* the Inception FID (Heusel et al. 2017): its
 values are only comparable between runs on the same data with the same
@@ -22,6 +23,29 @@ def pca_reconstruction_mse(x_train, x_test, n_components):
     pca = PCA(n_components=n_components, random_state=0).fit(flat_train)
     rec = pca.inverse_transform(pca.transform(flat_test))
     return float(np.mean(np.square(flat_test - rec)))
+
+
+def prior_grid(latent_dim, grid=10, seed=0):
+    """Latent points that cover a VAE's N(0, I) prior, for decoding.
+
+    Two dimensions: the `grid` x `grid` points at the prior's 5%-95% quantiles
+    (Kingma & Welling 2013, fig. 4; rows top to bottom, as plotted); more: as
+    many seeded draws from the prior.
+    """
+    if latent_dim == 2:
+        from scipy.stats import norm
+        q = norm.ppf(np.linspace(0.05, 0.95, grid))
+        return np.array([[a, b] for b in q[::-1] for a in q], dtype="float32")
+    return np.random.default_rng(seed).normal(size=(grid * grid, latent_dim)).astype("float32")
+
+
+def decoded_prior_spread(vae, x_test):
+    """(pixel std across decodes of `prior_grid`, pixel std across `x_test`), each averaged
+    over pixels: a decoder that maps the whole prior to one image scores near 0 while the
+    data scores the second number."""
+    decoded = np.asarray(vae.decode(prior_grid(vae.latent_dim)))
+    return (float(np.mean(np.std(decoded, axis=0))),
+            float(np.mean(np.std(np.asarray(x_test), axis=0))))
 
 
 def frechet_distance(features_a, features_b):

@@ -92,13 +92,11 @@ def save_latent_plot(vae, x, y, path, *, grid=10):
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
-    from scipy.stats import norm
+    from zoo.metrics import prior_grid
 
     z = np.asarray(vae.encode(x))
     # Decode a grid over the prior's quantiles (Kingma & Welling 2013, fig. 4).
-    q = norm.ppf(np.linspace(0.05, 0.95, grid))
-    zz = np.array([[a, b] for b in q[::-1] for a in q], dtype="float32")
-    decoded = _to_display(np.asarray(vae.decode(zz)), (0.0, 1.0))
+    decoded = _to_display(np.asarray(vae.decode(prior_grid(2, grid))), (0.0, 1.0))
     figure = Figure(figsize=(11, 5))
     ax1, ax2 = figure.subplots(1, 2)
     scatter = ax1.scatter(z[:, 0], z[:, 1], c=y if y is not None else None, s=6,

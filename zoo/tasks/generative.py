@@ -11,8 +11,8 @@
 import numpy as np
 
 from zoo._lazy import keras
-from zoo.metrics import (feature_classifier, frechet_distance, generated_quality,
-                         pca_reconstruction_mse)
+from zoo.metrics import (decoded_prior_spread, feature_classifier, frechet_distance,
+                         generated_quality, pca_reconstruction_mse)
 from zoo.tasks import TaskHooks
 # ------------------------------------------------------------------ data helpers
 
@@ -151,13 +151,16 @@ class VAEHooks(TaskHooks):
         x_train = split_arrays(bundle.train)
         x_test = split_arrays(bundle.test)
         mse = float(np.mean(np.square(x_test - np.asarray(model.predict(x_test, verbose=0)))))
+        spread, data_spread = decoded_prior_spread(model, x_test)
         return {"test_elbo": float(result["elbo"]),
                 "test_reconstruction_loss": float(result["reconstruction_loss"]),
                 "test_kl": float(result["kl_loss"]),
                 "elbo_units": "nats per example (higher is better)",
                 "reconstruction_mse": mse,
                 "pca_reconstruction_mse": pca_reconstruction_mse(x_train, x_test,
-                                                                 model.latent_dim)}
+                                                                 model.latent_dim),
+                # Near 0: the decoder maps the whole prior to one image.
+                "decoded_prior_pixel_std": spread, "test_pixel_std": data_spread}
 
     def export_signatures(self, model):
         shape = tuple(model.encoder.inputs[0].shape[1:])
