@@ -88,12 +88,14 @@ def parse(text, *, benchmarks=False):
         language, start = match.group(1), i + 1
         end = next(j for j in range(start, len(lines)) if lines[j].startswith("```"))
         previous = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
-        not_run = previous.strip().startswith(NOT_RUN_MARK) and (
-            previous.strip()[len(NOT_RUN_MARK):].strip(" :-") or "marked not run")
+        not_run = None
+        if previous.strip().startswith(NOT_RUN_MARK):  # <!-- readme: not run (why) -->
+            why = previous.strip()[len(NOT_RUN_MARK):].removesuffix("-->").strip(" :-()")
+            not_run = why or "marked not run"
         body = lines[start:end]
         if language == "python":
             steps.append(Step("python", "\n".join(body) + "\n", start + 1, section,
-                              skip=not_run and not_run.rstrip(" ->") or None))
+                              skip=not_run))
         elif language == "bash":
             joined, first = "", None
             for offset, raw in enumerate(body):
@@ -112,7 +114,7 @@ def parse(text, *, benchmarks=False):
 
 def _bash_steps(command, line, section, not_run, benchmarks):
     if not_run:
-        return [Step("bash", command, line, section, skip=not_run.rstrip(" ->"))]
+        return [Step("bash", command, line, section, skip=not_run)]
     kept, skipped = [], []
     for part in (p.strip() for p in command.split("&&")):
         reason = next((r for pattern, r in SKIPPED if re.search(pattern, part)), None)

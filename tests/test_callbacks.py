@@ -104,3 +104,24 @@ def test_tensorboard_writes_epoch_summaries(tmp_path):
     for split in ("train", "validation"):
         events = os.listdir(tmp_path / "logs" / split)
         assert events and all(e.startswith("events.out.tfevents") for e in events)
+
+
+def test_remaining_time_is_the_pace_so_far_times_the_epochs_left():
+    from zoo.callbacks import RemainingTime, _duration
+
+    lines, now = [], [0.0]
+    callback = RemainingTime(min_seconds=60, print_fn=lines.append, clock=lambda: now[0])
+    callback.set_params({"epochs": 10, "verbose": 2, "steps": 5})
+    callback.on_train_begin()
+    for epoch in (3, 4, 5, 8, 9):  # a run resumed at epoch 3 (0-based)
+        callback.on_epoch_begin(epoch)
+        now[0] += 40.0 if epoch < 8 else 1.0
+        callback.on_epoch_end(epoch)
+    # After epoch 4 (1-based): 40 s per epoch x 6 left = 240 s; after 5: 40 x 5 = 200 s;
+    # after 6: 40 x 4 = 160 s; after 9: 121 s / 6 epochs x 1 left < 60 s, silent;
+    # nothing after the last.
+    assert lines == ["epoch 4/10: about 4 min left at this pace",
+                     "epoch 5/10: about 3 min left at this pace",
+                     "epoch 6/10: about 3 min left at this pace"]
+    assert [_duration(s) for s in (45, 89, 90, 3000, 7500)] == [
+        "45 s", "89 s", "2 min", "50 min", "2 h 05 min"]

@@ -7,6 +7,7 @@ Keras `LearningRateSchedule` (or a float), usable from Python and the CLI.
 """
 
 import os
+import time
 
 import keras
 import numpy as np
@@ -159,6 +160,48 @@ def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="co
         # Last, so that it restores the others' state after their on_train_begin reset it.
         callbacks.append(CallbackState(os.path.join(run_dir, "backup"), callbacks[:]))
     return callbacks
+
+
+class RemainingTime(keras.callbacks.Callback):
+    """After each epoch but the last, one line: the time the remaining epochs take at
+    the pace so far (printed only once that is at least `min_seconds`).
+
+    Keras's progress bar estimates the current epoch only, and the one-line-per-
+    epoch mode nothing at all; a 30-epoch run wants the whole. Early stopping
+    can end the run sooner, so it is an upper estimate.
+    """
+
+    def __init__(self, min_seconds=60.0, print_fn=print, clock=time.monotonic):
+        super().__init__()
+        self.min_seconds, self.print_fn, self.clock = min_seconds, print_fn, clock
+        self._start = self._first = None
+
+    def on_train_begin(self, logs=None):
+        self._start, self._first = self.clock(), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first is None:
+            self._first = epoch  # a resumed run starts past 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        total = (self.params or {}).get("epochs")
+        if not total or self._start is None or self._first is None:
+            return
+        done, left = epoch + 1 - self._first, total - (epoch + 1)
+        if done <= 0 or left <= 0:
+            return
+        seconds = (self.clock() - self._start) / done * left
+        if seconds >= self.min_seconds:
+            self.print_fn(f"epoch {epoch + 1}/{total}: about {_duration(seconds)} left "
+                          f"at this pace")
+
+
+def _duration(seconds):
+    """'45 s', '12 min', '2 h 05 min'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 class CallbackState(keras.callbacks.Callback):

@@ -577,6 +577,9 @@ def fit(p, model, *, run_dir=None, epochs=None, callbacks=None, resume=False, ve
     if run_dir is not None:
         cbs += p.hooks.callbacks(model, bundle, run_dir)
     cbs += list(callbacks or [])
+    if verbose not in (0, "0", False):
+        from zoo.callbacks import RemainingTime
+        cbs.append(RemainingTime())
     if uses_custom_loop(strategy):
         # Keras 3 fit fails under MultiWorkerMirroredStrategy (keras-team/keras
         # issue 20585) and TPUStrategy (issue 19448). Once fixed, switching
