@@ -36,19 +36,3 @@ def digits_lenet_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "lenet5"
     return train("lenet5", data="digits", epochs=2, run_dir=str(run_dir), verbose=0)
 
-
-@pytest.fixture
-def eager():
-    """Run every tf.function eagerly for one test (no graph tracing).
-
-    For tests whose subject is not the traced step (a search's bookkeeping,
-    a plan's trainable sets) on a few tiny batches, where tracing a deep
-    model's training step costs 10-30 s and running it eagerly well under one.
-    """
-    import tensorflow as tf
-    tf.config.run_functions_eagerly(True)
-    try:
-        yield
-    finally:
-        tf.config.run_functions_eagerly(False)
-
