@@ -35,4 +35,3 @@ def digits_lenet_run(tmp_path_factory):
     from zoo.training import train
     run_dir = tmp_path_factory.mktemp("runs") / "lenet5"
     return train("lenet5", data="digits", epochs=2, run_dir=str(run_dir), verbose=0)
-

@@ -6,8 +6,8 @@ call again.  Every rerun must finish, and since every kill lands at or after
 an epoch boundary or before the first backup, its final weights must equal
 the uninterrupted run's (same seed, deterministic ops, the data order
 restored per epoch).  One last process reloads, evaluates and exports every
-run (and verifies the export that was killed half-way).  Plus: two processes on one run directory -- the second is refused and
-the first finishes intact.
+run (and verifies the export that was killed half-way).  Plus: two processes
+on one run directory -- the second is refused and the first finishes intact.
 """
 
 import json

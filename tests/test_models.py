@@ -3,9 +3,9 @@
 For each model at its tiny test shape: build, finite forward pass, one
 training step with its own compile recipe (compile only beyond 300 layers);
 then, for each model up to 12M parameters and the smallest of every family
-(up to 300 layers), `.keras` round trip with equal outputs and SavedModel export whose endpoints reload
-and (for the default endpoint) reproduce the Keras outputs. Plus a schema
-test over every spec.
+(up to 300 layers), `.keras` round trip with equal outputs and SavedModel
+export whose endpoints reload and (for the default endpoint) reproduce the
+Keras outputs. Plus a schema test over every spec.
 """
 
 import numpy as np
