@@ -26,6 +26,10 @@ class _Interrupt(Exception):
     pass
 
 
+# The interrupted run's call (env.interrupted stops it after epoch 2 of these 3).
+RESUMED = dict(epochs=3, export=False, verbose=0, model_kwargs={"hidden_units": (8,)})
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     import keras
@@ -75,8 +79,7 @@ def env(tmp_path_factory):
 
     interrupted = root / "interrupted"
     with pytest.raises(_Interrupt):
-        zoo.train("mlp", "digits", epochs=3, run_dir=str(interrupted), export=False, verbose=0,
-                  model_kwargs={"hidden_units": (8,)}, callbacks=[Stop()])
+        zoo.train("mlp", "digits", run_dir=str(interrupted), callbacks=[Stop()], **RESUMED)
     for name, damaged in (("bad_metadata", "training_metadata.json"),
                           ("bad_state", "callbacks.json")):
         shutil.copytree(interrupted, root / name)
@@ -227,22 +230,36 @@ def test_only_what_zoo_writes_counts_as_a_run(tmp_path):
                                                  "phase_x.weights.h5"]
 
 
-def test_a_backup_killed_while_saved_resumes_from_the_previous_one(env, tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(env):
+    """The final weights of the same call never stopped (trained once per module)."""
+    return zoo.train("mlp", "digits", run_dir=str(env.root / "uninterrupted"),
+                     **RESUMED).model.get_weights()
+
+
+def _assert_resumes_as_if_never_stopped(run_dir, expected):
+    """The same call on `run_dir` resumes, trains epoch 3 only, ends on the same weights."""
+    result = zoo.train("mlp", "digits", run_dir=str(run_dir), **RESUMED)
+    assert result.resumed and result.history["epoch"] == [0.0, 1.0, 2.0]
+    got = result.model.get_weights()
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_backup_killed_while_saved_resumes_from_the_previous_one(env, uninterrupted,
+                                                                     tmp_path):
     """Latest backup metadata cut short (kill -9 mid-write): resume from *.bkp, same weights."""
     run_dir = tmp_path / "killed"
     shutil.copytree(env.interrupted, run_dir)
     (run_dir / "backup" / "training_metadata.json").write_text('{"ep')
     history = (run_dir / "history.csv").read_text().splitlines(True)
     (run_dir / "history.csv").write_text("".join(history[:-1]))  # its epoch was not logged
-    kwargs = dict(epochs=3, export=False, verbose=0, model_kwargs={"hidden_units": (8,)})
-    result = zoo.train("mlp", "digits", run_dir=str(run_dir), **kwargs)
-    assert result.resumed and result.history["epoch"] == [0.0, 1.0, 2.0]
-    reference = zoo.train("mlp", "digits", run_dir=str(tmp_path / "reference"), **kwargs)
-    for a, b in zip(result.model.get_weights(), reference.model.get_weights()):
-        np.testing.assert_array_equal(a, b)
+    _assert_resumes_as_if_never_stopped(run_dir, uninterrupted)
 
 
-def test_a_kill_between_the_backup_weights_and_their_metadata_resumes_faithfully(env, tmp_path):
+def test_a_kill_between_the_backup_weights_and_their_metadata_resumes_faithfully(
+        env, uninterrupted, tmp_path):
     """Keras copies the backup to *.bkp, writes the new weights, then the metadata: killed
     in between, the weights are an epoch ahead of the metadata; resume from *.bkp."""
     run_dir = tmp_path / "killed"
@@ -254,9 +271,4 @@ def test_a_kill_between_the_backup_weights_and_their_metadata_resumes_faithfully
     (backup / "latest.weights.h5").write_bytes(other)  # "the next epoch's" weights, no metadata
     from zoo import runs
     assert runs.backup_state(str(run_dir)) == "previous"
-    kwargs = dict(epochs=3, export=False, verbose=0, model_kwargs={"hidden_units": (8,)})
-    result = zoo.train("mlp", "digits", run_dir=str(run_dir), **kwargs)
-    assert result.resumed and result.history["epoch"] == [0.0, 1.0, 2.0]
-    reference = zoo.train("mlp", "digits", run_dir=str(tmp_path / "reference"), **kwargs)
-    for a, b in zip(result.model.get_weights(), reference.model.get_weights()):
-        np.testing.assert_array_equal(a, b)
+    _assert_resumes_as_if_never_stopped(run_dir, uninterrupted)
