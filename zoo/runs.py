@@ -21,11 +21,12 @@ A run is finished once `metrics.json` exists; it is written last (after
 import csv
 import dataclasses
 import json
-import math
 import os
 import re
 import shutil
 from typing import Optional
+
+from zoo import io as zio
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -59,57 +60,20 @@ class RunError(ValueError):
 # ------------------------------------------------------------------ atomic files
 
 
-def _finite(obj):
-    """JSON-safe copy: NaN and infinities become None (bare NaN is not JSON)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def atomic_write(path, write, *, suffix=""):
-    """Call `write(temporary_path)`, then rename it onto `path` (never a half file).
-
-    Args:
-        path: the final path.
-        write: function of the temporary path that writes the content.
-        suffix: ending the temporary name keeps (some writers check it,
-            e.g. ".keras" or ".png"). Defaults to "".
-    """
-    stem = path[:-len(suffix)] if suffix and path.endswith(suffix) else path
-    temporary = f"{stem}.partial{os.getpid()}{suffix}"
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
-
-
-def write_json(path, obj):
-    """Write JSON atomically; non-finite floats are written as null."""
-    def write(temporary):
-        with open(temporary, "w") as f:
-            json.dump(_finite(obj), f, indent=2, sort_keys=True, default=str, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-    return atomic_write(path, write)
+# Writes go through zoo.io (one atomic-write and durability policy); these
+# names stay here because run code and tests patch `runs.write_json`.
+atomic_write = zio.atomic_write
+write_json = zio.write_json
 
 
 def read_json(path):
     """The JSON object in `path`; a damaged or missing file raises `RunError` naming it."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        return zio.read_json(path)
     except FileNotFoundError:
         raise RunError(f"File not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunError(f"File is damaged (not valid JSON: {err}): {path}") from None
+    except ValueError as err:
+        raise RunError(str(err)) from None
 
 
 def read_history(path):
