@@ -29,6 +29,7 @@ import shutil
 from typing import Optional
 
 from zoo import checks, runs
+from zoo import io as zio
 from zoo.registry import Recipe
 from transfer import backbones as bb
 
@@ -170,7 +171,7 @@ def _check_unfreeze(unfreeze, stages):
 def _peek(data, *, classes, options, size, seed, validation_split, test_split):
     """(channels, height, num_classes) of the data, as `zoo.data.load` will see it."""
     from zoo import data as zdata
-    zdata._check_data_argument(data)
+    zdata.check_data_argument(data)
     train, test, names = zdata.read_source(data, image_size=(size, size) if size else None,
                                            options=options)
     splits = zdata.make_splits(train, test, task="classification", class_names=names, seed=seed,
@@ -378,7 +379,7 @@ def finetune(backbone, data="digits", *, method="two_phase", weights=None, weigh
         state = None
         if not overwrite and os.path.exists(state_path) and not runs.is_finished(run_dir):
             state = runs.read_json(state_path)
-            if state.get("settings") != runs._finite(settings):
+            if state.get("settings") != zio.json_safe(settings):
                 raise runs.RunError(f"run_dir holds an interrupted fine-tuning with other settings "
                                     f"({state.get('settings')}); resume it with the same arguments "
                                     f"or pass overwrite=True. Received: run_dir={run_dir!r}")

@@ -104,7 +104,13 @@ def describe_source(data):
     return data if isinstance(data, str) else type(data).__name__
 
 
-def _check_data_argument(data):
+def check_data_argument(data):
+    """Refuse a data argument no reader accepts, before anything is read.
+
+    Raises:
+        ValueError: an unknown source name or prefix.
+        TypeError: neither a name, an (x, y) tuple nor a `tf.data.Dataset`.
+    """
     if isinstance(data, str):
         if data in NAMED_SOURCES:
             return
@@ -307,7 +313,7 @@ def _materialize(dataset):
 
 def read_source(data, *, image_size=None, options=None):
     """Raw arrays of a source: ((x, y), (x_test, y_test) or None, class_names)."""
-    _check_data_argument(data)
+    check_data_argument(data)
     options = options or {}
     if isinstance(data, tuple):
         return (np.asarray(data[0]), np.asarray(data[1])), None, None
@@ -479,7 +485,7 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
 
     spec = get_spec(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
     checks.positive_int("batch_size", batch_size)
-    _check_data_argument(data)
+    check_data_argument(data)
     if isinstance(augment, str):
         raise TypeError(f"augment must be a list of augmentation names, not a string. "
                         f"Received: augment={augment!r}")

@@ -220,7 +220,7 @@ def load_data(spec, data="digits", *, hooks=None, options=None, splits=None, **k
     allowed = {*zdata.GENERIC_OPTIONS, *hooks.data_options}
     options = zdata.check_options(spec, options, allowed)
     if splits is None and data is not None:
-        zdata._check_data_argument(data)
+        zdata.check_data_argument(data)
         # Tasks that read their own sources (text, time series) also split them.
         splits = hooks.load_source(spec, data, {
             **options, "seed": kwargs.get("seed", 0),
