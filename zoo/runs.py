@@ -18,12 +18,14 @@ A run is finished once `metrics.json` exists; it is written last (after
 (which resumes) or a finished one with its model.
 """
 
+import contextlib
 import csv
 import dataclasses
 import json
 import os
 import re
 import shutil
+import time
 from typing import Optional
 
 from zoo import io as zio
@@ -462,6 +464,65 @@ def claim_run_dir(run_dir, *, resumed):
         for name in (BACKUP_WEIGHTS, BACKUP_METADATA):
             shutil.copyfile(os.path.join(backup, name + ".bkp"), os.path.join(backup, name))
     os.makedirs(run_dir, exist_ok=True)
+
+
+@dataclasses.dataclass
+class OpenRun:
+    """A run directory held by `open_run`: claimed once the run is ready to start.
+
+    Under multi-worker only the chief (`chief=True`) locks and writes the
+    directory; the other workers train alongside and write nothing.
+    """
+
+    run_dir: str
+    chief: bool = True
+    created: bool = False
+
+    def claim(self, config, *, resumed):
+        """Start the run: stamp `config.started`; the chief claims the folder and writes config.json.
+
+        Called once the model is built, so a refused argument costs nothing
+        already on disk.  `resumed` is what `check_run_dir` returned.
+        """
+        config.started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        if self.chief:
+            claim_run_dir(self.run_dir, resumed=resumed)
+        self.write_config(config)
+
+    def write_config(self, config):
+        """(Re)write config.json (the chief only)."""
+        if self.chief:
+            write_config(self.run_dir, config)
+
+
+@contextlib.contextmanager
+def open_run(run_dir, *, chief=True):
+    """Hold `run_dir` for the block: the lifecycle `train`, `finetune` and `retrain_best` share.
+
+        with runs.open_run(run_dir, chief=is_chief(strategy)) as run:
+            run_plan = training.plan(..., run_dir=run_dir)   # checks run_dir (may refuse)
+            model = training.build_model(run_plan)
+            run.claim(run_plan.config, resumed=run_plan.resumed)
+            training.fit(run_plan, model, run_dir=run_dir, resume=run_plan.resumed)
+            training.finish_run(run_plan, model, run)       # evaluate, save, metrics.json
+
+    The chief locks `run_dir` (see `lock_run_dir`) and the lock is released
+    however the block ends; a folder this call created and left empty (an
+    argument refused while planning) is removed again.
+
+    Args:
+        run_dir: the run directory (made absolute).
+        chief: whether this process writes the directory. Defaults to True.
+
+    Yields:
+        An `OpenRun`.
+    """
+    run_dir = os.path.abspath(run_dir)
+    created = lock_run_dir(run_dir) if chief else False
+    try:
+        yield OpenRun(run_dir=run_dir, chief=chief, created=created)
+    finally:
+        unlock_run_dir(run_dir, remove_if_empty=created)
 
 
 def completed_epochs(run_dir):

@@ -24,7 +24,6 @@ import math
 import numbers
 import os
 import sys
-import time
 from typing import Optional
 
 from zoo import checks, plots, runs
@@ -660,6 +659,42 @@ def _refuse_diverged(p, fitted, run_dir):
         f"overwrite=True (--overwrite). Received: run_dir={run_dir!r}")
 
 
+def finish_run(run_plan, model, run, *, fitted=None, export=True):
+    """The last step of a run: evaluate, then (the chief) save it and mark it finished.
+
+    Args:
+        run_plan: the run's `Plan`.
+        model: the trained model.
+        run: the `zoo.runs.OpenRun` holding the run directory.
+        fitted: the Keras `History` of the last `fit`: a loss that became NaN
+            or infinite marks the run failed (`TrainingDiverged`) instead of
+            saving it, and it is the history a non-chief worker returns.
+            Defaults to None (no check; a worker reads history.csv).
+        export: export a SavedModel and model card. Defaults to True.
+
+    Returns:
+        (model, history, metrics); the model is a local copy where the
+        strategy trains with the custom loop.
+    """
+    from zoo.distribute import uses_custom_loop
+
+    if fitted is not None:
+        _refuse_diverged(run_plan, fitted, run.run_dir if run.chief else None)
+    if uses_custom_loop(model.distribute_strategy):
+        # evaluate/save/export fail under this strategy too (keras issue
+        # 20585): every worker goes on with its own local copy of the model.
+        from zoo.distributed_loop import local_model
+        model = local_model(model)
+    metrics = evaluate_model(run_plan, model)
+    if run.chief:
+        history, metrics = save_run(run_plan, model, run.run_dir, metrics, export=export)
+    elif fitted is not None:
+        history = dict(fitted.history)
+    else:
+        history = runs.read_history(os.path.join(run.run_dir, runs.HISTORY_FILE))
+    return model, history, metrics
+
+
 def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimizer=None,
           learning_rate=None, schedule=None, loss=None, seed=0, run_dir=None, strategy=None,
           overwrite=False, model_kwargs=None, data_options=None, augment=None, classes=None,
@@ -695,48 +730,23 @@ def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimiz
     name = model_or_name if isinstance(model_or_name, str) else \
         getattr(model_or_name, "name", "model")
     run_dir = os.path.abspath(run_dir or os.path.join("runs", str(name)))
-    from zoo.distribute import get_strategy, is_chief, uses_custom_loop
-    # One process per run directory; a folder this call created and left
-    # empty (a bad argument found while planning) is removed again.
-    # Multi-worker: only the chief locks and writes the run directory.
-    created = runs.lock_run_dir(run_dir) if is_chief(strategy) else False
-    try:
-        p = plan(model_or_name, data, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                 learning_rate=learning_rate, schedule=schedule, loss=loss, seed=seed,
-                 model_kwargs=model_kwargs, data_options=data_options, augment=augment,
-                 classes=classes, strategy=strategy, deterministic=deterministic,
-                 jit_compile=jit_compile, mixed_precision=mixed_precision, task=task,
-                 run_dir=run_dir, overwrite=overwrite, **plan_options)
-        distribution = get_strategy(p.strategy)
-        with distribution.scope():
-            model = build_model(p)
-    except BaseException:
-        runs.unlock_run_dir(run_dir, remove_if_empty=created)
-        raise
-
-    try:
-        chief = is_chief(distribution)
-        p.config.started = time.strftime("%Y-%m-%dT%H:%M:%S")
-        if chief:
-            runs.claim_run_dir(run_dir, resumed=p.resumed)
-            runs.write_config(run_dir, p.config)
-        fitted = fit(p, model, run_dir=run_dir, callbacks=callbacks, resume=p.resumed,
-                     verbose=verbose, backup_freq=backup_freq)
-        _refuse_diverged(p, fitted, run_dir if chief else None)
-        if uses_custom_loop(distribution):
-            # evaluate/save/export fail under this strategy too (keras issue
-            # 20585): every worker goes on with its own local copy of the model.
-            from zoo.distributed_loop import local_model
-            model = local_model(model)
-        metrics = evaluate_model(p, model)
-        if chief:
-            history, metrics = save_run(p, model, run_dir, metrics, export=export)
-        else:
-            history = dict(fitted.history)
-    finally:
-        runs.unlock_run_dir(run_dir)
+    from zoo.distribute import get_strategy, is_chief
+    with runs.open_run(run_dir, chief=is_chief(strategy)) as run:
+        run_plan = plan(model_or_name, data, epochs=epochs, batch_size=batch_size,
+                        optimizer=optimizer, learning_rate=learning_rate, schedule=schedule,
+                        loss=loss, seed=seed, model_kwargs=model_kwargs,
+                        data_options=data_options, augment=augment, classes=classes,
+                        strategy=strategy, deterministic=deterministic, jit_compile=jit_compile,
+                        mixed_precision=mixed_precision, task=task, run_dir=run_dir,
+                        overwrite=overwrite, **plan_options)
+        with get_strategy(run_plan.strategy).scope():
+            model = build_model(run_plan)
+        run.claim(run_plan.config, resumed=run_plan.resumed)
+        fitted = fit(run_plan, model, run_dir=run_dir, callbacks=callbacks,
+                     resume=run_plan.resumed, verbose=verbose, backup_freq=backup_freq)
+        model, history, metrics = finish_run(run_plan, model, run, fitted=fitted, export=export)
     return TrainResult(model=model, run_dir=run_dir, history=history, metrics=metrics,
-                       bundle=p.bundle, spec=p.spec, resumed=p.resumed)
+                       bundle=run_plan.bundle, spec=run_plan.spec, resumed=run_plan.resumed)
 
 
 def evaluate(run_dir, data=None, *, batch_size=None):
