@@ -35,8 +35,8 @@ def main(argv=None):
     import keras
     import keras_tuner as kt
 
-    from tuning import searcher
-    from tuning.tuners import trial_seed
+    from tuning import searcher, tuners
+    from tuning.trial import trial_seed
 
     root = tempfile.mkdtemp()
     first = searcher.prepare(args.model, args.data, tuner="random", max_trials=1,
@@ -44,7 +44,7 @@ def main(argv=None):
                              early_stopping=None, check_objective=False)
     hypermodel = first.hypermodel
     hp = kt.HyperParameters()
-    hp.merge(first.full.space)
+    hp.merge(first.space.space)
     bundle = hypermodel.bundle(hypermodel.point(hp).recipe)
 
     def bare():
@@ -62,10 +62,9 @@ def main(argv=None):
         prepared.directory = os.path.join(root, f"s{i}")
         prepared.state = "new"
         os.makedirs(prepared.directory, exist_ok=True)
-        searcher._write_search_file(prepared, status="running")
-        tuner = searcher.make_tuner(prepared, verbose=0,
-                                    tensorboard=not args.no_tensorboard)
-        with searcher.frozen_gc():  # as tuning.search runs its trials
+        prepared.write_search_file(status="running")
+        tuner = tuners.make_tuner(prepared, verbose=0, tensorboard=not args.no_tensorboard)
+        with tuners.frozen_gc():  # as tuning.search runs its trials
             start, cpu = time.perf_counter(), time.process_time()
             tuner.search(verbose=0)
             return time.perf_counter() - start, time.process_time() - cpu

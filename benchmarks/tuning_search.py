@@ -62,7 +62,7 @@ def main(argv=None):
         seconds = time.time() - start
         epochs = sum(r["epochs_run"] or 0 for r in result.rows)
         model = result.best_model
-        bundle = result._hypermodel.p.bundle
+        bundle = result._hypermodel.plan.bundle
         test = model.evaluate(bundle.test, verbose=0, return_dict=True)
         rows.append((tuner, result.best_score, test.get("accuracy"), epochs, len(result.rows),
                      seconds))

@@ -20,6 +20,7 @@ def _unfreeze(text):
 def add_arguments(parser):
     from transfer.backbones import IN_CHANNELS, KERAS_BACKBONES
     from transfer.finetuning import HEAD_INITS, METHODS
+    from tuning.oracles import FIXED_EPOCH_TUNERS
     from zoo.cli import add_training_arguments, positive_float, positive_int
 
     parser.add_argument("backbone", help="a zoo backbone (zoo list --backbones), keras:NAME ("
@@ -51,7 +52,7 @@ def add_arguments(parser):
     parser.add_argument("--tune", type=positive_int, metavar="TRIALS",
                         help="search --unfreeze, --lr-factor and --layer-decay with KerasTuner "
                              "over this many fine-tuning runs (resumes on the same --out)")
-    parser.add_argument("--tuner", choices=("random", "grid", "bayesian"), default="random",
+    parser.add_argument("--tuner", choices=FIXED_EPOCH_TUNERS, default="random",
                         help="the search's oracle with --tune (default random)")
     parser.add_argument("--out", help="run directory (default runs/BACKBONE_finetuned; with "
                                       "--tune the search directory)")

@@ -15,15 +15,17 @@ and trial 0 is always the registered model with its recipe.  Searches
 resume after a crash without losing or repeating trials; failed trials are
 recorded and the search goes on.
 
-Modules: `searcher` (the API), `hypermodel` (`ZooHyperModel`), `space`
-(training space, overrides), `tuners` (KerasTuner oracles and tuner with
-the fixes), `results` (trials.csv, report.html; no TensorFlow),
-`distributed` (chief and workers), `cli` (`zoo tune`).
+Modules: `searcher` (the API), `oracles` (the table of tuners), `hypermodel`
+(`ZooHyperModel`), `space` (training space, overrides), `tuners` (KerasTuner
+oracles and tuner with the fixes), `trial` (one trial's record, callbacks
+and result), `results` (trials.csv, report.html; no TensorFlow),
+`distributed` (chief and workers), `errors`, `cli` (`zoo tune`).
 
 Importing `tuning` does not import TensorFlow or KerasTuner.
 """
 
-TUNERS = ("random", "grid", "bayesian", "hyperband")
+from tuning.errors import SearchError, SearchFailed
+from tuning.oracles import TUNERS
 
 _LAZY = {
     "search": "tuning.searcher",
@@ -32,12 +34,10 @@ _LAZY = {
     "load_best_model": "tuning.searcher",
     "report": "tuning.searcher",
     "SearchResult": "tuning.searcher",
-    "SearchError": "tuning.searcher",
-    "SearchFailed": "tuning.searcher",
     "ZooHyperModel": "tuning.hypermodel",
 }
 
-__all__ = ["TUNERS", *_LAZY]
+__all__ = ["TUNERS", "SearchError", "SearchFailed", *_LAZY]
 
 
 def __getattr__(name):

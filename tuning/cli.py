@@ -16,7 +16,8 @@ TensorFlow until a search starts (`--help` and `--report` stay instant).
 import os
 import sys
 
-from tuning import TUNERS
+from tuning.errors import SearchFailed
+from tuning.oracles import TUNERS
 
 HELP = "search a model's hyperparameters with KerasTuner (resumable)"
 
@@ -113,7 +114,7 @@ def run(args):
             early_stopping=None if args.early_stopping == "none" else args.early_stopping,
             max_consecutive_failed_trials=args.max_failures, verbose=min(verbose, 1),
             oracle=args.oracle, role=args.role, isolate=args.isolate, **options)
-    except searcher.SearchFailed as err:
+    except SearchFailed as err:
         print(f"zoo tune: {err}", file=sys.stderr)
         return 1
     if result is None:  # a worker

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from tuning import results
+from tuning.errors import SearchError
 
 DEFAULT_HOST = "127.0.0.1"
 ENV_KEYS = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -39,7 +39,6 @@ ENV_KEYS = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PO
 
 def parse_address(oracle):
     """(host, port) from "HOST:PORT" (None: 127.0.0.1 and port 0 = pick a free one)."""
-    from tuning.searcher import SearchError
     if oracle is None:
         return DEFAULT_HOST, 0
     host, sep, port = str(oracle).rpartition(":")
@@ -51,7 +50,6 @@ def parse_address(oracle):
 
 def check_port(host, port):
     """Refuse a port another process is listening on (a clear error, not a hang)."""
-    from tuning.searcher import SearchError
     if not port:
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -94,16 +92,13 @@ def serve(oracle, host, port, *, threads=4):
     from keras_tuner.src import protos
     from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
-    from tuning.searcher import SearchError
-
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
     servicer = OracleServicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError as err:
+    except RuntimeError:
         bound = 0
-        del err
     if not bound:
         raise SearchError(f"The oracle port {host}:{port} is already in use; pass another "
                           f"--oracle HOST:PORT.")
@@ -115,7 +110,7 @@ def run_chief(prepared, *, workers, oracle=None, verbose=1, isolate=False):
     """Serve the oracle and run `workers` local worker processes until the search ends.
 
     Args:
-        prepared: a `tuning.searcher._Prepared`.
+        prepared: a `tuning.searcher.PreparedSearch`.
         workers: local worker processes (0: wait for remote ones, `--role chief`).
         oracle: "HOST:PORT" to serve on. Defaults to 127.0.0.1 and a free port.
         verbose: worker verbosity. Defaults to 1.
@@ -124,7 +119,7 @@ def run_chief(prepared, *, workers, oracle=None, verbose=1, isolate=False):
     Returns:
         The oracle's stop message (consecutive failures) or None.
     """
-    from tuning import searcher, tuners
+    from tuning import tuners
 
     host, port = parse_address(oracle)
     check_port(host, port)
@@ -132,70 +127,26 @@ def run_chief(prepared, *, workers, oracle=None, verbose=1, isolate=False):
     saved = {k: os.environ.get(k) for k in ENV_KEYS}
     os.environ.update(KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP=host,
                       KERASTUNER_ORACLE_PORT=str(port))
-    procs = {}
+    pool = _WorkerPool(prepared.directory, host, port, verbose=verbose, one_trial=isolate)
     try:
-        tuner = searcher.make_tuner(prepared, verbose=0)
-        the_oracle = tuner.oracle
+        tuner = tuners.make_tuner(prepared, verbose=0)
         tuner.save()
-        count = 1 if isolate else workers
         # Workers first: forking once gRPC's threads run is unsafe; they wait for the server.
-        for i in range(count):
-            tuner_id = f"tuner{i}"
-            procs[tuner_id] = start_worker(prepared.directory, tuner_id, host, port,
-                                           verbose=verbose, one_trial=isolate)
-        server, servicer = serve(the_oracle, host, port)
+        for _ in range(1 if isolate else workers):
+            pool.start()
+        server, servicer = serve(tuner.oracle, host, port)
         if verbose:
             print(f"chief: oracle on {host}:{port}; "
                   f"{'each trial in its own process' if isolate else f'{workers} workers'}",
                   flush=True)
-        spawned, crashes, message = count, 0, None
-        while True:
-            time.sleep(0.2)
-            for tuner_id, proc in list(procs.items()):
-                code = proc.poll()
-                if code is None:
-                    continue
-                del procs[tuner_id]
-                lost = the_oracle.release_tuner(tuner_id)
-                crashes = crashes + 1 if code else 0
-                if code and verbose:
-                    print(f"chief: worker {tuner_id} exited with code {code}"
-                          + (f"; trial {lost} goes back to the queue" if lost else ""),
-                          flush=True)
-                if crashes > max(2, workers):
-                    message = (f"search stopped: worker processes keep failing (last exit code "
-                               f"{code}); run one with `python -m tuning.worker "
-                               f"{prepared.directory}` to see why")
-                    continue
-                finished = servicer.stop_triggered and not the_oracle.ongoing_trials and \
-                    not the_oracle.has_pending()
-                if (isolate or code) and not finished and the_oracle.zoo_stop_message is None:
-                    # The next trial's process (isolate), or a replacement for a lost worker.
-                    new_id = f"tuner{spawned}"
-                    spawned += 1
-                    procs[new_id] = start_worker(prepared.directory, new_id, host, port,
-                                                 verbose=verbose, one_trial=isolate)
-            if message and not procs:
-                break
-            if count and not procs:
-                break
-            if not count and servicer.stop_triggered and not the_oracle.ongoing_trials \
-                    and not the_oracle.tuner_ids:
-                break
+        message = pool.supervise(tuner.oracle, servicer, workers=workers)
         server.stop(grace=1)
-        the_oracle.save()
-        tuners.cleanup_checkpoints(tuner.project_dir, the_oracle,
+        tuner.oracle.save()
+        tuners.cleanup_checkpoints(tuner.project_dir, tuner.oracle,
                                    keep=prepared.config["keep_checkpoints"])
-        return the_oracle.zoo_stop_message or message
+        return tuner.oracle.zoo_stop_message or message
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        pool.stop_all()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -203,29 +154,88 @@ def run_chief(prepared, *, workers, oracle=None, verbose=1, isolate=False):
                 os.environ[key] = value
 
 
-def run_worker(prepared, *, oracle, tuner_id=None, verbose=1, one_trial=False):
-    """Run trials for the chief at `oracle` ("HOST:PORT") until it has no more."""
-    from tuning import searcher, tuners
+class _WorkerPool:
+    """The chief's local worker processes: started, watched, replaced, stopped."""
 
-    host, port = parse_address(oracle)
+    def __init__(self, directory, host, port, *, verbose, one_trial):
+        self.directory, self.host, self.port = directory, host, port
+        self.verbose, self.one_trial = verbose, one_trial
+        self.processes = {}
+        self.started = 0
+
+    def start(self):
+        tuner_id = f"tuner{self.started}"
+        self.started += 1
+        self.processes[tuner_id] = start_worker(self.directory, tuner_id, self.host, self.port,
+                                                verbose=self.verbose, one_trial=self.one_trial)
+
+    def supervise(self, oracle, servicer, *, workers):
+        """Wait until the search is over; returns a stop message if workers keep failing."""
+        started_with = self.started
+        crashes, message = 0, None
+        while True:
+            time.sleep(0.2)
+            for tuner_id, process in list(self.processes.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                del self.processes[tuner_id]
+                lost = oracle.release_tuner(tuner_id)
+                crashes = crashes + 1 if code else 0
+                if code and self.verbose:
+                    print(f"chief: worker {tuner_id} exited with code {code}"
+                          + (f"; trial {lost} goes back to the queue" if lost else ""),
+                          flush=True)
+                if crashes > max(2, workers):
+                    message = (f"search stopped: worker processes keep failing (last exit code "
+                               f"{code}); run one with `python -m tuning.worker "
+                               f"{self.directory}` to see why")
+                    continue
+                finished = servicer.stop_triggered and not oracle.ongoing_trials and \
+                    not oracle.has_pending()
+                if (self.one_trial or code) and not finished and oracle.zoo_stop_message is None:
+                    self.start()  # the next trial's process (isolate), or a replacement
+            if message and not self.processes:
+                return message
+            if started_with and not self.processes:
+                return None
+            if not started_with and servicer.stop_triggered and not oracle.ongoing_trials \
+                    and not oracle.tuner_ids:
+                return None
+
+    def stop_all(self):
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def run_worker(prepared, *, oracle=None, tuner_id=None, verbose=1, one_trial=False):
+    """Run trials for the chief until it has no more (the one worker entry).
+
+    Args:
+        prepared: a `tuning.searcher.PreparedSearch`.
+        oracle: the chief's "HOST:PORT". Defaults to the KERASTUNER_ORACLE_IP
+            and KERASTUNER_ORACLE_PORT the chief gave a local worker.
+        tuner_id: this worker's id. Defaults to KERASTUNER_TUNER_ID, else one
+            made of the host name and process id.
+        verbose: 0 silent, 1 a line per trial. Defaults to 1.
+        one_trial: return after one trial (`isolate`). Defaults to False.
+    """
+    from tuning import tuners
+
     tuner_id = tuner_id or os.environ.get("KERASTUNER_TUNER_ID") or \
         f"worker-{socket.gethostname()}-{os.getpid()}"
     if "chief" in tuner_id:
-        from tuning.searcher import SearchError
         raise SearchError(f"A worker's tuner id may not contain 'chief'. Received: {tuner_id!r}")
-    os.environ.update(KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=host,
-                      KERASTUNER_ORACLE_PORT=str(port))
-    tuner = searcher.make_tuner(prepared, verbose=verbose, worker=True, one_trial=one_trial)
-    try:
-        with searcher.frozen_gc():
-            tuner.search(verbose=0)
-    except tuners.OneTrialDone:
-        pass
+    os.environ["KERASTUNER_TUNER_ID"] = tuner_id
+    if oracle is not None:
+        host, port = parse_address(oracle)
+        os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=str(port))
+    tuners.run_trials(tuners.make_tuner(prepared, verbose=verbose, worker=True,
+                                        one_trial=one_trial))
     return 0
-
-
-def search_directory_status(directory):
-    """(finished trials, running trials) of a search directory (for progress lines)."""
-    rows, _ = results.collect(directory)
-    return (sum(r["status"] != "running" for r in rows), sum(r["status"] == "running"
-                                                            for r in rows))

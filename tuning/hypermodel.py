@@ -3,8 +3,8 @@
     from zoo import training
     from tuning.hypermodel import ZooHyperModel
 
-    p = training.plan("mlp", data="digits")          # data loaded and validated once
-    hypermodel = ZooHyperModel(p)
+    plan = training.plan("mlp", data="digits")       # data loaded and validated once
+    hypermodel = ZooHyperModel(plan)
     model = hypermodel.build(keras_tuner.HyperParameters())   # the registered model
 
 A trial's builder kwargs come from the spec's `search_space` (via
@@ -48,18 +48,18 @@ class ZooHyperModel(kt.HyperModel):
     """HyperModel over a plan's spec: its own space plus the shared training space.
 
     Args:
-        p: a `zoo.training.Plan` (registered model; data already loaded).
+        plan: a `zoo.training.Plan` (registered model; data already loaded).
         grid: declare discrete learning rates (grid search). Defaults to False.
         max_epochs: epochs a trial's LR schedule is sized for (Hyperband
             trials size it for their own rounds). Defaults to the recipe's.
     """
 
-    def __init__(self, p, *, grid=False, max_epochs=None):
-        super().__init__(name=p.spec.name)
-        self.p = p
-        self.spec = p.spec
+    def __init__(self, plan, *, grid=False, max_epochs=None):
+        super().__init__(name=plan.spec.name)
+        self.plan = plan
+        self.spec = plan.spec
         self.grid = grid
-        self.max_epochs = max_epochs or p.recipe.epochs
+        self.max_epochs = max_epochs or plan.recipe.epochs
         probe = kt.HyperParameters()
         kwargs, recipe = self.spec.space_point(probe)
         self.spec_names = [hp.name for hp in probe.space]
@@ -69,9 +69,9 @@ class ZooHyperModel(kt.HyperModel):
         # The registered model's values where the space's default point differs.
         self.pinned_kwargs = {k: arguments[k] for k, v in kwargs.items()
                               if k in arguments and not _same(v, arguments[k])
-                              and k not in p.model_kwargs}
-        self.pinned_recipe = {k: getattr(p.recipe, k) for k, v in recipe.items()
-                              if not _same(v, getattr(p.recipe, k))}
+                              and k not in plan.model_kwargs}
+        self.pinned_recipe = {k: getattr(plan.recipe, k) for k, v in recipe.items()
+                              if not _same(v, getattr(plan.recipe, k))}
         self._bundles = {}
         # (hp values, compiled model) of the default point, built by the objective
         # check before the search; trial 0 trains it instead of building it again.
@@ -103,17 +103,17 @@ class ZooHyperModel(kt.HyperModel):
             space_recipe.update(self.pinned_recipe)
             pinned = True
         training = space_module.declare_training_space(
-            hp, self.p.recipe, skip=set(self.spec_names) | self.spec_recipe_fields,
-            grid=self.grid, monitor=self.p.hooks.monitor)
+            hp, self.plan.recipe, skip=set(self.spec_names) | self.spec_recipe_fields,
+            grid=self.grid, monitor=self.plan.hooks.monitor)
         augment = training.pop("augment", None)
         fields = {**space_recipe, **training}
         if "batch_size" in fields:
             fields["batch_size"] = int(fields["batch_size"])
         if augment is not None:
-            fields["augment"] = tuple(self.p.recipe.augment) if augment else ()
-        recipe = dataclasses.replace(self.p.recipe, **fields)
+            fields["augment"] = tuple(self.plan.recipe.augment) if augment else ()
+        recipe = dataclasses.replace(self.plan.recipe, **fields)
         # The user's fixed builder arguments win over the space.
-        model_kwargs = {**kwargs, **self.p.model_kwargs}
+        model_kwargs = {**kwargs, **self.plan.model_kwargs}
         return TrialConfig(model_kwargs=model_kwargs, recipe=recipe, pinned=pinned)
 
     # ------------------------------------------------------------- data, build, fit
@@ -132,16 +132,16 @@ class ZooHyperModel(kt.HyperModel):
         key = (int(recipe.batch_size), tuple(recipe.augment))
         if key not in self._bundles:
             from zoo import training
-            p = self.p
-            arrays = p.bundle.arrays
+            plan = self.plan
+            arrays = plan.bundle.arrays
             # `Plan.data` re-reads `config.data`, which is "<arrays>" for in-memory data.
-            data = p.config.data if p.config.data != "<arrays>" else (arrays.x_train,
-                                                                       arrays.y_train)
+            data = plan.config.data if plan.config.data != "<arrays>" else (arrays.x_train,
+                                                                             arrays.y_train)
             self._bundles[key] = training.load_data(
-                p.spec, data, hooks=p.hooks, batch_size=key[0], seed=p.seed,
-                input_shape=tuple(p.bundle.input_shape), augment=key[1],
-                classes=p.config.classes, options=p.data_options, splits=arrays,
-                one_hot=p.bundle.one_hot_labels)
+                plan.spec, data, hooks=plan.hooks, batch_size=key[0], seed=plan.seed,
+                input_shape=tuple(plan.bundle.input_shape), augment=key[1],
+                classes=plan.config.classes, options=plan.data_options, splits=arrays,
+                one_hot=plan.bundle.one_hot_labels)
         return self._bundles[key]
 
     def new_trial(self):
@@ -161,7 +161,7 @@ class ZooHyperModel(kt.HyperModel):
     def build(self, hp):
         from zoo import training
         config = self.point(hp)
-        return training.build_model(self.p, model_kwargs=config.model_kwargs,
+        return training.build_model(self.plan, model_kwargs=config.model_kwargs,
                                     recipe=config.recipe, epochs=self.schedule_epochs(hp),
                                     bundle=self.bundle(config.recipe))
 
@@ -169,22 +169,6 @@ class ZooHyperModel(kt.HyperModel):
             **kwargs):
         from zoo import training
         config = self.point(hp)
-        return training.fit(self.p, model, epochs=epochs or self.max_epochs,
+        return training.fit(self.plan, model, epochs=epochs or self.max_epochs,
                             callbacks=callbacks, bundle=self.bundle(config.recipe),
                             recipe=config.recipe, initial_epoch=initial_epoch, verbose=verbose)
-
-
-def default_point(spec):
-    """(builder kwargs, recipe overrides) of `spec`'s space at its defaults (no TensorFlow)."""
-    return spec.space_point(kt.HyperParameters())
-
-
-def space_default_mismatches(spec):
-    """{argument: (space default, builder default)} where `spec`'s space misses its own defaults."""
-    kwargs, recipe = default_point(spec)
-    arguments = spec.arguments
-    out = {k: (v, arguments.get(k)) for k, v in kwargs.items()
-           if k not in arguments or not _same(v, arguments[k])}
-    out.update({f"recipe.{k}": (v, getattr(spec.recipe, k)) for k, v in recipe.items()
-                if not _same(v, getattr(spec.recipe, k))})
-    return out

@@ -21,9 +21,11 @@ import csv
 import html
 import io
 import json
-import math
 import os
 import shutil
+
+from zoo import io as zio
+from zoo.io import json_safe
 
 SEARCH_FILE = "search.json"
 TRIALS_FILE = "trials.csv"
@@ -39,36 +41,6 @@ FIXED_COLUMNS = ("trial_id", "status", "objective", "best_epoch", "epochs_run", 
 
 def history_file(execution=0):
     return "history.json" if execution == 0 else f"history_{execution}.json"
-
-
-def json_safe(obj):
-    """JSON-ready copy (tuples -> lists, NaN/inf -> None)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return json_safe(obj.item())
-    return obj
-
-
-def read_json(path, default=None):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return default
-
-
-def write_json(path, obj):
-    temporary = f"{path}.partial{os.getpid()}"
-    with open(temporary, "w") as f:
-        json.dump(json_safe(obj), f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(temporary, path)
-    return path
 
 
 def remove_tree(path):
@@ -101,7 +73,7 @@ def read_records(project):
         return out
     for entry in os.listdir(project):
         if entry.startswith("trial_"):
-            record = read_json(os.path.join(project, entry, RECORD_FILE))
+            record = zio.read_json(os.path.join(project, entry, RECORD_FILE), default=None)
             if record:
                 out[entry[len("trial_"):]] = record
     return out
@@ -120,7 +92,7 @@ def collect(search_dir):
         hyperparameter values (`hp` dict), `model_kwargs`, `recipe` and the
         per-epoch `curve` of the objective; `search` is search.json.
     """
-    search = read_json(os.path.join(search_dir, SEARCH_FILE), default={}) or {}
+    search = zio.read_json(os.path.join(search_dir, SEARCH_FILE), default={}) or {}
     project = project_dir(search_dir)
     records = read_records(project)
     rows = []
@@ -130,7 +102,7 @@ def collect(search_dir):
         if not entry.startswith("trial_"):
             continue
         trial_id = entry[len("trial_"):]
-        trial = read_json(os.path.join(project, entry, "trial.json"), default={}) or {}
+        trial = zio.read_json(os.path.join(project, entry, "trial.json"), default={}) or {}
         record = records.get(trial_id, {})
         if not trial and not record:
             continue
@@ -164,7 +136,8 @@ def collect(search_dir):
             "registered_default": record.get("registered_default", False),
         })
         if status == "running":
-            history = read_json(os.path.join(project, entry, history_file()), default={}) or {}
+            history = zio.read_json(os.path.join(project, entry, history_file()),
+                                    default={}) or {}
             epochs = history.get("epochs", [])
             name = search.get("objective", {}).get("name")
             rows[-1]["epochs_run"] = len(epochs)
@@ -200,21 +173,19 @@ def write_results(search_dir):
     direction = search.get("objective", {}).get("direction", "max")
     names = hp_names(rows, search)
     ranks = {r["trial_id"]: i + 1 for i, r in enumerate(ranked(rows, direction))}
-    path = os.path.join(search_dir, TRIALS_FILE)
-    temporary = f"{path}.partial{os.getpid()}"
-    with open(temporary, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["rank", *FIXED_COLUMNS, *names, "model_kwargs"])
-        for r in rows:
-            writer.writerow([ranks.get(r["trial_id"], ""),
-                             *[_cell(r[c]) for c in FIXED_COLUMNS],
-                             *[_cell(r["hp"].get(n)) for n in names],
-                             json.dumps(json_safe(r["model_kwargs"]), sort_keys=True)
-                             if r["model_kwargs"] is not None else ""])
-    os.replace(temporary, path)
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["rank", *FIXED_COLUMNS, *names, "model_kwargs"])
+    for r in rows:
+        writer.writerow([ranks.get(r["trial_id"], ""),
+                         *[_cell(r[c]) for c in FIXED_COLUMNS],
+                         *[_cell(r["hp"].get(n)) for n in names],
+                         json.dumps(json_safe(r["model_kwargs"]), sort_keys=True)
+                         if r["model_kwargs"] is not None else ""])
+    zio.write_text(os.path.join(search_dir, TRIALS_FILE), table.getvalue(), newline="")
     best = best_row(rows, direction)
     if best is not None:
-        write_json(os.path.join(search_dir, BEST_FILE), {
+        zio.write_json(os.path.join(search_dir, BEST_FILE), {
             "trial_id": best["trial_id"], "objective": search.get("objective", {}).get("name"),
             "direction": direction, "score": best["objective"],
             "hyperparameters": {k: v for k, v in best["hp"].items()
@@ -286,93 +257,117 @@ def _figure_png(figure):
 
 
 def _figures(rows, search, names):
+    """[(title, base64 PNG)] of every figure the search's rows can show."""
     import matplotlib
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
 
     objective = search.get("objective", {})
     name, direction = objective.get("name", "objective"), objective.get("direction", "max")
     scored = [r for r in rows if r["objective"] is not None]
     figures = []
-    if scored:
-        figure = Figure(figsize=(6, 3.5))
-        ax = figure.subplots()
-        xs = [_sort_key(r["trial_id"])[0] for r in scored]
-        ax.scatter(xs, [r["objective"] for r in scored], s=14, label="trial")
-        best, running = [], None
-        for r in scored:
-            v = r["objective"]
-            running = v if running is None else (max(running, v) if direction == "max"
-                                                 else min(running, v))
-            best.append(running)
-        ax.step(xs, best, where="post", color="C1", label="best so far")
-        ax.set_xlabel("trial")
-        ax.set_ylabel(name)
-        ax.legend()
-        figure.tight_layout()
-        figures.append(("Objective per trial", _figure_png(figure)))
-
-        tuned = [n for n in names if not n.startswith("tuner/") and
-                 len({json.dumps(r["hp"].get(n)) for r in scored}) > 1]
-        if tuned:
-            cols = min(3, len(tuned))
-            nrows = -(-len(tuned) // cols)
-            figure = Figure(figsize=(4 * cols, 3 * nrows))
-            axes = figure.subplots(nrows, cols, squeeze=False).ravel()
-            for ax, hp in zip(axes, tuned):
-                values = [r["hp"].get(hp) for r in scored]
-                if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                    ax.scatter(values, [r["objective"] for r in scored], s=14)
-                    if hp == "learning_rate" or (min(values) > 0 and max(values) / min(values)
-                                                 > 50):
-                        ax.set_xscale("log")
-                else:
-                    labels = sorted({str(v) for v in values})
-                    ax.scatter([labels.index(str(v)) for v in values],
-                               [r["objective"] for r in scored], s=14)
-                    ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
-                ax.set_title(hp, fontsize=9)
-                ax.set_ylabel(name, fontsize=8)
-            for ax in axes[len(tuned):]:
-                ax.set_visible(False)
+    for title, draw in (("Objective per trial", _objective_figure),
+                        ("Objective versus each hyperparameter", _hyperparameter_figure),
+                        ("Learning curves", _curves_figure),
+                        ("Accuracy versus size: the Pareto front", _pareto_figure)):
+        figure = draw(rows, scored, names, name, direction)
+        if figure is not None:
             figure.tight_layout()
-            figures.append(("Objective versus each hyperparameter", _figure_png(figure)))
+            figures.append((title, _figure_png(figure)))
+    return figures
+
+
+def _objective_figure(rows, scored, names, name, direction):
+    from matplotlib.figure import Figure
+
+    if not scored:
+        return None
+    figure = Figure(figsize=(6, 3.5))
+    ax = figure.subplots()
+    xs = [_sort_key(r["trial_id"])[0] for r in scored]
+    ax.scatter(xs, [r["objective"] for r in scored], s=14, label="trial")
+    best, running = [], None
+    for r in scored:
+        v = r["objective"]
+        running = v if running is None else (max(running, v) if direction == "max"
+                                             else min(running, v))
+        best.append(running)
+    ax.step(xs, best, where="post", color="C1", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(name)
+    ax.legend()
+    return figure
+
+
+def _hyperparameter_figure(rows, scored, names, name, direction):
+    from matplotlib.figure import Figure
+
+    tuned = [n for n in names if not n.startswith("tuner/") and
+             len({json.dumps(r["hp"].get(n)) for r in scored}) > 1]
+    if not scored or not tuned:
+        return None
+    cols = min(3, len(tuned))
+    nrows = -(-len(tuned) // cols)
+    figure = Figure(figsize=(4 * cols, 3 * nrows))
+    axes = figure.subplots(nrows, cols, squeeze=False).ravel()
+    for ax, hp in zip(axes, tuned):
+        values = [r["hp"].get(hp) for r in scored]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            ax.scatter(values, [r["objective"] for r in scored], s=14)
+            if hp == "learning_rate" or (min(values) > 0 and max(values) / min(values) > 50):
+                ax.set_xscale("log")
+        else:
+            labels = sorted({str(v) for v in values})
+            ax.scatter([labels.index(str(v)) for v in values],
+                       [r["objective"] for r in scored], s=14)
+            ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
+        ax.set_title(hp, fontsize=9)
+        ax.set_ylabel(name, fontsize=8)
+    for ax in axes[len(tuned):]:
+        ax.set_visible(False)
+    return figure
+
+
+def _curves_figure(rows, scored, names, name, direction):
+    from matplotlib.figure import Figure
 
     curves = [r for r in rows if r["curve"]]
-    if curves:
-        figure = Figure(figsize=(6, 3.5))
-        ax = figure.subplots()
-        best = best_row(rows, direction)
-        for r in curves:
-            epochs = sorted(r["curve"])
-            values = [r["curve"][e] for e in epochs]
-            is_best = best is not None and r["trial_id"] == best["trial_id"]
-            ax.plot([e + 1 for e in epochs], values, lw=2.0 if is_best else 0.8,
-                    alpha=1.0 if is_best else 0.5,
-                    label=f"best (trial {r['trial_id']})" if is_best else None)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        if best is not None:
-            ax.legend()
-        figure.tight_layout()
-        figures.append(("Learning curves", _figure_png(figure)))
+    if not curves:
+        return None
+    figure = Figure(figsize=(6, 3.5))
+    ax = figure.subplots()
+    best = best_row(rows, direction)
+    for r in curves:
+        epochs = sorted(r["curve"])
+        values = [r["curve"][e] for e in epochs]
+        is_best = best is not None and r["trial_id"] == best["trial_id"]
+        ax.plot([e + 1 for e in epochs], values, lw=2.0 if is_best else 0.8,
+                alpha=1.0 if is_best else 0.5,
+                label=f"best (trial {r['trial_id']})" if is_best else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(name)
+    if best is not None:
+        ax.legend()
+    return figure
+
+
+def _pareto_figure(rows, scored, names, name, direction):
+    from matplotlib.figure import Figure
 
     sized = [r for r in scored if r["params"] is not None]
-    if len({r["params"] for r in sized}) > 1:
-        figure = Figure(figsize=(6, 3.5))
-        ax = figure.subplots()
-        ax.scatter([r["params"] for r in sized], [r["objective"] for r in sized], s=14,
-                   label="trial")
-        front = pareto_front(rows, direction)
-        ax.step([r["params"] for r in front], [r["objective"] for r in front], where="post",
-                color="C3", label="Pareto front")
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters")
-        ax.set_ylabel(name)
-        ax.legend()
-        figure.tight_layout()
-        figures.append(("Accuracy versus size: the Pareto front", _figure_png(figure)))
-    return figures
+    if len({r["params"] for r in sized}) <= 1:
+        return None
+    figure = Figure(figsize=(6, 3.5))
+    ax = figure.subplots()
+    ax.scatter([r["params"] for r in sized], [r["objective"] for r in sized], s=14,
+               label="trial")
+    front = pareto_front(rows, direction)
+    ax.step([r["params"] for r in front], [r["objective"] for r in front], where="post",
+            color="C3", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(name)
+    ax.legend()
+    return figure
 
 
 _SORT_SCRIPT = """
@@ -398,7 +393,7 @@ def write_report(search_dir):
     rows, search = collect(search_dir)
     objective = search.get("objective", {})
     name, direction = objective.get("name", "objective"), objective.get("direction", "max")
-    names = [n for n in hp_names(rows, search)]
+    names = hp_names(rows, search)
     ranks = {r["trial_id"]: i + 1 for i, r in enumerate(ranked(rows, direction))}
     best = best_row(rows, direction)
     esc = html.escape
@@ -443,9 +438,4 @@ def write_report(search_dir):
         parts.append(f"<tr{cls}>" + "".join(
             f"<td>{esc(str(_cell(c)))}</td>" for c in cells) + "</tr>")
     parts.append("</tbody></table></body></html>")
-    path = os.path.join(search_dir, REPORT_FILE)
-    temporary = f"{path}.partial{os.getpid()}"
-    with open(temporary, "w") as f:
-        f.write("\n".join(parts))
-    os.replace(temporary, path)
-    return path
+    return zio.write_text(os.path.join(search_dir, REPORT_FILE), "\n".join(parts))

@@ -15,19 +15,19 @@ directory; see `tuning.tuners` for what resuming guarantees.
 import contextlib
 import dataclasses
 import hashlib
-import io
 import json
-import math
 import os
 import shutil
 import time
 import warnings
 from typing import Optional
 
-from tuning import results
+from tuning import distributed, results
 from tuning import space as space_module
+from tuning.errors import SearchError, SearchFailed
+from tuning.oracles import TABLE, TUNERS
+from zoo import io as zio
 
-TUNERS = ("random", "grid", "bayesian", "hyperband")
 EARLY_STOPPING = ("auto", "median", None)
 # search() keywords that go to `zoo.training.plan` unchanged.
 PLAN_OPTIONS = ("model_kwargs", "data_options", "classes", "strategy", "deterministic",
@@ -40,15 +40,14 @@ IDENTITY_KEYS = ("model", "data", "data_fingerprint", "tuner", "objective", "max
                  "executions_per_trial", "seed", "max_params", "space", "early_stopping",
                  "hyperband_factor", "options")
 RUNTIME_OPTIONS = ("strategy", "jit_compile", "mixed_precision", "deterministic")
+# `prepare` keywords search.json's "call" records as they are (see `prepare_from_directory`).
+REPLAYED = ("max_trials", "max_epochs", "executions_per_trial", "seed", "max_params",
+            "early_stopping", "max_consecutive_failed_trials", "keep_checkpoints",
+            "hyperband_factor")
 VERSION = 1
 
-
-class SearchError(ValueError):
-    """A search cannot start as asked (bad argument, occupied directory, ...)."""
-
-
-class SearchFailed(RuntimeError):
-    """A search that stopped because its trials kept failing (the message names the last)."""
+__all__ = ["SearchError", "SearchFailed", "SearchResult", "search", "prepare",
+           "prepare_from_directory", "load_search", "load_best_model", "retrain_best", "report"]
 
 
 @dataclasses.dataclass
@@ -174,15 +173,15 @@ def _identity(config):
 
 
 def fingerprint(config):
-    text = json.dumps(results.json_safe(_identity(config)), sort_keys=True, default=str)
+    text = json.dumps(zio.json_safe(_identity(config)), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _compare(previous, config, directory):
     old, new = _identity(previous), _identity(config)
     changed = [k for k in IDENTITY_KEYS
-               if json.dumps(results.json_safe(old.get(k)), sort_keys=True, default=str)
-               != json.dumps(results.json_safe(new.get(k)), sort_keys=True, default=str)]
+               if json.dumps(zio.json_safe(old.get(k)), sort_keys=True, default=str)
+               != json.dumps(zio.json_safe(new.get(k)), sort_keys=True, default=str)]
     if changed:
         details = "; ".join(f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}"
                             for k in changed[:4])
@@ -193,37 +192,33 @@ def _compare(previous, config, directory):
 
 
 def _short(value, limit=80):
-    text = json.dumps(results.json_safe(value), sort_keys=True, default=str)
+    text = json.dumps(zio.json_safe(value), sort_keys=True, default=str)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # ------------------------------------------------------------------ budget
 
 
-def hyperband_schedule(max_epochs, factor=3, iterations=1, min_epochs=1):
-    """[(bracket, round, trials, epochs per trial, initial epoch)] in KerasTuner's order."""
-    brackets, epochs = 0, max_epochs
-    while epochs >= min_epochs:
-        epochs /= factor
-        brackets += 1
-    end_size = math.ceil(1 + math.log(max_epochs, factor))
-    out = []
-    for _ in range(iterations):
-        for bracket in reversed(range(brackets)):
-            for round_num in range(bracket + 1):
-                size = math.ceil(end_size / (bracket + 1) * factor ** (bracket - round_num))
-                ep = math.ceil(max_epochs / factor ** (bracket - round_num))
-                initial = math.ceil(max_epochs / factor ** (bracket - round_num + 1)) \
-                    if round_num else 0
-                out.append((bracket, round_num, size, ep, initial))
-    return out
+def hyperband_rounds(max_epochs, factor=3):
+    """[(trials, epochs per trial, initial epoch)] of one Hyperband iteration, in run order.
+
+    Read off KerasTuner's own `HyperbandOracle` (its brackets, rounds, sizes
+    and epochs), so the budget follows upstream's schedule.
+    """
+    import keras_tuner as kt
+
+    oracle = kt.oracles.HyperbandOracle(max_epochs=max_epochs, factor=factor)
+    return [(oracle._get_size(bracket, round_num), oracle._get_epochs(bracket, round_num),
+             oracle._get_epochs(bracket, round_num - 1) if round_num else 0)
+            for bracket in reversed(range(oracle._get_num_brackets()))
+            for round_num in range(oracle._get_num_rounds(bracket))]
 
 
 def budget(tuner, *, max_trials, max_epochs, executions=1, factor=3, grid_points=None):
     """(trials, total epochs, text) a search will spend at most."""
-    if tuner == "hyperband":
+    if TABLE[tuner].oracle_sets_epochs:
         trials = total = 0
-        for _, _, size, ep, initial in hyperband_schedule(max_epochs, factor):
+        for size, ep, initial in hyperband_rounds(max_epochs, factor):
             if max_trials:
                 size = min(size, max_trials - trials)
             if size <= 0:
@@ -235,10 +230,10 @@ def budget(tuner, *, max_trials, max_epochs, executions=1, factor=3, grid_points
                 f"checkpoint)")
         return trials, total, text
     trials = max_trials
-    if tuner == "grid" and grid_points is not None:
+    if grid_points is not None:
         trials = min(trials, grid_points) if trials else grid_points
     total = trials * max_epochs * executions
-    extra = f" (the grid has {grid_points} points)" if tuner == "grid" and grid_points else ""
+    extra = f" (the grid has {grid_points} points)" if grid_points else ""
     return trials, total, (f"{tuner}: at most {trials} trials x {max_epochs} epochs = {total} "
                            f"epochs{extra}")
 
@@ -281,7 +276,7 @@ def _normalize(model, data, *, tuner, objective, max_trials, max_epochs, executi
         raise SearchError(f"early_stopping must be 'auto', 'median' or None. Received: "
                           f"early_stopping={early_stopping!r}")
     if early_stopping == "auto":
-        early_stopping = "median" if tuner in ("random", "bayesian") else None
+        early_stopping = "median" if TABLE[tuner].median_stopping else None
     parsed_objective = parse_objective(objective)
     unknown = sorted(set(options) - set(PLAN_OPTIONS) - set(FIXED_RECIPE_OPTIONS))
     if "epochs" in options:
@@ -292,7 +287,7 @@ def _normalize(model, data, *, tuner, objective, max_trials, max_epochs, executi
                           f"{sorted((*PLAN_OPTIONS, *FIXED_RECIPE_OPTIONS))}")
     overrides = space_module.check_overrides(space)
     max_epochs = max_epochs or spec.recipe.epochs
-    if max_trials is None and tuner != "hyperband":
+    if max_trials is None and not TABLE[tuner].oracle_sets_epochs:
         max_trials = 10
     data_name, data_fingerprint = _data_identity(data)
     options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
@@ -316,12 +311,12 @@ def _check_model(hypermodel, hp, *, seed):
     """
     import keras
 
-    from tuning.tuners import trial_seed
+    from tuning.trial import trial_seed
     from zoo.distribute import get_strategy
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(trial_seed(seed, "0"))
-    strategy = hypermodel.p.strategy
+    strategy = hypermodel.plan.strategy
     with (get_strategy(strategy).scope() if strategy else contextlib.nullcontext()):
         model = hypermodel.build(hp)
     bundle = hypermodel.bundle(hypermodel.point(hp).recipe)
@@ -329,12 +324,50 @@ def _check_model(hypermodel, hp, *, seed):
     return set(logs) | {f"val_{k}" for k in logs}, model
 
 
+@dataclasses.dataclass
+class PreparedSearch:
+    """A checked search, ready to run; nothing written yet (`prepare` returns it).
+
+    Attributes:
+        spec: the registered model's `ModelSpec`.
+        plan: the `zoo.training.Plan` (data loaded and validated once).
+        hypermodel: the `tuning.hypermodel.ZooHyperModel`.
+        fixed: the hyperparameters the overrides fix or narrow (the oracle's).
+        space: the whole space, overrides applied.
+        config: what search.json records (identity, budget, the call to replay).
+        directory: the search directory (absolute).
+        state: "new", "resume" or "overwrite".
+        previous: the directory's search.json when resuming, else None.
+    """
+
+    spec: object
+    plan: object
+    hypermodel: object
+    fixed: object
+    space: object
+    config: dict
+    directory: str
+    state: str
+    previous: Optional[dict]
+
+    def write_search_file(self, *, status):
+        """search.json with `status` ("running", "finished", ...); keeps its creation time."""
+        record = dict(self.config)
+        previous = self.previous or zio.read_json(
+            os.path.join(self.directory, results.SEARCH_FILE), default=None) or {}
+        record["created"] = previous.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S")
+        record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        record["status"] = status
+        os.makedirs(self.directory, exist_ok=True)
+        zio.write_json(os.path.join(self.directory, results.SEARCH_FILE), record)
+
+
 def prepare(model, data="digits", *, tuner="hyperband", objective=None, max_trials=None,
             max_epochs=None, executions_per_trial=1, seed=0, directory=None, overwrite=False,
             max_params=None, workers=0, space=None, early_stopping="auto",
             max_consecutive_failed_trials=5, keep_checkpoints=3, hyperband_factor=3,
             check_objective=True, **options):
-    """Check everything and build the hypermodel; writes nothing. Returns a `_Prepared`."""
+    """Check everything and build the hypermodel; writes nothing. Returns a `PreparedSearch`."""
     spec, call = _normalize(
         model, data, tuner=tuner, objective=objective, max_trials=max_trials,
         max_epochs=max_epochs, executions_per_trial=executions_per_trial, seed=seed,
@@ -344,7 +377,7 @@ def prepare(model, data="digits", *, tuner="hyperband", objective=None, max_tria
         options=options)
     directory = os.path.abspath(directory or _default_directory(spec.name))
     state = _check_directory(directory, overwrite)
-    previous = results.read_json(os.path.join(directory, results.SEARCH_FILE), default=None) \
+    previous = zio.read_json(os.path.join(directory, results.SEARCH_FILE), default=None) \
         if state == "resume" else None
     if state == "resume" and not isinstance(previous, dict):
         raise SearchError(f"{results.SEARCH_FILE} in the search directory is damaged; pass "
@@ -362,17 +395,37 @@ def prepare(model, data="digits", *, tuner="hyperband", objective=None, max_tria
     if "classes" in plan_kwargs:
         plan_kwargs["classes"] = tuple(plan_kwargs["classes"])
     if "model_kwargs" in plan_kwargs:
-        plan_kwargs["model_kwargs"] = {k: tuple(v) if isinstance(v, list) else v
-                                       for k, v in plan_kwargs["model_kwargs"].items()}
-    augment_fixed = fixed_recipe.get("augment")
-    p = training.plan(spec.name, data, epochs=call["max_epochs"], seed=call["seed"],
-                      **{k: v for k, v in fixed_recipe.items() if k != "augment"},
-                      augment=augment_fixed, **plan_kwargs)
-    hypermodel = ZooHyperModel(p, grid=call["tuner"] == "grid", max_epochs=call["max_epochs"])
+        plan_kwargs["model_kwargs"] = _builder_kwargs(plan_kwargs["model_kwargs"])
+    plan = training.plan(spec.name, data, epochs=call["max_epochs"], seed=call["seed"],
+                         **{k: v for k, v in fixed_recipe.items() if k != "augment"},
+                         augment=fixed_recipe.get("augment"), **plan_kwargs)
+    hypermodel = ZooHyperModel(plan, grid=TABLE[call["tuner"]].discrete,
+                               max_epochs=call["max_epochs"])
+    fixed, full = _space(hypermodel, fixed_recipe, call)
+    name, direction = _objective(plan, spec, call["objective"])
+    call["objective"] = {"name": name, "direction": direction}
+    if check_objective and state != "resume":
+        probe = kt.HyperParameters()
+        probe.merge(full.space)
+        reported, first_model = _check_model(hypermodel, probe, seed=call["seed"])
+        hypermodel.first_model = (dict(probe.values), first_model)
+        if name not in reported:
+            raise SearchError(f"objective '{name}' is not reported by model '{spec.name}' "
+                              f"({spec.task}); it reports: {', '.join(sorted(reported))}")
+    config = _search_config(call, full, hypermodel)
+    if previous is not None:
+        _compare(previous, config, directory)
+    return PreparedSearch(spec=spec, plan=plan, hypermodel=hypermodel, fixed=fixed, space=full,
+                          config=config, directory=directory, state=state, previous=previous)
+
+
+def _space(hypermodel, fixed_recipe, call):
+    """(the oracle's fixed hyperparameters, the whole space) with the overrides applied."""
+    import keras_tuner as kt
+
     declared = kt.HyperParameters()
     hypermodel.declare_hyperparameters(declared)
     names = {hp.name for hp in declared.space}
-
     # Recipe fields fixed by the caller leave the space (hp.Fixed at their value).
     overrides = {}
     for key, value in fixed_recipe.items():
@@ -388,107 +441,71 @@ def prepare(model, data="digits", *, tuner="hyperband", objective=None, max_tria
     overrides.update(call["space_overrides"])
     fixed = space_module.apply_overrides(declared, overrides)
     full = space_module.merged_space(declared, fixed)
-    if call["tuner"] == "grid":
+    if TABLE[call["tuner"]].discrete:
         continuous = space_module.continuous(full)
         if continuous:
-            raise SearchError(f"grid search needs discrete values, but {continuous} "
+            raise SearchError(f"{call['tuner']} search needs discrete values, but {continuous} "
                               f"{'is a' if len(continuous) == 1 else 'are'} continuous "
                               f"range{'s' if len(continuous) > 1 else ''}; give a step or a "
                               f"list of values in space= (--space), or use another tuner.")
-    # Objective: the task's default, checked against what the model reports.
-    default_name, default_direction = p.hooks.objective(spec)
-    if call["objective"] is None:
-        name, direction = default_name, default_direction
-    else:
-        name, direction = call["objective"]
-        direction = direction or (default_direction if name == default_name
-                                  else infer_direction(name))
-    call["objective"] = {"name": name, "direction": direction}
-    if check_objective and state != "resume":
-        probe = kt.HyperParameters()
-        probe.merge(full.space)
-        reported, model = _check_model(hypermodel, probe, seed=call["seed"])
-        hypermodel.first_model = (dict(probe.values), model)
-        if name not in reported:
-            raise SearchError(f"objective '{name}' is not reported by model '{spec.name}' "
-                              f"({spec.task}); it reports: {', '.join(sorted(reported))}")
+    return fixed, full
+
+
+def _objective(plan, spec, requested):
+    """(name, direction): the task's default, or the requested one with its direction."""
+    default_name, default_direction = plan.hooks.objective(spec)
+    if requested is None:
+        return default_name, default_direction
+    name, direction = requested
+    return name, direction or (default_direction if name == default_name
+                               else infer_direction(name))
+
+
+def _search_config(call, full, hypermodel):
+    """search.json's content: the checked call, the space, the budget and the replayable call."""
     config = {
-        "version": VERSION, **{k: v for k, v in call.items()},
+        "version": VERSION, **call,
         "space": space_module.describe_space(full),
-        "pinned_defaults": {k: [results.json_safe(a), results.json_safe(b)]
+        "pinned_defaults": {k: [zio.json_safe(a), zio.json_safe(b)]
                             for k, (a, b) in hypermodel.pinned.items()},
+        "options": {k: v for k, v in call["options"].items() if k not in RUNTIME_OPTIONS},
+        "runtime_options": {k: v for k, v in call["options"].items() if k in RUNTIME_OPTIONS},
     }
-    config["options"] = {k: v for k, v in call["options"].items() if k not in RUNTIME_OPTIONS}
-    config["runtime_options"] = {k: v for k, v in call["options"].items()
-                                 if k in RUNTIME_OPTIONS}
     config["fingerprint"] = fingerprint(config)
-    if previous is not None:
-        _compare(previous, config, directory)
-    grid_points = space_module.grid_size(full) if call["tuner"] == "grid" else None
+    grid_points = space_module.grid_size(full) if TABLE[call["tuner"]].discrete else None
     trials, epochs, text = budget(call["tuner"], max_trials=call["max_trials"],
                                   max_epochs=call["max_epochs"],
                                   executions=call["executions_per_trial"],
                                   factor=call["hyperband_factor"], grid_points=grid_points)
     config["budget"] = {"trials": trials, "epochs": epochs, "text": text}
-    return _Prepared(spec=spec, plan=p, hypermodel=hypermodel, fixed=fixed, full=full,
-                     config=config, directory=directory, state=state, previous=previous)
+    # `prepare`'s keywords, replayed by `prepare_from_directory` (workers, best model).
+    objective = call["objective"]
+    config["call"] = {
+        "model": call["model"], "data": call["data"], "tuner": call["tuner"],
+        "objective": [objective["name"], objective["direction"]],
+        **{k: call[k] for k in REPLAYED}, "space": call["space_overrides"] or None,
+        **call["options"]}
+    return config
 
 
-@dataclasses.dataclass
-class _Prepared:
-    spec: object
-    plan: object
-    hypermodel: object
-    fixed: object
-    full: object
-    config: dict
-    directory: str
-    state: str
-    previous: Optional[dict]
+def prepare_from_directory(directory, data=None, **overrides):
+    """`prepare` called again with the keywords an existing search recorded.
 
-
-def make_tuner(prepared, *, verbose=1, callbacks=None, tensorboard=True, worker=False,
-               one_trial=False):
-    """The `ZooTuner` of a prepared search (reloads KerasTuner's state when resuming)."""
-    import keras_tuner as kt
-
-    from tuning import tuners
-    from zoo.distribute import get_strategy
-
-    c = prepared.config
-    oracle = tuners.make_oracle(
-        c["tuner"], objective=kt.Objective(c["objective"]["name"], c["objective"]["direction"]),
-        max_trials=c["max_trials"], max_epochs=c["max_epochs"], seed=c["seed"] + 1,
-        hyperparameters=prepared.fixed,
-        max_consecutive_failed_trials=c["max_consecutive_failed_trials"],
-        hyperband_factor=c["hyperband_factor"])
-    oracle.verbose = 0
-    settings = dict(tuner=c["tuner"], seed=c["seed"], max_epochs=c["max_epochs"],
-                    max_params=c["max_params"],
-                    max_trials=c["budget"]["trials"], early_stopping=c["early_stopping"],
-                    keep_checkpoints=c["keep_checkpoints"], verbose=verbose,
-                    callbacks=list(callbacks or []), tensorboard=tensorboard, worker=worker,
-                    one_trial=one_trial)
-    strategy = prepared.plan.strategy
-    with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner's "Reloading Tuner from ..."
-        tuner = tuners.ZooTuner(
-            oracle, prepared.hypermodel, settings=settings, directory=prepared.directory,
-            project_name=results.PROJECT, overwrite=False,
-            executions_per_trial=c["executions_per_trial"],
-            distribution_strategy=get_strategy(strategy) if strategy else None)
-    return tuner
-
-
-def _write_search_file(prepared, *, status, extra=None):
-    config = dict(prepared.config)
-    previous = prepared.previous or results.read_json(
-        os.path.join(prepared.directory, results.SEARCH_FILE), default=None) or {}
-    config["created"] = previous.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S")
-    config["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    config["status"] = status
-    config.update(extra or {})
-    os.makedirs(prepared.directory, exist_ok=True)
-    results.write_json(os.path.join(prepared.directory, results.SEARCH_FILE), config)
+    Args:
+        directory: a search directory.
+        data: the data, when the search ran on in-memory arrays. Defaults to None.
+        **overrides: `prepare` keywords to change (e.g. check_objective=False).
+    """
+    config = zio.read_json(os.path.join(directory, results.SEARCH_FILE), default=None)
+    if not isinstance(config, dict) or not isinstance(config.get("call"), dict):
+        raise SearchError(f"Not a search directory (no readable {results.SEARCH_FILE} with the "
+                          f"search's call): {directory}")
+    recorded = dict(config["call"])
+    if recorded["data"] == "<arrays>" and data is None:
+        raise SearchError("This search ran on in-memory arrays; pass the same arrays (data=).")
+    if data is not None:
+        recorded["data"] = data
+    return prepare(**{**recorded, "directory": directory, **overrides})
 
 
 def search(model, data="digits", *, tuner="hyperband", objective=None, max_trials=None,
@@ -564,28 +581,9 @@ def search(model, data="digits", *, tuner="hyperband", objective=None, max_trial
                        max_consecutive_failed_trials=max_consecutive_failed_trials,
                        keep_checkpoints=keep_checkpoints, hyperband_factor=hyperband_factor,
                        **options)
-    if role not in (None, "chief", "worker"):
-        raise SearchError(f"role must be None, 'chief' or 'worker'. Received: role={role!r}")
-    if role is not None and oracle is None:
-        raise SearchError(f"role={role!r} needs the chief's address: oracle='HOST:PORT'.")
-    if role is not None and workers:
-        raise SearchError("workers= starts local workers for a local chief; with role= run one "
-                          "process per machine instead.")
-    if workers or isolate or role:
-        if prepared.config["data"] == "<arrays>":
-            raise SearchError("workers and isolate need a named data source (each process loads "
-                              "it); in-memory arrays can only be searched in one process.")
-        if callbacks:
-            raise SearchError("callbacks= cannot travel to worker processes; use them without "
-                              "workers/isolate.")
-        from tuning import distributed
-        address = distributed.parse_address(oracle)
-        if role != "worker":
-            distributed.check_port(*address)
+    _check_processes(prepared, role=role, workers=workers, isolate=isolate, oracle=oracle,
+                     callbacks=callbacks)
     if role == "worker":
-        if prepared.state == "overwrite":
-            raise SearchError("A worker never deletes a search directory; drop overwrite.")
-        from tuning import distributed
         distributed.run_worker(prepared, oracle=oracle, verbose=verbose)
         return None
     return _run(prepared, verbose=verbose, callbacks=callbacks, tensorboard=tensorboard,
@@ -593,22 +591,28 @@ def search(model, data="digits", *, tuner="hyperband", objective=None, max_trial
                 chief=role == "chief")
 
 
-@contextlib.contextmanager
-def frozen_gc():
-    """Leave the objects alive before the search out of every trial's `gc.collect`.
-
-    KerasTuner collects garbage before each trial (models are cyclic); with
-    TensorFlow loaded a full collection walks ~400k long-lived objects (about
-    0.5 s a trial here).  `gc.freeze` moves them to a permanent generation for
-    the search, and `gc.unfreeze` returns them afterwards.
-    """
-    import gc
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
+def _check_processes(prepared, *, role, workers, isolate, oracle, callbacks):
+    """Refuse a process layout (role, workers, isolate, oracle) that cannot run."""
+    if role not in (None, "chief", "worker"):
+        raise SearchError(f"role must be None, 'chief' or 'worker'. Received: role={role!r}")
+    if role is not None and oracle is None:
+        raise SearchError(f"role={role!r} needs the chief's address: oracle='HOST:PORT'.")
+    if role is not None and workers:
+        raise SearchError("workers= starts local workers for a local chief; with role= run one "
+                          "process per machine instead.")
+    if not (workers or isolate or role):
+        return
+    if prepared.config["data"] == "<arrays>":
+        raise SearchError("workers and isolate need a named data source (each process loads "
+                          "it); in-memory arrays can only be searched in one process.")
+    if callbacks:
+        raise SearchError("callbacks= cannot travel to worker processes; use them without "
+                          "workers/isolate.")
+    address = distributed.parse_address(oracle)
+    if role != "worker":
+        distributed.check_port(*address)
+    if role == "worker" and prepared.state == "overwrite":
+        raise SearchError("A worker never deletes a search directory; drop overwrite.")
 
 
 def _say(verbose, text):
@@ -618,60 +622,60 @@ def _say(verbose, text):
 
 def _run(prepared, *, verbose, callbacks, tensorboard, report, workers=0, oracle=None,
          isolate=False, chief=False):
-    c = prepared.config
     if prepared.state == "overwrite":
         shutil.rmtree(prepared.directory)
     resumed = os.path.exists(os.path.join(prepared.directory, results.PROJECT, "oracle.json"))
-    _write_search_file(prepared, status="running")
-    _say(verbose, f"search: {prepared.spec.name} on {c['data']}, objective "
-                  f"{c['objective']['name']} ({c['objective']['direction']}), "
-                  f"directory {prepared.directory}")
-    _say(verbose, f"budget: {c['budget']['text']}")
-    for key, (space_default, registered) in prepared.hypermodel.pinned.items():
-        _say(verbose, f"note: the search space of '{prepared.spec.name}' defaults {key} to "
-                      f"{results.format_value(space_default)} but the registered model uses "
-                      f"{results.format_value(registered)}; trial 0 trains the registered "
-                      f"model")
+    prepared.write_search_file(status="running")
+    _announce(prepared, verbose)
     tuner = None
     try:
         if workers or isolate or chief:
-            from tuning import distributed
             prepared.hypermodel.first_model = None  # trials run in other processes
             stop_message = distributed.run_chief(prepared, workers=workers, oracle=oracle,
                                                  verbose=verbose, isolate=isolate)
         else:
-            tuner = make_tuner(prepared, verbose=verbose, callbacks=callbacks,
-                               tensorboard=tensorboard)
+            from tuning import tuners
+            tuner = tuners.make_tuner(prepared, verbose=verbose, callbacks=callbacks,
+                                      tensorboard=tensorboard)
             if resumed:
                 done = sum(t.status != "RUNNING" for t in tuner.oracle.trials.values())
                 _say(verbose, f"resuming: {done} trials finished, "
                               f"{len(tuner.oracle.trials) - done} to continue")
-            with frozen_gc():
-                tuner.search(verbose=0)
+            tuners.run_trials(tuner)
             stop_message = tuner.oracle.zoo_stop_message
+            tuners.cleanup_checkpoints(tuner.project_dir, tuner.oracle,
+                                       keep=prepared.config["keep_checkpoints"])
     except KeyboardInterrupt:
         results.write_results(prepared.directory)
-        _write_search_file(prepared, status="interrupted")
+        prepared.write_search_file(status="interrupted")
         raise
-    from tuning import tuners as tuners_module
-    if tuner is not None:
-        tuners_module.cleanup_checkpoints(tuner.project_dir, tuner.oracle,
-                                          keep=c["keep_checkpoints"])
-    rows = results.write_results(prepared.directory)
+    results.write_results(prepared.directory)
     if report:
         results.write_report(prepared.directory)
-    _write_search_file(prepared, status="stopped" if stop_message else "finished")
+    prepared.write_search_file(status="stopped" if stop_message else "finished")
     result = load_search(prepared.directory)
     result.resumed = resumed
     result.stop_message = stop_message
     result.tuner = tuner
     result._hypermodel = prepared.hypermodel
-    del rows
     if verbose:
         print(results.top_table(prepared.directory, 5), flush=True)
     if stop_message:
         raise SearchFailed(stop_message)
     return result
+
+
+def _announce(prepared, verbose):
+    config = prepared.config
+    _say(verbose, f"search: {prepared.spec.name} on {config['data']}, objective "
+                  f"{config['objective']['name']} ({config['objective']['direction']}), "
+                  f"directory {prepared.directory}")
+    _say(verbose, f"budget: {config['budget']['text']}")
+    for key, (space_default, registered) in prepared.hypermodel.pinned.items():
+        _say(verbose, f"note: the search space of '{prepared.spec.name}' defaults {key} to "
+                      f"{results.format_value(space_default)} but the registered model uses "
+                      f"{results.format_value(registered)}; trial 0 trains the registered "
+                      f"model")
 
 
 # ------------------------------------------------------------------ reading a search back
@@ -718,29 +722,6 @@ def _builder_kwargs(d):
     return {k: tuple(v) if isinstance(v, list) else v for k, v in (d or {}).items()}
 
 
-def _prepare_from_directory(directory, data=None, **overrides):
-    """Re-create the `prepare` call of an existing search (same arguments)."""
-    config = results.read_json(os.path.join(directory, results.SEARCH_FILE), default=None)
-    if not isinstance(config, dict):
-        raise SearchError(f"Not a search directory (no readable {results.SEARCH_FILE}): "
-                          f"{directory}")
-    if config.get("data") == "<arrays>" and data is None:
-        raise SearchError("This search ran on in-memory arrays; pass the same arrays (data=).")
-    objective = config["objective"]
-    options = {**config.get("options", {}), **config.get("runtime_options", {})}
-    return prepare(config["model"], config["data"] if data is None else data,
-                   tuner=config["tuner"],
-                   objective=(objective["name"], objective["direction"]),
-                   max_trials=config["max_trials"], max_epochs=config["max_epochs"],
-                   executions_per_trial=config["executions_per_trial"], seed=config["seed"],
-                   directory=directory, max_params=config["max_params"],
-                   space=config.get("space_overrides") or None,
-                   early_stopping=config["early_stopping"],
-                   max_consecutive_failed_trials=config["max_consecutive_failed_trials"],
-                   keep_checkpoints=config["keep_checkpoints"],
-                   hyperband_factor=config["hyperband_factor"], **overrides, **options)
-
-
 def load_best_model(directory, *, data=None, hypermodel=None):
     """The best trial's model with its best epoch's weights (built through the seam).
 
@@ -762,9 +743,9 @@ def load_best_model(directory, *, data=None, hypermodel=None):
         raise SearchError(f"The best trial's weights are missing ({path}); retrain it with "
                           f"tuning.retrain_best.")
     if hypermodel is None:
-        hypermodel = _prepare_from_directory(directory, check_objective=False,
-                                             data=data).hypermodel
-    trial = results.read_json(os.path.join(directory, results.PROJECT,
+        hypermodel = prepare_from_directory(directory, check_objective=False,
+                                            data=data).hypermodel
+    trial = zio.read_json(os.path.join(directory, results.PROJECT,
                                            f"trial_{result.best_trial_id}", "trial.json"))
     hp = kt.HyperParameters.from_config(trial["hyperparameters"])
     keras.backend.clear_session()
@@ -804,7 +785,7 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
 
     directory = os.path.abspath(directory)
     result = load_search(directory)
-    config = results.read_json(os.path.join(directory, results.SEARCH_FILE))
+    config = zio.read_json(os.path.join(directory, results.SEARCH_FILE))
     rows = {r["trial_id"]: r for r in result.rows}
     chosen = rows.get(trial_id) if trial_id is not None else (
         rows.get(result.best_trial_id) if result.best_trial_id else None)
@@ -818,10 +799,9 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
     spec = get_spec(config["model"])
     recipe = _recipe_from(chosen["recipe"]).replace(epochs=epochs or spec.recipe.epochs)
     options = {**config.get("options", {}), **config.get("runtime_options", {})}
-    plan_options = {k: options[k] for k in ("data_options", "classes", "strategy",
-                                            "deterministic", "jit_compile", "mixed_precision",
-                                            "validation_split", "test_split")
-                    if k in options}
+    # The recipe carries the loss and the trial's builder kwargs are the model's.
+    plan_options = {k: options[k] for k in PLAN_OPTIONS
+                    if k in options and k not in ("model_kwargs", "loss")}
     if "classes" in plan_options:
         plan_options["classes"] = tuple(plan_options["classes"])
     provenance = {"search_dir": directory, "trial_id": chosen["trial_id"],
@@ -833,18 +813,4 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
                  run_dir=run_dir or os.path.join(directory, "best_run"), overwrite=overwrite,
                  model_kwargs=_builder_kwargs(chosen["model_kwargs"]), recipe=recipe,
                  seed=config["seed"], export=export, verbose=verbose,
-                 config_extra={"tuning": results.json_safe(provenance)}, **plan_options)
-
-
-def resume_worker(directory, *, verbose=1, one_trial=False):
-    """Run trials as a worker of the chief named by the KERASTUNER_* environment."""
-    from tuning import tuners
-
-    prepared = _prepare_from_directory(directory, check_objective=False)
-    tuner = make_tuner(prepared, verbose=verbose, worker=True, one_trial=one_trial)
-    try:
-        with frozen_gc():
-            tuner.search(verbose=0)
-    except tuners.OneTrialDone:
-        pass
-    return 0
+                 config_extra={"tuning": zio.json_safe(provenance)}, **plan_options)

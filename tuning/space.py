@@ -27,8 +27,6 @@ import math
 import numbers
 import os
 
-TRAINING_NAMES = ("learning_rate", "optimizer", "schedule", "weight_decay", "batch_size",
-                  "augment")
 # Optimizers the training space chooses among (with the recipe's own).
 OPTIMIZER_CHOICES = ("adam", "adamw", "rmsprop", "nesterov")
 WEIGHT_DECAYS = (0.0, 1e-5, 1e-4, 1e-3)

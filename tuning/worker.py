@@ -2,8 +2,8 @@
 
 Started by the chief (`tuning.distributed.run_chief`) with KERASTUNER_TUNER_ID,
 KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set; re-creates the search
-from SEARCH_DIR/search.json (data loaded once per worker) and runs trials
-until the chief has none left.
+from the call SEARCH_DIR/search.json records (data loaded once per worker)
+and runs trials until the chief has none left.
 """
 
 import argparse
@@ -19,8 +19,9 @@ def main(argv=None):
     parser.add_argument("--verbose", type=int, default=1)
     parser.add_argument("--one-trial", action="store_true")
     args = parser.parse_args(argv)
-    from tuning.searcher import resume_worker
-    return resume_worker(args.directory, verbose=args.verbose, one_trial=args.one_trial)
+    from tuning import distributed, searcher
+    prepared = searcher.prepare_from_directory(args.directory, check_objective=False)
+    return distributed.run_worker(prepared, verbose=args.verbose, one_trial=args.one_trial)
 
 
 if __name__ == "__main__":
