@@ -467,6 +467,11 @@ def test_leaderboard_report_and_best_model(finished):
     model = finished.best_model
     x, _ = vectors()
     assert model.predict(x[:4], verbose=0).shape == (4, 3)
+    # Read back from the directory alone: search.json's recorded call is replayed.
+    import tuning
+    again = tuning.load_best_model(directory, data=vectors())
+    np.testing.assert_allclose(again.predict(x[:4], verbose=0), model.predict(x[:4], verbose=0),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_retrain_best_gives_an_exportable_run(finished, tmp_path):

@@ -225,7 +225,7 @@ def budget(tuner, *, max_trials, max_epochs, executions=1, factor=3, grid_points
                 break
             trials += size
             total += size * (ep - initial) * executions
-        text = (f"hyperband over max_epochs={max_epochs} (factor {factor}): at most {trials} "
+        text = (f"{tuner} over max_epochs={max_epochs} (factor {factor}): at most {trials} "
                 f"trials, {total} epochs in total (promoted trials continue from their "
                 f"checkpoint)")
         return trials, total, text
@@ -389,9 +389,9 @@ def prepare(model, data="digits", *, tuner="hyperband", objective=None, max_tria
     from tuning.hypermodel import ZooHyperModel
     from zoo import training
 
-    opts = call["options"]
-    fixed_recipe = {k: opts[k] for k in FIXED_RECIPE_OPTIONS if k in opts}
-    plan_kwargs = {k: opts[k] for k in PLAN_OPTIONS if k in opts}
+    checked_options = call["options"]
+    fixed_recipe = {k: checked_options[k] for k in FIXED_RECIPE_OPTIONS if k in checked_options}
+    plan_kwargs = {k: checked_options[k] for k in PLAN_OPTIONS if k in checked_options}
     if "classes" in plan_kwargs:
         plan_kwargs["classes"] = tuple(plan_kwargs["classes"])
     if "model_kwargs" in plan_kwargs:
@@ -573,14 +573,13 @@ def search(model, data="digits", *, tuner="hyperband", objective=None, max_trial
         SearchError (a ValueError): bad input, before anything is written.
         SearchFailed: the search stopped after max_consecutive_failed_trials.
     """
-    prepared = prepare(model, data, tuner=tuner, objective=objective, max_trials=max_trials,
-                       max_epochs=max_epochs, executions_per_trial=executions_per_trial,
-                       seed=seed, directory=directory, overwrite=overwrite,
-                       max_params=max_params, workers=workers, space=space,
-                       early_stopping=early_stopping,
-                       max_consecutive_failed_trials=max_consecutive_failed_trials,
-                       keep_checkpoints=keep_checkpoints, hyperband_factor=hyperband_factor,
-                       **options)
+    prepared = prepare(
+        model, data, tuner=tuner, objective=objective, max_trials=max_trials,
+        max_epochs=max_epochs, executions_per_trial=executions_per_trial, seed=seed,
+        directory=directory, overwrite=overwrite, max_params=max_params, workers=workers,
+        space=space, early_stopping=early_stopping, keep_checkpoints=keep_checkpoints,
+        max_consecutive_failed_trials=max_consecutive_failed_trials,
+        hyperband_factor=hyperband_factor, **options)
     _check_processes(prepared, role=role, workers=workers, isolate=isolate, oracle=oracle,
                      callbacks=callbacks)
     if role == "worker":
