@@ -25,7 +25,6 @@ import os
 import shutil
 
 from zoo import io as zio
-from zoo.io import json_safe
 
 SEARCH_FILE = "search.json"
 TRIALS_FILE = "trials.csv"
@@ -180,7 +179,7 @@ def write_results(search_dir):
         writer.writerow([ranks.get(r["trial_id"], ""),
                          *[_cell(r[c]) for c in FIXED_COLUMNS],
                          *[_cell(r["hp"].get(n)) for n in names],
-                         json.dumps(json_safe(r["model_kwargs"]), sort_keys=True)
+                         json.dumps(zio.json_safe(r["model_kwargs"]), sort_keys=True)
                          if r["model_kwargs"] is not None else ""])
     zio.write_text(os.path.join(search_dir, TRIALS_FILE), table.getvalue(), newline="")
     best = best_row(rows, direction)
@@ -202,7 +201,7 @@ def _cell(value):
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, (list, tuple, dict)):
-        return json.dumps(json_safe(value))
+        return json.dumps(zio.json_safe(value))
     return value
 
 

@@ -98,11 +98,6 @@ class SearchResult:
 # ------------------------------------------------------------------ checks (no TensorFlow)
 
 
-def _positive_int(name, value, allow_none=True):
-    from zoo import checks
-    return checks.positive_int(name, value, allow_none=allow_none)
-
-
 def _default_directory(name):
     return os.path.join("runs", "tuning", name)
 
@@ -168,22 +163,20 @@ def _check_directory(directory, overwrite):
     return "resume"
 
 
-def _identity(config):
-    return {k: config.get(k) for k in IDENTITY_KEYS}
+def _canonical(value):
+    return json.dumps(zio.json_safe(value), sort_keys=True, default=str)
 
 
 def fingerprint(config):
-    text = json.dumps(zio.json_safe(_identity(config)), sort_keys=True, default=str)
+    text = _canonical({k: config.get(k) for k in IDENTITY_KEYS})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _compare(previous, config, directory):
-    old, new = _identity(previous), _identity(config)
     changed = [k for k in IDENTITY_KEYS
-               if json.dumps(zio.json_safe(old.get(k)), sort_keys=True, default=str)
-               != json.dumps(zio.json_safe(new.get(k)), sort_keys=True, default=str)]
+               if _canonical(previous.get(k)) != _canonical(config.get(k))]
     if changed:
-        details = "; ".join(f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}"
+        details = "; ".join(f"{k}: {_short(previous.get(k))} -> {_short(config.get(k))}"
                             for k in changed[:4])
         raise SearchError(f"The search directory holds a search with another configuration "
                           f"({', '.join(changed)} differ: {details}). Run the same command to "
@@ -192,7 +185,7 @@ def _compare(previous, config, directory):
 
 
 def _short(value, limit=80):
-    text = json.dumps(zio.json_safe(value), sort_keys=True, default=str)
+    text = _canonical(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -256,18 +249,16 @@ def _normalize(model, data, *, tuner, objective, max_trials, max_epochs, executi
         raise SearchError(f"Model '{spec.name}' is not trainable, so it cannot be tuned.")
     if tuner not in TUNERS:
         raise SearchError(f"tuner must be one of {', '.join(TUNERS)}. Received: tuner={tuner!r}")
-    max_trials = _positive_int("max_trials", max_trials)
-    max_epochs = _positive_int("max_epochs", max_epochs)
-    max_params = _positive_int("max_params", max_params)
-    executions_per_trial = _positive_int("executions_per_trial", executions_per_trial, False)
+    max_trials, max_epochs, max_params, max_consecutive_failed_trials = (
+        checks.positive_int(name, value, allow_none=True) for name, value in (
+            ("max_trials", max_trials), ("max_epochs", max_epochs), ("max_params", max_params),
+            ("max_consecutive_failed_trials", max_consecutive_failed_trials)))
+    executions_per_trial = checks.positive_int("executions_per_trial", executions_per_trial)
     checks.non_negative_int("seed", seed)
     checks.non_negative_int("workers", workers)
-    hyperband_factor = _positive_int("hyperband_factor", hyperband_factor, False)
+    hyperband_factor = checks.positive_int("hyperband_factor", hyperband_factor)
     if hyperband_factor < 2:
         raise SearchError(f"hyperband_factor must be at least 2. Received: {hyperband_factor}")
-    if max_consecutive_failed_trials is not None:
-        max_consecutive_failed_trials = _positive_int("max_consecutive_failed_trials",
-                                                      max_consecutive_failed_trials)
     if keep_checkpoints is not None:
         checks.non_negative_int("keep_checkpoints", keep_checkpoints)
     if early_stopping is False:
