@@ -152,9 +152,10 @@ def test_imagenet_weights_refused_without_a_keras_twin(name):
 
 def test_imagenet_weights_offline_without_cache_names_the_file(tmp_path, monkeypatch):
     from zoo.models import _blocks
+    from zoo.models import weights
 
     monkeypatch.setenv("ZOO_OFFLINE", "1")
-    monkeypatch.setattr(_blocks, "keras_cache_dir", lambda: str(tmp_path / "models"))
+    monkeypatch.setattr(weights, "keras_cache_dir", lambda: str(tmp_path / "models"))
     with monkeypatch.context() as patch:
         # Nothing waits on a network, and nothing is built before the file is found.
         patch.setattr(keras.utils, "get_file", lambda *a, **k: pytest.fail("network"))
@@ -176,12 +177,12 @@ def test_imagenet_weights_load_from_keras_cache(tmp_path, monkeypatch):
     import h5py
     from keras.src.legacy.saving import legacy_h5_format
 
-    from zoo.models import _blocks
+    from zoo.models import weights
 
     monkeypatch.setenv("ZOO_OFFLINE", "1")
-    monkeypatch.setattr(_blocks, "keras_cache_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(weights, "keras_cache_dir", lambda: str(tmp_path))
     ref = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
-    name, _, _ = _blocks.imagenet_file_name("VGG16", include_top=False)
+    name, _, _ = weights.imagenet_file_name("VGG16", include_top=False)
     with h5py.File(tmp_path / name, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, ref)
     model = zoo.build("vgg16", weights="imagenet", include_top=False, input_shape=(32, 32, 3))
