@@ -7,13 +7,13 @@
 Each trial is one `transfer.finetune` call (its phases, callbacks, resume and
 run directory) with the keyword arguments `finetune_space` draws from the
 trial's hyperparameters; the search itself is KerasTuner's: its oracles
-(random, grid, bayesian; the zoo's `tuning.tuners.make_oracle`, whose grid
-oracle keeps its position across a restart) and its `BaseTuner` loop, whose
-`run_trial` we implement.  KerasTuner's `Tuner` builds and fits one Keras
-model per trial, which a multi-phase fine-tuning is not, so the trial is
-ours while the search, its state file and resume are KerasTuner's.
-Hyperband is refused: it changes each trial's epochs, which a phase plan
-fixes.
+(the zoo's `tuning.tuners.make_oracle`, whose grid oracle keeps its position
+across a restart) and its `BaseTuner` loop, whose `run_trial`
+(`FinetuneTuner`) we implement.  KerasTuner's `Tuner` builds and fits one
+Keras model per trial, which a multi-phase fine-tuning is not, so the trial
+is ours while the search, its state file and resume are KerasTuner's.
+Tuners whose oracle sets each trial's epochs (Hyperband) are refused: a
+phase plan fixes them.
 
 Resume: the same call on the same directory reloads the oracle; a trial
 that was running when the process died gets the same trial id and
@@ -151,7 +151,8 @@ def tune_finetune(backbone, data="digits", *, tuner="random", max_trials=6, obje
     Args:
         backbone: as for `transfer.finetune`.
         data: data source. Defaults to "digits".
-        tuner: "random", "grid" or "bayesian" (`TUNERS`). Defaults to "random".
+        tuner: a name in `TUNERS` (the tuners whose trials train fixed epochs).
+            Defaults to "random".
         max_trials: trials to run. Defaults to 6.
         objective: a metric of the fine-tuning's history, "name" or
             "name:min|max"; the best epoch's value scores the trial.

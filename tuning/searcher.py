@@ -511,8 +511,8 @@ def search(model, data="digits", *, tuner="hyperband", objective=None, max_trial
         model: registered model name (see `zoo list`).
         data: data source (see `zoo.data`), or (x, y) arrays. Loaded and
             validated once per search. Defaults to "digits".
-        tuner: "random", "grid", "bayesian" or "hyperband" (KerasTuner's own
-            oracles). Defaults to "hyperband".
+        tuner: a name in `tuning.TUNERS` (KerasTuner's own oracles; the table is
+            `tuning.oracles.TABLE`). Defaults to "hyperband".
         objective: metric to optimise, e.g. "val_accuracy" or "val_mae:min";
             defaults to the task's (`val_accuracy` for classifiers, `val_loss`
             otherwise), and is checked against what the model reports before
