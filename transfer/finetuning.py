@@ -238,8 +238,8 @@ def _plot_phases(history, phases, path):
 def finetune(backbone, data="digits", *, method="two_phase", weights=None, weights_sha256=None,
              unfreeze="all", head_epochs=3, epochs=5, lr_factor=10.0, layer_decay=None,
              unfreeze_every=None, in_channels="adapt", input_size=None, preprocessing=None,
-             num_classes=None, dropout=0.2, head_init="probe", strategy=None, run_dir=None, overwrite=False,
-             export=True, callbacks=None, verbose="auto", **training):
+             num_classes=None, dropout=0.2, head_init="probe", strategy=None, run_dir=None,
+             overwrite=False, export=True, callbacks=None, verbose="auto", **plan_options):
     """Fine-tune a pretrained backbone with a new head; writes an ordinary run directory.
 
     Args:
@@ -280,7 +280,7 @@ def finetune(backbone, data="digits", *, method="two_phase", weights=None, weigh
         export: export a SavedModel and model card. Defaults to True.
         callbacks: extra Keras callbacks for every phase. Defaults to None.
         verbose: Keras verbosity. Defaults to "auto".
-        **training: `zoo.training.plan` options (batch_size, optimizer,
+        **plan_options: `zoo.training.plan` options (batch_size, optimizer,
             learning_rate, schedule, loss, weight_decay, augment, recipe, seed,
             data_options, classes, deterministic, jit_compile, mixed_precision,
             validation_split, test_split).
@@ -289,168 +289,265 @@ def finetune(backbone, data="digits", *, method="two_phase", weights=None, weigh
         A `FinetuneResult`.
     """
     # ---- validation, before TensorFlow
+    settings = _check_settings(method=method, unfreeze=unfreeze, head_epochs=head_epochs,
+                               epochs=epochs, lr_factor=lr_factor, layer_decay=layer_decay,
+                               unfreeze_every=unfreeze_every, in_channels=in_channels,
+                               input_size=input_size, dropout=dropout, head_init=head_init)
+    source, channels, num_classes = _resolve(
+        backbone, data, settings, weights=weights, weights_sha256=weights_sha256,
+        preprocessing=preprocessing, num_classes=num_classes, strategy=strategy,
+        plan_options=plan_options)
+    short = os.path.basename(os.path.normpath(source.name)).replace("keras:", "").lower()
+    run_dir = os.path.abspath(run_dir or os.path.join("runs", f"{short}_finetuned"))
+
+    # ---- TensorFlow from here on
+    from zoo.distribute import get_strategy, is_chief
+
+    tf_strategy = get_strategy(strategy)
+    # Under multi-worker the chief alone locks and writes the run directory
+    # (its checkpoints, phase states, history, export), as zoo.train.
+    with runs.open_run(run_dir, chief=is_chief(tf_strategy)) as run:
+        session = _start(source, data, settings, run, channels=channels,
+                         num_classes=num_classes, name=f"{short}_finetuned",
+                         tf_strategy=tf_strategy, strategy=strategy, overwrite=overwrite,
+                         plan_options=plan_options)
+        for index, phase in enumerate(settings.phases):
+            if index >= session.done_phases:
+                session.train_phase(index, phase, callbacks=callbacks, verbose=verbose)
+        return session.finish(export=export)
+
+
+@dataclasses.dataclass
+class FinetuneSettings:
+    """finetune's own arguments, checked: config.json's "finetune" key.
+
+    An interrupted fine-tuning resumes only with equal settings.
+    """
+
+    method: str
+    unfreeze: object  # "all" or a number of stages, as passed
+    head_epochs: int
+    epochs: int
+    lr_factor: float
+    layer_decay: Optional[float]
+    unfreeze_every: Optional[int]
+    in_channels: str
+    input_size: Optional[int]  # the size the backbone sees, once resolved
+    dropout: float
+    head_init: str
+    phases: list = dataclasses.field(default_factory=list)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _check_settings(*, method, unfreeze, head_epochs, epochs, lr_factor, layer_decay,
+                    unfreeze_every, in_channels, input_size, dropout, head_init):
     checks.choice("method", method, METHODS)
     checks.choice("in_channels", in_channels, bb.IN_CHANNELS)
     checks.choice("head_init", head_init, HEAD_INITS)
-    head_epochs = checks.non_negative_int("head_epochs", head_epochs)
-    epochs = checks.positive_int("epochs", epochs)
-    lr_factor = checks.positive_float("lr_factor", lr_factor)
     if layer_decay is not None:
         layer_decay = checks.fraction("layer_decay", layer_decay, low=0.0, high=1.0,
                                       include_high=True)
         if layer_decay == 0:
             raise ValueError("layer_decay must be in (0, 1]. Received: layer_decay=0")
-    unfreeze_every = checks.positive_int("unfreeze_every", unfreeze_every, allow_none=True)
-    input_size = checks.positive_int("input_size", input_size, allow_none=True)
-    num_classes = checks.positive_int("num_classes", num_classes, allow_none=True)
-    dropout = checks.fraction("dropout", dropout)
+    return FinetuneSettings(
+        method=method, unfreeze=unfreeze,
+        head_epochs=checks.non_negative_int("head_epochs", head_epochs),
+        epochs=checks.positive_int("epochs", epochs),
+        lr_factor=checks.positive_float("lr_factor", lr_factor), layer_decay=layer_decay,
+        unfreeze_every=checks.positive_int("unfreeze_every", unfreeze_every, allow_none=True),
+        in_channels=in_channels,
+        input_size=checks.positive_int("input_size", input_size, allow_none=True),
+        dropout=checks.fraction("dropout", dropout), head_init=head_init)
+
+
+def _check_plan_options(strategy, plan_options):
     if strategy is not None and isinstance(strategy, str):
         from zoo.distribute import STRATEGIES
         checks.choice("strategy", strategy, STRATEGIES)
-    unknown = sorted(set(training) - set(_PLAN_OPTIONS))
+    unknown = sorted(set(plan_options) - set(_PLAN_OPTIONS))
     if unknown:
         raise TypeError(f"Unknown finetune argument(s) {unknown}. Allowed: "
                         f"{sorted(_PLAN_OPTIONS)} and finetune's own.")
+
+
+def _resolve(backbone, data, settings, *, weights, weights_sha256, preprocessing, num_classes,
+             strategy, plan_options):
+    """The checked backbone source, the data's channels and the new head's classes.
+
+    Also settles `settings.input_size` and `settings.phases`.
+    """
+    num_classes = checks.positive_int("num_classes", num_classes, allow_none=True)
+    _check_plan_options(strategy, plan_options)
     source = bb.resolve(backbone, weights=weights, weights_sha256=weights_sha256,
                         preprocessing=preprocessing)
-    unfrozen = _check_unfreeze(unfreeze, source.stages)
-    if method == "two_phase" and not head_epochs:
-        pass  # unfreeze at once: allowed (one phase)
-    size = input_size or source.default_size
+    unfrozen = _check_unfreeze(settings.unfreeze, source.stages)
+    channels, settings.input_size, num_classes = _image_geometry(
+        source, data, settings, num_classes=num_classes, plan_options=plan_options)
+    settings.phases = plan_phases(settings.method, head_epochs=settings.head_epochs,
+                                  epochs=settings.epochs, unfreeze=unfrozen,
+                                  unfreeze_every=settings.unfreeze_every,
+                                  lr_factor=settings.lr_factor)
+    return source, channels, num_classes
+
+
+def _image_geometry(source, data, settings, *, num_classes, plan_options):
+    """(the data's channels, the image size the backbone sees, the new head's classes)."""
+    size = settings.input_size or source.default_size
     if size is not None and size < source.min_size:
         raise ValueError(f"input_size is smaller than {source.name}'s minimum "
                          f"{source.min_size}x{source.min_size}. Received: input_size={size}")
-    seed = training.get("seed", 0)
     channels, data_size, data_classes = _peek(
-        data, classes=training.get("classes"), options=training.get("data_options"),
-        size=size, seed=seed, validation_split=training.get("validation_split", 0.1),
-        test_split=training.get("test_split", 0.2))
+        data, classes=plan_options.get("classes"), options=plan_options.get("data_options"),
+        size=size, seed=plan_options.get("seed", 0),
+        validation_split=plan_options.get("validation_split", 0.1),
+        test_split=plan_options.get("test_split", 0.2))
     size = size or max(data_size, source.min_size)
     if num_classes is not None and data_classes and num_classes != data_classes:
         raise ValueError(f"The data has {data_classes} classes but num_classes={num_classes}; "
                          f"select classes with classes=(...) (--classes) or drop num_classes. "
                          f"Received: num_classes={num_classes}")
-    num_classes = num_classes or data_classes
-    if in_channels == "tile" and channels not in (1, 3):
+    if settings.in_channels == "tile" and channels not in (1, 3):
         raise ValueError(f"in_channels='tile' repeats a gray channel to RGB; the data has "
                          f"{channels} channels. Received: in_channels='tile'")
-    model_channels = 3 if in_channels == "tile" else channels
-    short = os.path.basename(os.path.normpath(source.name)).replace("keras:", "").lower()
-    run_dir = os.path.abspath(run_dir or os.path.join("runs", f"{short}_finetuned"))
-    phases = plan_phases(method, head_epochs=head_epochs, epochs=epochs, unfreeze=unfrozen,
-                         unfreeze_every=unfreeze_every, lr_factor=lr_factor)
-    settings = {"method": method, "unfreeze": unfreeze, "head_epochs": head_epochs,
-                "epochs": epochs, "lr_factor": lr_factor, "layer_decay": layer_decay,
-                "unfreeze_every": unfreeze_every, "in_channels": in_channels,
-                "input_size": size, "dropout": dropout, "head_init": head_init,
-                "phases": [ph.to_dict() for ph in phases]}
+    return channels, size, num_classes or data_classes
 
-    # ---- TensorFlow from here on
+
+def _start(source, data, settings, run, *, channels, num_classes, name, tf_strategy, strategy,
+           overwrite, plan_options):
+    """Build the model, plan the run, claim the directory: the `_Session` of the phases.
+
+    An interrupted fine-tuning resumes at its phase (even between two
+    phases, when Keras's backup of the finished phase is gone).
+    """
     import keras
 
-    from zoo import training as zt
-    from zoo.distribute import get_strategy, is_chief, uses_custom_loop
+    from zoo import training
 
-    tf_strategy = get_strategy(strategy)
-    # One process per run directory; under multi-worker the chief alone locks
-    # and writes it (its checkpoints, phase states, history, export), as zoo.train.
-    chief = is_chief(tf_strategy)
-    created = runs.lock_run_dir(run_dir) if chief else False
-    try:
-        plan_kwargs = {k: v for k, v in training.items()}
-        plan_kwargs.setdefault("recipe", FINETUNE_RECIPE)
-        keras.utils.set_random_seed(seed)
-        with tf_strategy.scope():
-            backbone_model, provenance = bb.build(source, channels=channels, size=size,
-                                                  in_channels=in_channels)
-            model = assemble(backbone_model, input_shape=(size, size, model_channels),
-                             num_classes=num_classes, preprocessing=source.preprocessing,
-                             dropout=dropout, name=f"{short}_finetuned")
-        described = {**source.describe(), "input_shape": [size, size, model_channels],
-                     "in_channels": in_channels}
-        p = zt.plan(model, data, epochs=head_epochs + epochs, strategy=strategy,
-                    base_model=source.base_model, run_dir=run_dir, overwrite=overwrite,
-                    config_extra={"backbone": described, "weights": provenance,
-                                  "finetune": settings}, **plan_kwargs)
+    seed = plan_options.get("seed", 0)
+    size, in_channels = settings.input_size, settings.in_channels
+    model_channels = 3 if in_channels == "tile" else channels
+    keras.utils.set_random_seed(seed)
+    with tf_strategy.scope():
+        backbone_model, provenance = bb.build(source, channels=channels, size=size,
+                                              in_channels=in_channels)
+        model = assemble(backbone_model, input_shape=(size, size, model_channels),
+                         num_classes=num_classes, preprocessing=source.preprocessing,
+                         dropout=settings.dropout, name=name)
+    described = {**source.describe(), "input_shape": [size, size, model_channels],
+                 "in_channels": in_channels}
+    run_plan = training.plan(
+        model, data, epochs=settings.head_epochs + settings.epochs, strategy=strategy,
+        base_model=source.base_model, run_dir=run.run_dir, overwrite=overwrite,
+        config_extra={"backbone": described, "weights": provenance,
+                      "finetune": settings.to_dict()},
+        **{"recipe": FINETUNE_RECIPE, **plan_options})
+    state = None if overwrite else _interrupted_state(run.run_dir, settings)
+    resumed = bool(run_plan.resumed or state)
+    run.claim(run_plan.config, resumed=resumed)
+    done = state["completed_phases"] if state else 0
+    if done:
+        model.load_weights(os.path.join(run.run_dir, state["weights"]))
+    if settings.head_init == "probe" and not resumed:
+        run_plan.config.extra["head_probe"] = probe_head(model, run_plan, seed=seed)
+        run.write_config(run_plan.config)
+    return _Session(run=run, plan=run_plan, model=model, backbone=backbone_model,
+                    stages=source.stages, strategy=tf_strategy, settings=settings,
+                    resumed=resumed, done_phases=done)
 
-        # An interrupted fine-tuning resumes at its phase (even between two phases,
-        # when Keras's backup of the finished phase is gone).
-        state_path = os.path.join(run_dir, STATE_FILE)
-        state = None
-        if not overwrite and os.path.exists(state_path) and not runs.is_finished(run_dir):
-            state = runs.read_json(state_path)
-            if state.get("settings") != zio.json_safe(settings):
-                raise runs.RunError(f"run_dir holds an interrupted fine-tuning with other settings "
-                                    f"({state.get('settings')}); resume it with the same arguments "
-                                    f"or pass overwrite=True. Received: run_dir={run_dir!r}")
-        resumed = bool(p.resumed or state)
-        if chief:
-            runs.claim_run_dir(run_dir, resumed=resumed)
-            runs.write_config(run_dir, p.config)
-        done = state["completed_phases"] if state else 0
-        if done:
-            model.load_weights(os.path.join(run_dir, state["weights"]))
-        resumed_phase = (done if resumed else None)
 
-        if head_init == "probe" and not resumed:
-            p.config.extra["head_probe"] = probe_head(model, p, seed=seed)
-            if chief:
-                runs.write_config(run_dir, p.config)
+def _interrupted_state(run_dir, settings):
+    """finetune_state.json of an interrupted fine-tuning with these settings (None: none)."""
+    path = os.path.join(run_dir, STATE_FILE)
+    if not os.path.exists(path) or runs.is_finished(run_dir):
+        return None
+    state = runs.read_json(path)
+    if state.get("settings") != zio.json_safe(settings.to_dict()):
+        raise runs.RunError(f"run_dir holds an interrupted fine-tuning with other settings "
+                            f"({state.get('settings')}); resume it with the same arguments "
+                            f"or pass overwrite=True. Received: run_dir={run_dir!r}")
+    return state
 
-        monitor = p.hooks.monitor
-        best_path = os.path.join(run_dir, "checkpoints", "best.keras")
-        for index, phase in enumerate(phases):
-            if index < done:
-                continue
-            set_freeze_plan(backbone_model, source.stages, phase.unfrozen)
-            recipe = p.recipe.replace(learning_rate=p.recipe.learning_rate * phase.lr_scale)
-            with tf_strategy.scope():
-                zt.build_model(p, model=model, recipe=recipe, epochs=phase.end - phase.start)
-                if layer_decay is not None and phase.unfrozen:
-                    _scale_updates(model, layer_decay_scales(model, backbone_model, source.stages,
-                                                             layer_decay))
-            previous_best = os.path.join(run_dir, "checkpoints", "best_before_phase.keras")
-            best_so_far = _history_best(run_dir, monitor, 0, phase.start) if monitor else math.inf
-            if chief and index and os.path.exists(best_path):
-                shutil.copyfile(best_path, previous_best)
-            zt.fit(p, model, run_dir=run_dir, epochs=phase.end, initial_epoch=phase.start,
-                   resume=resumed or index > 0, recipe=recipe, callbacks=callbacks,
-                   verbose=verbose)
-            if not chief:
-                continue  # multi-worker: the chief alone writes the run directory
-            # The best checkpoint is kept across phases: Keras's checkpoint starts
-            # each fit afresh, so put the earlier best back if this phase did worse.
-            if os.path.exists(previous_best):
-                if _history_best(run_dir, monitor, phase.start, phase.end) > best_so_far:
-                    os.replace(previous_best, best_path)
-                else:
-                    os.remove(previous_best)
-            weights_name = f"phase_{index + 1}.weights.h5"
-            runs.atomic_write(os.path.join(run_dir, weights_name), model.save_weights,
-                              suffix=".weights.h5")
-            runs.write_json(state_path, {"completed_phases": index + 1, "weights": weights_name,
-                                         "settings": settings})
-            # The phase is safely recorded: its backup (kept past fit for kill
-            # safety) must not seed the next phase's optimizer or early stopping.
-            shutil.rmtree(os.path.join(run_dir, runs.BACKUP_DIR), ignore_errors=True)
-            if index and os.path.exists(os.path.join(run_dir, f"phase_{index}.weights.h5")):
-                os.remove(os.path.join(run_dir, f"phase_{index}.weights.h5"))
 
-        if uses_custom_loop(tf_strategy):
-            # evaluate/save/export fail under this strategy (keras issue 20585), as
-            # in zoo.train: every worker goes on with a local copy of the model.
-            from zoo.distributed_loop import local_model
-            model = local_model(model)
-        metrics = zt.evaluate_model(p, model)
-        if chief:
-            history, metrics = zt.save_run(p, model, run_dir, metrics, export=export)
-            _plot_phases(history, phases, os.path.join(run_dir, "curves.png"))
-        else:
-            history = runs.read_history(os.path.join(run_dir, runs.HISTORY_FILE))
+@dataclasses.dataclass
+class _Session:
+    """One fine-tuning run between claiming its directory and finishing it."""
+
+    run: runs.OpenRun
+    plan: object  # the zoo.training.Plan
+    model: object
+    backbone: object
+    stages: tuple
+    strategy: object
+    settings: FinetuneSettings
+    resumed: bool
+    done_phases: int  # phases an interrupted run had completed
+
+    @property
+    def resumed_phase(self):
+        return self.done_phases if self.resumed else None
+
+    def train_phase(self, index, phase, *, callbacks=None, verbose="auto"):
+        """Set the phase's freeze plan, recompile, fit; the chief records the phase."""
+        from zoo import training
+
+        run_dir, monitor = self.run.run_dir, self.plan.hooks.monitor
+        set_freeze_plan(self.backbone, self.stages, phase.unfrozen)
+        recipe = self.plan.recipe.replace(
+            learning_rate=self.plan.recipe.learning_rate * phase.lr_scale)
+        with self.strategy.scope():
+            training.build_model(self.plan, model=self.model, recipe=recipe,
+                                 epochs=phase.end - phase.start)
+            if self.settings.layer_decay is not None and phase.unfrozen:
+                _scale_updates(self.model, layer_decay_scales(
+                    self.model, self.backbone, self.stages, self.settings.layer_decay))
+        best = os.path.join(run_dir, "checkpoints", "best.keras")
+        previous_best = os.path.join(run_dir, "checkpoints", "best_before_phase.keras")
+        best_so_far = _history_best(run_dir, monitor, 0, phase.start) if monitor else math.inf
+        if self.run.chief and index and os.path.exists(best):
+            shutil.copyfile(best, previous_best)
+        training.fit(self.plan, self.model, run_dir=run_dir, epochs=phase.end,
+                     initial_epoch=phase.start, resume=self.resumed or index > 0, recipe=recipe,
+                     callbacks=callbacks, verbose=verbose)
+        if not self.run.chief:
+            return  # multi-worker: the chief alone writes the run directory
+        # The best checkpoint is kept across phases: Keras's checkpoint starts
+        # each fit afresh, so put the earlier best back if this phase did worse.
+        if os.path.exists(previous_best):
+            if _history_best(run_dir, monitor, phase.start, phase.end) > best_so_far:
+                os.replace(previous_best, best)
+            else:
+                os.remove(previous_best)
+        self._record_phase(index)
+
+    def finish(self, *, export=True):
+        """Evaluate and save the run (`zoo.training.finish_run`), curves with phase lines."""
+        from zoo import training
+
+        run_dir = self.run.run_dir
+        model, history, metrics = training.finish_run(self.plan, self.model, self.run,
+                                                      export=export)
+        if self.run.chief:
+            _plot_phases(history, self.settings.phases, os.path.join(run_dir, "curves.png"))
         return FinetuneResult(model=model, run_dir=run_dir, history=history, metrics=metrics,
-                              phases=phases, resumed_phase=resumed_phase, config=p.config)
-    finally:
-        runs.unlock_run_dir(run_dir, remove_if_empty=created)
+                              phases=self.settings.phases, resumed_phase=self.resumed_phase,
+                              config=self.plan.config)
+
+    def _record_phase(self, index):
+        run_dir = self.run.run_dir
+        weights_name = f"phase_{index + 1}.weights.h5"
+        runs.atomic_write(os.path.join(run_dir, weights_name), self.model.save_weights,
+                          suffix=".weights.h5")
+        runs.write_json(os.path.join(run_dir, STATE_FILE), {
+            "completed_phases": index + 1, "weights": weights_name,
+            "settings": self.settings.to_dict()})
+        # The phase is safely recorded: its backup (kept past fit for kill
+        # safety) must not seed the next phase's optimizer or early stopping.
+        shutil.rmtree(os.path.join(run_dir, runs.BACKUP_DIR), ignore_errors=True)
+        earlier = os.path.join(run_dir, f"phase_{index}.weights.h5")
+        if index and os.path.exists(earlier):
+            os.remove(earlier)
 
 
 def probe_head(model, p, *, seed=0, max_examples=PROBE_MAX_EXAMPLES):
