@@ -1,9 +1,10 @@
-"""The model registry: `ModelSpec`, `register`, `list_models`, `get_spec`, `build`.
+"""The model registry: `ModelSpec`, `register`, `register_variant`, `list_models`, `get_spec`.
 
 A builder is a plain function with keyword-only arguments returning an
-uncompiled `keras.Model`.  `@register(...)` records its metadata; importing
-this module (and `zoo.models`, which registers the families) never imports
-TensorFlow, so `zoo list` stays fast.
+uncompiled `keras.Model`; a variant of a family is data (`register_variant`:
+the family's builder with its depth, block type, ... fixed).  Registering
+records a `ModelSpec`; importing this module (and `zoo.models`, which
+registers the families) never imports TensorFlow, so `zoo list` stays fast.
 """
 
 import dataclasses
@@ -330,6 +331,63 @@ def register(*, family, task, test_input_shape, input_shape=None, min_input_shap
         return fn
 
     return decorator
+
+
+class Variant:
+    """A registered model declared as data: a family builder with some arguments fixed.
+
+    Calling it calls `base(**model_args, **kwargs)`.  Its signature
+    (`inspect.signature`, which the registry, the CLI's `--arg` and the
+    tuning search read) is the base's keyword-only arguments less the fixed
+    `model_args`, with `defaults` as the new defaults; `doc` is its own
+    docstring.  Make one with `register_variant`.
+    """
+
+    def __init__(self, name, base, *, model_args, defaults, doc):
+        params = inspect.signature(base).parameters
+        unknown = sorted((set(model_args) | set(defaults)) - set(params))
+        if unknown:
+            raise TypeError(f"Variant '{name}': {base.__qualname__} takes no argument(s) "
+                            f"{unknown}. Allowed: {list(params)}")
+        arguments = [p.replace(default=defaults.get(n, p.default)) for n, p in params.items()
+                     if n not in model_args]
+        missing = [p.name for p in arguments if p.kind is not inspect.Parameter.KEYWORD_ONLY
+                   or p.default is inspect.Parameter.empty]
+        if missing:
+            raise TypeError(f"Variant '{name}': give {missing} a value in model_args (fixed) "
+                            f"or defaults; the variant's arguments are keyword-only with defaults.")
+        self.base = base
+        self.model_args = dict(model_args)
+        self.__name__ = self.__qualname__ = name
+        self.__module__ = base.__module__
+        self.__doc__ = doc
+        self.__signature__ = inspect.Signature(arguments)
+
+    def __call__(self, **kwargs):
+        bound = self.__signature__.bind(**kwargs)
+        bound.apply_defaults()
+        return self.base(**self.model_args, **bound.arguments)
+
+    def __repr__(self):
+        fixed = ", ".join(f"{k}={v!r}" for k, v in self.model_args.items())
+        return f"<variant {self.__name__}: {self.base.__qualname__}({fixed}, ...)>"
+
+
+def register_variant(name, base, *, model_args=None, defaults=None, doc, **spec_fields):
+    """Register `name` as `base` with `model_args` fixed (timm's `model_args`); returns the `Variant`.
+
+    Args:
+        name: registry name.
+        base: the family's builder, a function of keyword-only arguments.
+        model_args: `base` arguments the variant fixes (depth, block type,
+            ...); they are not arguments of the variant. Defaults to {}.
+        defaults: new defaults of `base` arguments the variant keeps (its
+            model `name`, input size, ...). Defaults to {}.
+        doc: the variant's docstring; its first line is the spec's description.
+        **spec_fields: as `register`.
+    """
+    variant = Variant(name, base, model_args=model_args or {}, defaults=defaults or {}, doc=doc)
+    return register(name=name, **spec_fields)(variant)
 
 
 def _ensure_loaded():

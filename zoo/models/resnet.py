@@ -21,7 +21,7 @@ the paper; recipes therefore keep the optimizer's decoupled decay at 0.
 
 from zoo._lazy import keras
 from zoo.models._blocks import cnn_model
-from zoo.registry import FeatureInfo, Recipe, register
+from zoo.registry import FeatureInfo, Recipe, register_variant
 
 BN_EPSILON = 1.001e-5  # keras.applications' value (its weights were converted with it)
 BN_MOMENTUM = 0.9  # moving averages settle within a short run
@@ -147,7 +147,30 @@ def _preact_stack(x, filters, blocks, *, stride=2, reg=None, name):
 
 # ---- networks ------------------------------------------------------------------------------
 
-def _imagenet_resnet(*, kind, blocks, spec_name, **args):
+def imagenet_resnet(*, kind, blocks, spec_name, input_shape=(224, 224, 3), num_classes=1000,
+                    include_top=True, weights=None, pooling=None,
+                    classifier_activation="softmax", weight_decay=1e-4, name):
+    """An ImageNet ResNet; the registered variants (resnet18 ... resnet50v2) fix its layout.
+
+    Args:
+        kind: "basic" (two 3x3 convolutions), "bottleneck" (keras.applications
+            ResNet) or "preact" (keras.applications ResNetV2) blocks.
+        blocks: blocks in each of the four stages, e.g. (3, 4, 6, 3).
+        spec_name: the registered name (its `FeatureInfo` names the ImageNet weights).
+        input_shape: (height, width, channels), at least 32x32; (None, None, C)
+            with include_top=False takes any size. Defaults to (224, 224, 3).
+        num_classes: number of classes. Defaults to 1000.
+        include_top: keep global average pooling and the classifier. Defaults to True.
+        weights: None (random init), "imagenet" (the models with a keras.applications
+            twin: resnet50/101/152, resnet50v2; Keras's published file, from Keras's
+            cache or downloaded once, with its hash) or the path of a local
+            .weights.h5/.h5 file. Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
+            of weight_decay / 2. Defaults to 1e-4.
+        name: model name (each variant's default is its registered name).
+    """
     def body(inputs, reg):
         layers = keras.layers
         x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
@@ -175,10 +198,25 @@ def _imagenet_resnet(*, kind, blocks, spec_name, **args):
             x = _relu("post_relu")(_bn("post_bn")(x))
         return x
 
-    return cnn_model(body, spec_name=spec_name, min_size=32, **args)
+    return cnn_model(body, spec_name=spec_name, min_size=32, input_shape=input_shape,
+                     num_classes=num_classes, include_top=include_top, weights=weights,
+                     pooling=pooling, classifier_activation=classifier_activation,
+                     weight_decay=weight_decay, name=name)
 
 
-def _cifar_resnet(*, depth, spec_name, **args):
+def cifar_resnet(*, depth, spec_name, input_shape=(32, 32, 3), num_classes=10, include_top=True,
+                 weights=None, pooling=None, classifier_activation="softmax", weight_decay=1e-4,
+                 name):
+    """A CIFAR ResNet of `depth` = 6n+2 layers; the registered variants (resnet20 ...) fix n.
+
+    Args:
+        depth: 6n+2, n basic blocks per stage.
+        spec_name: the registered name.
+        input_shape: (height, width, channels), at least 8x8. Defaults to (32, 32, 3).
+        num_classes: number of classes. Defaults to 10.
+        include_top, weights, pooling, classifier_activation, weight_decay, name:
+            as `imagenet_resnet`.
+    """
     n = (depth - 2) // 6
 
     def body(inputs, reg):
@@ -191,7 +229,10 @@ def _cifar_resnet(*, depth, spec_name, **args):
                                  name=f"conv{stage}_block{i}")
         return x
 
-    return cnn_model(body, spec_name=spec_name, min_size=8, **args)
+    return cnn_model(body, spec_name=spec_name, min_size=8, input_shape=input_shape,
+                     num_classes=num_classes, include_top=include_top, weights=weights,
+                     pooling=pooling, classifier_activation=classifier_activation,
+                     weight_decay=weight_decay, name=name)
 
 
 # ---- registry ------------------------------------------------------------------------------
@@ -215,7 +256,9 @@ def _resnet_space(hp):
     return {"weight_decay": hp.Choice("weight_decay", [0.0, 1e-4, 5e-4], default=1e-4)}
 
 
-def _imagenet_spec(num_params, note, blocks, *, paper=_PAPER, imagenet=None, preact=False):
+def _imagenet_variant(name, kind, blocks, *, doc, num_params, note, paper=_PAPER,
+                      imagenet=None):
+    preact = kind == "preact"
     stages = [f"conv{stage}_block{n}_out" for stage, n in enumerate(blocks, start=2)]
     if preact:  # the last stage ends after the final BN + ReLU
         stages[-1] = "post_relu"
@@ -223,173 +266,75 @@ def _imagenet_spec(num_params, note, blocks, *, paper=_PAPER, imagenet=None, pre
         stages=stages, reductions=(8, 16, 32, 32) if preact else (4, 8, 16, 32),
         first_conv="conv1_conv", imagenet=imagenet,
         imagenet_preprocessing=("tf" if preact else "caffe") if imagenet else None)
-    return dict(family="resnet", task="classification", test_input_shape=(32, 32, 3),
-                min_input_shape=(32, 32, 1), paper=paper, num_params=num_params,
-                params_note=note, recipe=_IMAGENET_RECIPE, search_space=_resnet_space,
-                features=features, test_kwargs={"num_classes": 3})
+    return register_variant(
+        name, imagenet_resnet, model_args=dict(kind=kind, blocks=blocks, spec_name=name),
+        defaults=dict(name=name), doc=doc + "\n\nArgs: as `imagenet_resnet`.",
+        family="resnet", task="classification", test_input_shape=(32, 32, 3),
+        min_input_shape=(32, 32, 1), paper=paper, num_params=num_params, params_note=note,
+        recipe=_IMAGENET_RECIPE, search_space=_resnet_space, features=features,
+        test_kwargs={"num_classes": 3})
 
 
-@register(**_imagenet_spec(11_699_112,
-                           "basic blocks 2-2-2-2, 224x224x3, 1000 classes: 11,689,512 trainable "
-                           "(torchvision's resnet18) + 9,600 BN moving statistics",
-                           (2, 2, 2, 2)))
-def resnet18(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet18"):
-    """ResNet-18: basic blocks 2-2-2-2, projection shortcuts (option B).
-
-    Args: as `resnet50`.
-    """
-    return _imagenet_resnet(kind="basic", blocks=(2, 2, 2, 2), spec_name="resnet18", **locals())
-
-
-@register(**_imagenet_spec(21_814_696,
-                           "basic blocks 3-4-6-3, 224x224x3, 1000 classes: 21,797,672 trainable "
-                           "(torchvision's resnet34) + 17,024 BN moving statistics",
-                           (3, 4, 6, 3)))
-def resnet34(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet34"):
-    """ResNet-34: basic blocks 3-4-6-3, projection shortcuts (option B).
-
-    Args: as `resnet50`.
-    """
-    return _imagenet_resnet(kind="basic", blocks=(3, 4, 6, 3), spec_name="resnet34", **locals())
-
-
-@register(**_imagenet_spec(25_636_712,
-                           "= keras.applications.ResNet50 (conv biases kept), 224x224x3, 1000 "
-                           "classes; 25,583,592 trainable + 53,120 BN moving statistics",
-                           (3, 4, 6, 3), imagenet="ResNet50"))
-def resnet50(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet50"):
-    """ResNet-50: bottleneck blocks 3-4-6-3, weight-compatible with keras.applications.ResNet50.
-
-    Args:
-        input_shape: (height, width, channels), at least 32x32; (None, None, C)
-            with include_top=False takes any size. Defaults to (224, 224, 3).
-        num_classes: number of classes. Defaults to 1000.
-        include_top: keep global average pooling and the classifier. Defaults to True.
-        weights: None (random init), "imagenet" (the models with a keras.applications
-            twin: resnet50/101/152, resnet50v2; Keras's published file, from Keras's
-            cache or downloaded once, with its hash) or the path of a local
-            .weights.h5/.h5 file. Defaults to None.
-        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
-        classifier_activation: activation of the classifier. Defaults to "softmax".
-        weight_decay: the paper's weight decay, applied as an L2 kernel penalty
-            of weight_decay / 2. Defaults to 1e-4.
-        name: model name. Defaults to "resnet50".
-    """
-    return _imagenet_resnet(kind="bottleneck", blocks=(3, 4, 6, 3), spec_name="resnet50",
-                            **locals())
-
-
-@register(**_imagenet_spec(44_707_176,
-                           "= keras.applications.ResNet101, 224x224x3, 1000 classes; "
-                           "44,601,832 trainable + 105,344 BN moving statistics",
-                           (3, 4, 23, 3), imagenet="ResNet101"))
-def resnet101(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-              pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet101"):
-    """ResNet-101: bottleneck blocks 3-4-23-3, weight-compatible with keras.applications.
-
-    Args: as `resnet50`.
-    """
-    return _imagenet_resnet(kind="bottleneck", blocks=(3, 4, 23, 3), spec_name="resnet101",
-                            **locals())
-
-
-@register(**_imagenet_spec(60_419_944,
-                           "= keras.applications.ResNet152, 224x224x3, 1000 classes; "
-                           "60,268,520 trainable + 151,424 BN moving statistics",
-                           (3, 8, 36, 3), imagenet="ResNet152"))
-def resnet152(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-              pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet152"):
-    """ResNet-152: bottleneck blocks 3-8-36-3, weight-compatible with keras.applications.
-
-    Args: as `resnet50`.
-    """
-    return _imagenet_resnet(kind="bottleneck", blocks=(3, 8, 36, 3), spec_name="resnet152",
-                            **locals())
-
-
-@register(**_imagenet_spec(25_613_800,
-                           "= keras.applications.ResNet50V2, 224x224x3, 1000 classes; "
-                           "25,568,360 trainable + 45,440 BN moving statistics", (3, 4, 6, 3),
-                           paper=_PAPER_V2, imagenet="ResNet50V2", preact=True))
-def resnet50v2(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-               pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet50v2"):
-    """ResNet-50 v2 (pre-activation), weight-compatible with keras.applications.ResNet50V2.
-
-    As in Keras, each stage strides in its last block, so the
-    `conv{k}_block{n}_out` stage outputs sit at strides 8, 16, 32, 32.
-
-    Args: as `resnet50`.
-    """
-    return _imagenet_resnet(kind="preact", blocks=(3, 4, 6, 3), spec_name="resnet50v2", **locals())
-
+resnet18 = _imagenet_variant(
+    "resnet18", "basic", (2, 2, 2, 2),
+    doc="ResNet-18: basic blocks 2-2-2-2, projection shortcuts (option B).",
+    num_params=11_699_112, note="basic blocks 2-2-2-2, 224x224x3, 1000 classes: 11,689,512 "
+    "trainable (torchvision's resnet18) + 9,600 BN moving statistics")
+resnet34 = _imagenet_variant(
+    "resnet34", "basic", (3, 4, 6, 3),
+    doc="ResNet-34: basic blocks 3-4-6-3, projection shortcuts (option B).",
+    num_params=21_814_696, note="basic blocks 3-4-6-3, 224x224x3, 1000 classes: 21,797,672 "
+    "trainable (torchvision's resnet34) + 17,024 BN moving statistics")
+resnet50 = _imagenet_variant(
+    "resnet50", "bottleneck", (3, 4, 6, 3), imagenet="ResNet50",
+    doc="ResNet-50: bottleneck blocks 3-4-6-3, weight-compatible with "
+    "keras.applications.ResNet50.",
+    num_params=25_636_712, note="= keras.applications.ResNet50 (conv biases kept), 224x224x3, "
+    "1000 classes; 25,583,592 trainable + 53,120 BN moving statistics")
+resnet101 = _imagenet_variant(
+    "resnet101", "bottleneck", (3, 4, 23, 3), imagenet="ResNet101",
+    doc="ResNet-101: bottleneck blocks 3-4-23-3, weight-compatible with keras.applications.",
+    num_params=44_707_176, note="= keras.applications.ResNet101, 224x224x3, 1000 classes; "
+    "44,601,832 trainable + 105,344 BN moving statistics")
+resnet152 = _imagenet_variant(
+    "resnet152", "bottleneck", (3, 8, 36, 3), imagenet="ResNet152",
+    doc="ResNet-152: bottleneck blocks 3-8-36-3, weight-compatible with keras.applications.",
+    num_params=60_419_944, note="= keras.applications.ResNet152, 224x224x3, 1000 classes; "
+    "60,268,520 trainable + 151,424 BN moving statistics")
+resnet50v2 = _imagenet_variant(
+    "resnet50v2", "preact", (3, 4, 6, 3), imagenet="ResNet50V2", paper=_PAPER_V2,
+    doc="ResNet-50 v2 (pre-activation), weight-compatible with keras.applications.ResNet50V2."
+    "\n\nAs in Keras, each stage strides in its last block, so the `conv{k}_block{n}_out`\n"
+    "stage outputs sit at strides 8, 16, 32, 32.",
+    num_params=25_613_800, note="= keras.applications.ResNet50V2, 224x224x3, 1000 classes; "
+    "25,568,360 trainable + 45,440 BN moving statistics")
 
 # Table 6 of the paper (trainable parameters, at its printed precision), by depth 6n+2.
 CIFAR_TABLE6 = {20: 0.27e6, 32: 0.46e6, 44: 0.66e6, 56: 0.85e6, 110: 1.7e6}
 
 
-def _cifar_spec(depth, num_params):
-    return dict(family="resnet", task="classification", test_input_shape=(8, 8, 3),
-                min_input_shape=(8, 8, 1), paper=_PAPER + " (section 4.2, CIFAR-10)",
-                num_params=num_params,
-                params_note=(f"{(depth - 2) // 6} basic blocks per stage, 16/32/64 filters, "
-                             f"option-A shortcuts, 32x32x3, 10 classes; Table 6: "
-                             f"{CIFAR_TABLE6[depth] / 1e6:g}M trainable (the rest of the count "
-                             f"is BN moving statistics)"),
-                recipe=_CIFAR_RECIPE, search_space=_resnet_space,
-                features=FeatureInfo(stages=[f"conv{s}_block{(depth - 2) // 6}_out"
-                                             for s in (2, 3, 4)],
-                                     reductions=(1, 2, 4), first_conv="conv1_conv"),
-                test_kwargs={"num_classes": 3})
+def _cifar_variant(depth, num_params):
+    n = (depth - 2) // 6
+    return register_variant(
+        f"resnet{depth}", cifar_resnet, model_args=dict(depth=depth, spec_name=f"resnet{depth}"),
+        defaults=dict(name=f"resnet{depth}"),
+        doc=(f"ResNet-{depth} for CIFAR: 3 stages x {n} basic blocks, 16/32/64 filters, "
+             f"option-A shortcuts.\n\nArgs: as `cifar_resnet`."),
+        family="resnet", task="classification", test_input_shape=(8, 8, 3),
+        min_input_shape=(8, 8, 1), paper=_PAPER + " (section 4.2, CIFAR-10)",
+        num_params=num_params,
+        params_note=(f"{n} basic blocks per stage, 16/32/64 filters, option-A shortcuts, "
+                     f"32x32x3, 10 classes; Table 6: {CIFAR_TABLE6[depth] / 1e6:g}M trainable "
+                     f"(the rest of the count is BN moving statistics)"),
+        recipe=_CIFAR_RECIPE, search_space=_resnet_space,
+        features=FeatureInfo(stages=[f"conv{s}_block{n}_out" for s in (2, 3, 4)],
+                             reductions=(1, 2, 4), first_conv="conv1_conv"),
+        test_kwargs={"num_classes": 3})
 
 
-@register(**_cifar_spec(20, 271_098))
-def resnet20(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weights=None,
-             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet20"):
-    """ResNet-20 for CIFAR: 3 stages x 3 basic blocks, 16/32/64 filters, option-A shortcuts.
-
-    Args: as `resnet50` (the input must be at least 8x8).
-    """
-    return _cifar_resnet(depth=20, spec_name="resnet20", **locals())
-
-
-@register(**_cifar_spec(32, 466_426))
-def resnet32(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weights=None,
-             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet32"):
-    """ResNet-32 for CIFAR: 3 stages x 5 basic blocks, 16/32/64 filters, option-A shortcuts.
-
-    Args: as `resnet50` (the input must be at least 8x8).
-    """
-    return _cifar_resnet(depth=32, spec_name="resnet32", **locals())
-
-
-@register(**_cifar_spec(44, 661_754))
-def resnet44(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weights=None,
-             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet44"):
-    """ResNet-44 for CIFAR: 3 stages x 7 basic blocks, 16/32/64 filters, option-A shortcuts.
-
-    Args: as `resnet50` (the input must be at least 8x8).
-    """
-    return _cifar_resnet(depth=44, spec_name="resnet44", **locals())
-
-
-@register(**_cifar_spec(56, 857_082))
-def resnet56(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weights=None,
-             pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet56"):
-    """ResNet-56 for CIFAR: 3 stages x 9 basic blocks, 16/32/64 filters, option-A shortcuts.
-
-    Args: as `resnet50` (the input must be at least 8x8).
-    """
-    return _cifar_resnet(depth=56, spec_name="resnet56", **locals())
-
-
-@register(**_cifar_spec(110, 1_736_058))
-def resnet110(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weights=None,
-              pooling=None, classifier_activation="softmax", weight_decay=1e-4, name="resnet110"):
-    """ResNet-110 for CIFAR: 3 stages x 18 basic blocks, 16/32/64 filters, option-A shortcuts.
-
-    Args: as `resnet50` (the input must be at least 8x8).
-    """
-    return _cifar_resnet(depth=110, spec_name="resnet110", **locals())
+# Parameter counts are with default arguments (32x32x3, 10 classes).
+resnet20 = _cifar_variant(20, 271_098)
+resnet32 = _cifar_variant(32, 466_426)
+resnet44 = _cifar_variant(44, 661_754)
+resnet56 = _cifar_variant(56, 857_082)
+resnet110 = _cifar_variant(110, 1_736_058)
