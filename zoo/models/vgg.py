@@ -13,15 +13,35 @@ Weight decay: `weight_decay` (the paper's 5e-4) adds an L2 kernel penalty of
 
 from zoo._lazy import keras
 from zoo.models._blocks import cnn_model
-from zoo.registry import FeatureInfo, Recipe, register
+from zoo.registry import FeatureInfo, Recipe, register_variant
 
 # Convolutions per block (each block ends with 2x2 max-pooling); filters 64-128-256-512-512.
 CONFIGS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
 FILTERS = (64, 128, 256, 512, 512)
 
 
-def _vgg(*, depth, batch_norm, input_shape, num_classes, include_top, weights, pooling,
-         classifier_activation, weight_decay, name, spec_name):
+def vgg(*, depth, batch_norm, spec_name, input_shape=(224, 224, 3), num_classes=1000,
+        include_top=True, weights=None, pooling=None, classifier_activation="softmax",
+        weight_decay=5e-4, name):
+    """A VGG network; the registered variants (vgg11 ... vgg19_bn) fix its configuration.
+
+    Args:
+        depth: 11, 13, 16 or 19 (the paper's configurations A, B, D, E).
+        batch_norm: batch normalization after every convolution (torchvision's `*_bn`).
+        spec_name: the registered name (its `FeatureInfo` names the ImageNet weights).
+        input_shape: (height, width, channels), at least 32x32; the top's fc1 size
+            depends on it; (None, None, C) with include_top=False. Defaults to (224, 224, 3).
+        num_classes: number of classes. Defaults to 1000.
+        include_top: keep flatten-fc1-fc2-predictions. Defaults to True.
+        weights: None (random init), "imagenet" (vgg16/vgg19: Keras's published
+            file, from Keras's cache or downloaded once) or the path of a local
+            .weights.h5/.h5 file. Defaults to None.
+        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        weight_decay: the paper's weight decay, applied as an L2 kernel penalty of
+            weight_decay / 2. Defaults to 5e-4.
+        name: model name (each variant's default is its registered name).
+    """
     layers = keras.layers
 
     def body(x, reg):
@@ -68,112 +88,44 @@ def _space(hp):
     return {"weight_decay": hp.Choice("weight_decay", [0.0, 5e-4, 1e-3], default=5e-4)}
 
 
-def _spec(num_params, note, imagenet=None):
+def _variant(name, depth, *, batch_norm, doc, num_params, note, imagenet=None):
     # Test input 32x32: the smallest the five 2x2 poolings allow.
     features = FeatureInfo(stages=tuple(f"block{b}_pool" for b in range(1, 6)),
                            reductions=(2, 4, 8, 16, 32), first_conv="block1_conv1",
                            imagenet=imagenet, imagenet_preprocessing="caffe" if imagenet else None)
-    return dict(family="vgg", task="classification", test_input_shape=(32, 32, 3),
-                min_input_shape=(32, 32, 1), paper=_PAPER, num_params=num_params,
-                params_note=note + ", 224x224x3 with the 4096-4096-1000 top",
-                recipe=RECIPE, search_space=_space, features=features,
-                test_kwargs={"num_classes": 3})
+    return register_variant(
+        name, vgg, model_args=dict(depth=depth, batch_norm=batch_norm, spec_name=name),
+        defaults=dict(name=name), doc=doc + "\n\nArgs: as `vgg`.",
+        family="vgg", task="classification", test_input_shape=(32, 32, 3),
+        min_input_shape=(32, 32, 1), paper=_PAPER, num_params=num_params,
+        params_note=note + ", 224x224x3 with the 4096-4096-1000 top",
+        recipe=RECIPE, search_space=_space, features=features, test_kwargs={"num_classes": 3})
 
 
-@register(**_spec(132_863_336, "configuration A (torchvision vgg11: 132,863,336)"))
-def vgg11(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-          pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg11"):
-    """VGG-11 (configuration A): 8 convolutions + 3 fully connected layers.
-
-    Args: as `vgg16`.
-    """
-    return _vgg(depth=11, batch_norm=False, spec_name="vgg11", **locals())
-
-
-@register(**_spec(133_047_848, "configuration B (torchvision vgg13: 133,047,848)"))
-def vgg13(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-          pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg13"):
-    """VGG-13 (configuration B): 10 convolutions + 3 fully connected layers.
-
-    Args: as `vgg16`.
-    """
-    return _vgg(depth=13, batch_norm=False, spec_name="vgg13", **locals())
+vgg11 = _variant("vgg11", 11, batch_norm=False, num_params=132_863_336,
+                 doc="VGG-11 (configuration A): 8 convolutions + 3 fully connected layers.",
+                 note="configuration A (torchvision vgg11: 132,863,336)")
+vgg13 = _variant("vgg13", 13, batch_norm=False, num_params=133_047_848,
+                 doc="VGG-13 (configuration B): 10 convolutions + 3 fully connected layers.",
+                 note="configuration B (torchvision vgg13: 133,047,848)")
+vgg16 = _variant("vgg16", 16, batch_norm=False, num_params=138_357_544, imagenet="VGG16",
+                 doc="VGG-16 (configuration D), weight-compatible with keras.applications.VGG16.",
+                 note="configuration D = keras.applications.VGG16 (138,357,544)")
+vgg19 = _variant("vgg19", 19, batch_norm=False, num_params=143_667_240, imagenet="VGG19",
+                 doc="VGG-19 (configuration E), weight-compatible with keras.applications.VGG19.",
+                 note="configuration E = keras.applications.VGG19 (143,667,240)")
 
 
-@register(**_spec(138_357_544, "configuration D = keras.applications.VGG16 (138,357,544)",
-                 imagenet="VGG16"))
-def vgg16(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-          pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg16"):
-    """VGG-16 (configuration D), weight-compatible with keras.applications.VGG16.
-
-    Args:
-        input_shape: (height, width, channels), at least 32x32; the top's fc1 size
-            depends on it; (None, None, C) with include_top=False. Defaults to (224, 224, 3).
-        num_classes: number of classes. Defaults to 1000.
-        include_top: keep flatten-fc1-fc2-predictions. Defaults to True.
-        weights: None (random init), "imagenet" (vgg16/vgg19: Keras's published
-            file, from Keras's cache or downloaded once) or the path of a local
-            .weights.h5/.h5 file. Defaults to None.
-        pooling: with include_top=False: None, "avg" or "max". Defaults to None.
-        classifier_activation: activation of the classifier. Defaults to "softmax".
-        weight_decay: the paper's weight decay, applied as an L2 kernel penalty of
-            weight_decay / 2. Defaults to 5e-4.
-        name: model name. Defaults to "vgg16".
-    """
-    return _vgg(depth=16, batch_norm=False, spec_name="vgg16", **locals())
+def _bn_variant(depth, config, *, num_params, trainable, stats):
+    name = f"vgg{depth}_bn"
+    return _variant(name, depth, batch_norm=True, num_params=num_params,
+                    doc=f"VGG-{depth} with batch normalization after every convolution "
+                        f"(torchvision variant).",
+                    note=f"configuration {config}, batch norm after each conv: {trainable} "
+                         f"trainable (torchvision {name}) + {stats} BN moving statistics")
 
 
-@register(**_spec(143_667_240, "configuration E = keras.applications.VGG19 (143,667,240)",
-                 imagenet="VGG19"))
-def vgg19(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-          pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg19"):
-    """VGG-19 (configuration E), weight-compatible with keras.applications.VGG19.
-
-    Args: as `vgg16`.
-    """
-    return _vgg(depth=19, batch_norm=False, spec_name="vgg19", **locals())
-
-
-def _bn_note(config, tv, trainable, stats):
-    return (f"configuration {config}, batch norm after each conv: {trainable} trainable "
-            f"(torchvision {tv}) + {stats} BN moving statistics")
-
-
-@register(**_spec(132_874_344, _bn_note("A", "vgg11_bn", "132,868,840", "5,504")))
-def vgg11_bn(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-             pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg11_bn"):
-    """VGG-11 with batch normalization after every convolution (torchvision variant).
-
-    Args: as `vgg16`.
-    """
-    return _vgg(depth=11, batch_norm=True, spec_name="vgg11_bn", **locals())
-
-
-@register(**_spec(133_059_624, _bn_note("B", "vgg13_bn", "133,053,736", "5,888")))
-def vgg13_bn(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-             pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg13_bn"):
-    """VGG-13 with batch normalization after every convolution (torchvision variant).
-
-    Args: as `vgg16`.
-    """
-    return _vgg(depth=13, batch_norm=True, spec_name="vgg13_bn", **locals())
-
-
-@register(**_spec(138_374_440, _bn_note("D", "vgg16_bn", "138,365,992", "8,448")))
-def vgg16_bn(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-             pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg16_bn"):
-    """VGG-16 with batch normalization after every convolution (torchvision variant).
-
-    Args: as `vgg16`.
-    """
-    return _vgg(depth=16, batch_norm=True, spec_name="vgg16_bn", **locals())
-
-
-@register(**_spec(143_689_256, _bn_note("E", "vgg19_bn", "143,678,248", "11,008")))
-def vgg19_bn(*, input_shape=(224, 224, 3), num_classes=1000, include_top=True, weights=None,
-             pooling=None, classifier_activation="softmax", weight_decay=5e-4, name="vgg19_bn"):
-    """VGG-19 with batch normalization after every convolution (torchvision variant).
-
-    Args: as `vgg16`.
-    """
-    return _vgg(depth=19, batch_norm=True, spec_name="vgg19_bn", **locals())
+vgg11_bn = _bn_variant(11, "A", num_params=132_874_344, trainable="132,868,840", stats="5,504")
+vgg13_bn = _bn_variant(13, "B", num_params=133_059_624, trainable="133,053,736", stats="5,888")
+vgg16_bn = _bn_variant(16, "D", num_params=138_374_440, trainable="138,365,992", stats="8,448")
+vgg19_bn = _bn_variant(19, "E", num_params=143_689_256, trainable="143,678,248", stats="11,008")
