@@ -374,7 +374,7 @@ class Variant:
 
 
 def register_variant(name, base, *, model_args=None, defaults=None, doc, **spec_fields):
-    """Register `name` as `base` with `model_args` fixed (timm's `model_args`); returns the `Variant`.
+    """Register `name` as `base` with `model_args` fixed (timm's `model_args`); returns it.
 
     Args:
         name: registry name.

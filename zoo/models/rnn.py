@@ -1,17 +1,19 @@
-"""Recurrent networks: SimpleRNN (Elman 1990), LSTM (Hochreiter & Schmidhuber 1997), GRU (Cho et al. 2014).
+"""Recurrent networks: SimpleRNN, LSTM and GRU text classifiers and forecasters.
 
-Two heads share one private builder:
-- classifiers read integer token ids (sequence_length,) through an embedding
-  (`zoo train lstm_classifier --data csv:reviews.csv` prepends a
-  TextVectorization layer, see `zoo.tasks.text`), and
-- forecasters read numeric windows (lookback, features) and predict the next
-  `horizon` steps of `num_targets` series (`zoo.tasks.timeseries` adds the
-  normalisation in front and the de-normalisation behind).
+SimpleRNN: Elman 1990; LSTM: Hochreiter & Schmidhuber 1997; GRU: Cho et al. 2014.
+Two family builders, whose registered variants fix the cell:
+- classifiers (`sequence_classifier`) read integer token ids (sequence_length,)
+  through an embedding (`zoo train lstm_classifier --data csv:reviews.csv`
+  prepends a TextVectorization layer, see `zoo.tasks.text`), and
+- forecasters (`sequence_forecaster`) read numeric windows (lookback, features)
+  and predict the next `horizon` steps of `num_targets` series
+  (`zoo.tasks.timeseries` adds the normalisation in front and the
+  de-normalisation behind).
 """
 
 from zoo import checks
 from zoo._lazy import keras
-from zoo.registry import Recipe, register
+from zoo.registry import Recipe, register_variant
 
 CELLS = {"simple_rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
 TEXT_HOOKS = "zoo.tasks.text:TextHooks"
@@ -51,9 +53,27 @@ def check_token_inputs(input_shape, vocab_size, embedding_dim):
     return input_shape
 
 
-def _sequence_classifier(cell, *, input_shape, vocab_size, embedding_dim, num_classes, units,
-                         num_layers, bidirectional, dropout, recurrent_dropout,
-                         classifier_activation, name):
+def sequence_classifier(*, cell, input_shape=(200,), vocab_size=20_000, embedding_dim=128,
+                        num_classes=2, units=64, num_layers=1, bidirectional=False, dropout=0.0,
+                        recurrent_dropout=0.0, classifier_activation="softmax", name):
+    """Embedding + (stacked) recurrent text classifier over token ids.
+
+    The registered classifiers (rnn_classifier, lstm_classifier, ...) fix `cell`.
+
+    Args:
+        cell: "simple_rnn", "lstm" or "gru".
+        input_shape: (sequence_length,) of int token ids, 0 = padding. Defaults to (200,).
+        vocab_size: token ids are in [0, vocab_size). Defaults to 20000.
+        embedding_dim: embedding width. Defaults to 128.
+        num_classes: number of classes. Defaults to 2.
+        units: recurrent units per layer (per direction). Defaults to 64.
+        num_layers: stacked recurrent layers. Defaults to 1.
+        bidirectional: wrap each layer in `Bidirectional`. Defaults to False.
+        dropout: input dropout of each recurrent layer and before the head. Defaults to 0.
+        recurrent_dropout: dropout on the recurrent state. Defaults to 0.
+        classifier_activation: activation of the output layer. Defaults to "softmax".
+        name: model name (each variant's default is its registered name).
+    """
     input_shape = check_token_inputs(input_shape, vocab_size, embedding_dim)
     checks.positive_int("num_classes", num_classes)
     _check_common(cell=cell, units=units, num_layers=num_layers, bidirectional=bidirectional,
@@ -74,8 +94,26 @@ def _sequence_classifier(cell, *, input_shape, vocab_size, embedding_dim, num_cl
     return keras.Model(inputs, outputs, name=name)
 
 
-def _sequence_forecaster(cell, *, input_shape, horizon, num_targets, units, num_layers,
-                         bidirectional, dropout, recurrent_dropout, name):
+def sequence_forecaster(*, cell, input_shape=(48, 1), horizon=12, num_targets=1, units=64,
+                        num_layers=1, bidirectional=False, dropout=0.0, recurrent_dropout=0.0,
+                        name):
+    """Recurrent forecaster: a (lookback, features) window -> the next `horizon` steps.
+
+    The registered forecasters (lstm_forecaster, gru_forecaster) fix `cell`.
+
+    Args:
+        cell: "simple_rnn", "lstm" or "gru".
+        input_shape: (lookback, features). Defaults to (48, 1).
+        horizon: number of future steps predicted. Defaults to 12.
+        num_targets: number of target series; the output is (horizon,) for one
+            target and (horizon, num_targets) otherwise. Defaults to 1.
+        units: recurrent units per layer. Defaults to 64.
+        num_layers: stacked recurrent layers. Defaults to 1.
+        bidirectional: read the window in both directions. Defaults to False.
+        dropout: input dropout of each recurrent layer. Defaults to 0.
+        recurrent_dropout: dropout on the recurrent state. Defaults to 0.
+        name: model name (each variant's default is its registered name).
+    """
     input_shape = checks.shape("input_shape", input_shape, rank=2)
     checks.positive_int("horizon", horizon)
     checks.positive_int("num_targets", num_targets)
@@ -129,106 +167,57 @@ _FORECASTER = dict(task="regression", input_kind="timeseries", input_policy="dat
                    test_kwargs={"units": 4, "horizon": 3})
 
 
-@register(family="rnn", paper="Elman 1990, Finding structure in time", num_params=2_572_482,
-          params_note="vocab 20000, embedding 128, 64 SimpleRNN units, 2 classes", **_CLASSIFIER)
-def rnn_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_dim=128, num_classes=2,
-                   units=64, num_layers=1, bidirectional=False, dropout=0.0,
-                   recurrent_dropout=0.0, classifier_activation="softmax",
-                   name="rnn_classifier"):
-    """Embedding + (stacked) SimpleRNN text classifier over token ids.
-
-    Args:
-        input_shape: (sequence_length,) of int token ids, 0 = padding. Defaults to (200,).
-        vocab_size: token ids are in [0, vocab_size). Defaults to 20000.
-        embedding_dim: embedding width. Defaults to 128.
-        num_classes: number of classes. Defaults to 2.
-        units: recurrent units per layer (per direction). Defaults to 64.
-        num_layers: stacked recurrent layers. Defaults to 1.
-        bidirectional: wrap each layer in `Bidirectional`. Defaults to False.
-        dropout: input dropout of each recurrent layer and before the head. Defaults to 0.
-        recurrent_dropout: dropout on the recurrent state. Defaults to 0.
-        classifier_activation: activation of the output layer. Defaults to "softmax".
-        name: model name. Defaults to "rnn_classifier".
-    """
-    return _sequence_classifier("simple_rnn", **locals())
+def _classifier(name, cell, *, doc, paper, num_params, note, bidirectional=None,
+                search_space=_classifier_space):
+    # bilstm_classifier fixes bidirectional=True: it is no argument of that model.
+    fixed = {} if bidirectional is None else {"bidirectional": bidirectional}
+    return register_variant(
+        name, sequence_classifier, model_args=dict(cell=cell, **fixed),
+        defaults=dict(name=name), doc=doc, family="rnn", paper=paper, num_params=num_params,
+        params_note=note, **{**_CLASSIFIER, "search_space": search_space})
 
 
-@register(family="rnn", paper="Hochreiter & Schmidhuber 1997, Long short-term memory",
-          num_params=2_609_538,
-          params_note="vocab 20000, embedding 128, 64 LSTM units, 2 classes", **_CLASSIFIER)
-def lstm_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_dim=128, num_classes=2,
-                    units=64, num_layers=1, bidirectional=False, dropout=0.0,
-                    recurrent_dropout=0.0, classifier_activation="softmax",
-                    name="lstm_classifier"):
-    """Embedding + (stacked) LSTM text classifier over token ids.
-
-    Args: as `rnn_classifier`.
-    """
-    return _sequence_classifier("lstm", **locals())
+def _forecaster(name, cell, *, doc, paper, num_params, note):
+    return register_variant(
+        name, sequence_forecaster, model_args=dict(cell=cell), defaults=dict(name=name),
+        doc=doc, family="rnn", paper=paper, num_params=num_params, params_note=note,
+        **_FORECASTER)
 
 
-@register(family="rnn", paper="Cho et al. 2014, Learning phrase representations using RNN "
-          "encoder-decoder", num_params=2_597_378,
-          params_note="vocab 20000, embedding 128, 64 GRU units (reset_after), 2 classes",
-          **_CLASSIFIER)
-def gru_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_dim=128, num_classes=2,
-                   units=64, num_layers=1, bidirectional=False, dropout=0.0,
-                   recurrent_dropout=0.0, classifier_activation="softmax",
-                   name="gru_classifier"):
-    """Embedding + (stacked) GRU text classifier over token ids.
+_LSTM_PAPER = "Hochreiter & Schmidhuber 1997, Long short-term memory"
+_GRU_PAPER = "Cho et al. 2014, Learning phrase representations using RNN encoder-decoder"
 
-    Args: as `rnn_classifier`.
-    """
-    return _sequence_classifier("gru", **locals())
+rnn_classifier = _classifier(
+    "rnn_classifier", "simple_rnn", paper="Elman 1990, Finding structure in time",
+    doc="Embedding + (stacked) SimpleRNN text classifier over token ids.\n\n"
+        "Args: as `sequence_classifier`.",
+    num_params=2_572_482, note="vocab 20000, embedding 128, 64 SimpleRNN units, 2 classes")
+lstm_classifier = _classifier(
+    "lstm_classifier", "lstm", paper=_LSTM_PAPER,
+    doc="Embedding + (stacked) LSTM text classifier over token ids.\n\n"
+        "Args: as `sequence_classifier`.",
+    num_params=2_609_538, note="vocab 20000, embedding 128, 64 LSTM units, 2 classes")
+gru_classifier = _classifier(
+    "gru_classifier", "gru", paper=_GRU_PAPER,
+    doc="Embedding + (stacked) GRU text classifier over token ids.\n\n"
+        "Args: as `sequence_classifier`.",
+    num_params=2_597_378, note="vocab 20000, embedding 128, 64 GRU units (reset_after), 2 classes")
+bilstm_classifier = _classifier(
+    "bilstm_classifier", "lstm", bidirectional=True, search_space=_bilstm_space,
+    paper="Schuster & Paliwal 1997; Graves & Schmidhuber 2005",
+    doc="Embedding + bidirectional LSTM text classifier over token ids.\n\n"
+        "Args: as `sequence_classifier`, always bidirectional (`units` per direction).",
+    num_params=2_659_074,
+    note="vocab 20000, embedding 128, 2x64 LSTM units (forward + backward), 2 classes")
 
-
-@register(family="rnn", paper="Schuster & Paliwal 1997; Graves & Schmidhuber 2005",
-          num_params=2_659_074,
-          params_note="vocab 20000, embedding 128, 2x64 LSTM units (forward + backward), "
-                      "2 classes", **{**_CLASSIFIER, "search_space": _bilstm_space})
-def bilstm_classifier(*, input_shape=(200,), vocab_size=20_000, embedding_dim=128,
-                      num_classes=2, units=64, num_layers=1, dropout=0.0,
-                      recurrent_dropout=0.0, classifier_activation="softmax",
-                      name="bilstm_classifier"):
-    """Embedding + bidirectional LSTM text classifier over token ids.
-
-    Args: as `rnn_classifier`, always bidirectional (`units` per direction).
-    """
-    return _sequence_classifier("lstm", bidirectional=True, **locals())
-
-
-@register(family="rnn", paper="Hochreiter & Schmidhuber 1997, Long short-term memory",
-          num_params=17_676,
-          params_note="lookback 48 x 1 feature, 64 LSTM units, 12-step horizon", **_FORECASTER)
-def lstm_forecaster(*, input_shape=(48, 1), horizon=12, num_targets=1, units=64, num_layers=1,
-                    bidirectional=False, dropout=0.0, recurrent_dropout=0.0,
-                    name="lstm_forecaster"):
-    """LSTM forecaster: a (lookback, features) window -> the next `horizon` steps.
-
-    Args:
-        input_shape: (lookback, features). Defaults to (48, 1).
-        horizon: number of future steps predicted. Defaults to 12.
-        num_targets: number of target series; the output is (horizon,) for one
-            target and (horizon, num_targets) otherwise. Defaults to 1.
-        units: LSTM units per layer. Defaults to 64.
-        num_layers: stacked LSTM layers. Defaults to 1.
-        bidirectional: read the window in both directions. Defaults to False.
-        dropout: input dropout of each LSTM layer. Defaults to 0.
-        recurrent_dropout: dropout on the recurrent state. Defaults to 0.
-        name: model name. Defaults to "lstm_forecaster".
-    """
-    return _sequence_forecaster("lstm", **locals())
-
-
-@register(family="rnn", paper="Cho et al. 2014, Learning phrase representations using RNN "
-          "encoder-decoder", num_params=13_644,
-          params_note="lookback 48 x 1 feature, 64 GRU units (reset_after), 12-step horizon",
-          **_FORECASTER)
-def gru_forecaster(*, input_shape=(48, 1), horizon=12, num_targets=1, units=64, num_layers=1,
-                   bidirectional=False, dropout=0.0, recurrent_dropout=0.0,
-                   name="gru_forecaster"):
-    """GRU forecaster: a (lookback, features) window -> the next `horizon` steps.
-
-    Args: as `lstm_forecaster`.
-    """
-    return _sequence_forecaster("gru", **locals())
+lstm_forecaster = _forecaster(
+    "lstm_forecaster", "lstm", paper=_LSTM_PAPER,
+    doc="LSTM forecaster: a (lookback, features) window -> the next `horizon` steps.\n\n"
+        "Args: as `sequence_forecaster`.",
+    num_params=17_676, note="lookback 48 x 1 feature, 64 LSTM units, 12-step horizon")
+gru_forecaster = _forecaster(
+    "gru_forecaster", "gru", paper=_GRU_PAPER,
+    doc="GRU forecaster: a (lookback, features) window -> the next `horizon` steps.\n\n"
+        "Args: as `sequence_forecaster`.",
+    num_params=13_644,
+    note="lookback 48 x 1 feature, 64 GRU units (reset_after), 12-step horizon")
