@@ -167,57 +167,47 @@ _FORECASTER = dict(task="regression", input_kind="timeseries", input_policy="dat
                    test_kwargs={"units": 4, "horizon": 3})
 
 
-def _classifier(name, cell, *, doc, paper, num_params, note, bidirectional=None,
+def _units(cell, count):
+    # Keras's GRU default (reset_after=True) has two bias vectors: say so next to the count.
+    return f"{count} {CELLS[cell]} units" + (" (reset_after)" if cell == "gru" else "")
+
+
+def _classifier(name, cell, paper, num_params, *, doc=None, note=None, bidirectional=None,
                 search_space=_classifier_space):
     # bilstm_classifier fixes bidirectional=True: it is no argument of that model.
     fixed = {} if bidirectional is None else {"bidirectional": bidirectional}
+    doc = doc or (f"Embedding + (stacked) {CELLS[cell]} text classifier over token ids.\n\n"
+                  f"Args: as `sequence_classifier`.")
+    note = note or f"vocab 20000, embedding 128, {_units(cell, 64)}, 2 classes"
     return register_variant(
         name, sequence_classifier, model_args=dict(cell=cell, **fixed),
         defaults=dict(name=name), doc=doc, family="rnn", paper=paper, num_params=num_params,
         params_note=note, **{**_CLASSIFIER, "search_space": search_space})
 
 
-def _forecaster(name, cell, *, doc, paper, num_params, note):
+def _forecaster(name, cell, paper, num_params):
+    doc = (f"{CELLS[cell]} forecaster: a (lookback, features) window -> the next `horizon` "
+           f"steps.\n\nArgs: as `sequence_forecaster`.")
     return register_variant(
         name, sequence_forecaster, model_args=dict(cell=cell), defaults=dict(name=name),
-        doc=doc, family="rnn", paper=paper, num_params=num_params, params_note=note,
+        doc=doc, family="rnn", paper=paper, num_params=num_params,
+        params_note=f"lookback 48 x 1 feature, {_units(cell, 64)}, 12-step horizon",
         **_FORECASTER)
 
 
+_ELMAN = "Elman 1990, Finding structure in time"
 _LSTM_PAPER = "Hochreiter & Schmidhuber 1997, Long short-term memory"
 _GRU_PAPER = "Cho et al. 2014, Learning phrase representations using RNN encoder-decoder"
 
-rnn_classifier = _classifier(
-    "rnn_classifier", "simple_rnn", paper="Elman 1990, Finding structure in time",
-    doc="Embedding + (stacked) SimpleRNN text classifier over token ids.\n\n"
-        "Args: as `sequence_classifier`.",
-    num_params=2_572_482, note="vocab 20000, embedding 128, 64 SimpleRNN units, 2 classes")
-lstm_classifier = _classifier(
-    "lstm_classifier", "lstm", paper=_LSTM_PAPER,
-    doc="Embedding + (stacked) LSTM text classifier over token ids.\n\n"
-        "Args: as `sequence_classifier`.",
-    num_params=2_609_538, note="vocab 20000, embedding 128, 64 LSTM units, 2 classes")
-gru_classifier = _classifier(
-    "gru_classifier", "gru", paper=_GRU_PAPER,
-    doc="Embedding + (stacked) GRU text classifier over token ids.\n\n"
-        "Args: as `sequence_classifier`.",
-    num_params=2_597_378, note="vocab 20000, embedding 128, 64 GRU units (reset_after), 2 classes")
+rnn_classifier = _classifier("rnn_classifier", "simple_rnn", _ELMAN, 2_572_482)
+lstm_classifier = _classifier("lstm_classifier", "lstm", _LSTM_PAPER, 2_609_538)
+gru_classifier = _classifier("gru_classifier", "gru", _GRU_PAPER, 2_597_378)
 bilstm_classifier = _classifier(
-    "bilstm_classifier", "lstm", bidirectional=True, search_space=_bilstm_space,
-    paper="Schuster & Paliwal 1997; Graves & Schmidhuber 2005",
+    "bilstm_classifier", "lstm", "Schuster & Paliwal 1997; Graves & Schmidhuber 2005", 2_659_074,
+    bidirectional=True, search_space=_bilstm_space,
     doc="Embedding + bidirectional LSTM text classifier over token ids.\n\n"
         "Args: as `sequence_classifier`, always bidirectional (`units` per direction).",
-    num_params=2_659_074,
     note="vocab 20000, embedding 128, 2x64 LSTM units (forward + backward), 2 classes")
 
-lstm_forecaster = _forecaster(
-    "lstm_forecaster", "lstm", paper=_LSTM_PAPER,
-    doc="LSTM forecaster: a (lookback, features) window -> the next `horizon` steps.\n\n"
-        "Args: as `sequence_forecaster`.",
-    num_params=17_676, note="lookback 48 x 1 feature, 64 LSTM units, 12-step horizon")
-gru_forecaster = _forecaster(
-    "gru_forecaster", "gru", paper=_GRU_PAPER,
-    doc="GRU forecaster: a (lookback, features) window -> the next `horizon` steps.\n\n"
-        "Args: as `sequence_forecaster`.",
-    num_params=13_644,
-    note="lookback 48 x 1 feature, 64 GRU units (reset_after), 12-step horizon")
+lstm_forecaster = _forecaster("lstm_forecaster", "lstm", _LSTM_PAPER, 17_676)
+gru_forecaster = _forecaster("gru_forecaster", "gru", _GRU_PAPER, 13_644)
