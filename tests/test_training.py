@@ -9,6 +9,7 @@ import pytest
 import zoo.runs
 from zoo import training
 from zoo.registry import LOSSES, OPTIMIZERS
+from zoo.tasks import loss_and_metrics
 
 
 def _train(tmp_path, name="mlp", **kwargs):
@@ -196,14 +197,14 @@ def test_losses_by_name(name):
     for activation, logits in (("softmax", False), (None, True)):
         model = zoo.build("mlp", input_shape=(4,), num_classes=3, hidden_units=(2,),
                           classifier_activation=activation)
-        loss, metrics = training.make_loss_and_metrics(name, model=model, label_smoothing=0.1)
+        loss, metrics = loss_and_metrics(name, model=model, label_smoothing=0.1)
         assert type(loss).__name__ == kind
         assert [m.name for m in metrics] == metric_names
         if name.endswith("crossentropy"):
             assert loss.from_logits is logits, activation
         if name in ("binary_crossentropy", "categorical_crossentropy"):
             assert loss.label_smoothing == pytest.approx(0.1)
-    assert training.make_loss_and_metrics(None, model=model) == (None, [])
+    assert loss_and_metrics(None, model=model) == (None, [])
 
 
 def test_categorical_loss_one_hots_labels(tmp_path):

@@ -6,10 +6,12 @@
 The model is `inputs -> ImagePreprocessing -> backbone -> global average
 pooling -> dropout -> Dense(num_classes)`.  Each phase sets a freeze plan
 (which backbone stages train; BatchNorm layers always stay frozen), then
-`zoo.training.build_model(p, model=...)` recompiles it (Keras ignores a
+`zoo.training.build_model(run_plan, model=...)` recompiles it (Keras ignores a
 change of `trainable` until the model is recompiled, in both directions) and
 `zoo.training.fit` trains it with the shared callbacks: so early stopping and
-the LR schedule restart per phase.  The result is an ordinary run directory.
+the LR schedule restart per phase.  The result is an ordinary run directory,
+held, claimed and finished as `zoo.train` does (`zoo.runs.open_run`,
+`zoo.training.finish_run`).
 
 Two Keras 3 traps handled here: calling the base with `training=False` does
 not keep BatchNorm frozen once the base is unfrozen (keras-team/keras issue
@@ -31,7 +33,7 @@ from typing import Optional
 from zoo import checks, runs
 from zoo import io as zio
 from zoo.registry import Recipe
-from transfer import backbones as bb
+from transfer import backbones
 
 METHODS = ("feature_extraction", "two_phase", "gradual")
 HEAD_INITS = ("probe", "random")
@@ -182,7 +184,8 @@ def _peek(data, *, classes, options, size, seed, validation_split, test_split):
         shape = shape + (1,)
     if len(shape) != 3:
         raise ValueError(f"Fine-tuning needs images (height, width, channels); the data has "
-                         f"examples of shape {shape}. Received: data={zdata.describe_source(data)!r}")
+                         f"examples of shape {shape}. "
+                         f"Received: data={zdata.describe_source(data)!r}")
     return shape[-1], shape[0], splits.num_classes
 
 
@@ -344,7 +347,7 @@ class FinetuneSettings:
 def _check_settings(*, method, unfreeze, head_epochs, epochs, lr_factor, layer_decay,
                     unfreeze_every, in_channels, input_size, dropout, head_init):
     checks.choice("method", method, METHODS)
-    checks.choice("in_channels", in_channels, bb.IN_CHANNELS)
+    checks.choice("in_channels", in_channels, backbones.IN_CHANNELS)
     checks.choice("head_init", head_init, HEAD_INITS)
     if layer_decay is not None:
         layer_decay = checks.fraction("layer_decay", layer_decay, low=0.0, high=1.0,
@@ -380,7 +383,7 @@ def _resolve(backbone, data, settings, *, weights, weights_sha256, preprocessing
     """
     num_classes = checks.positive_int("num_classes", num_classes, allow_none=True)
     _check_plan_options(strategy, plan_options)
-    source = bb.resolve(backbone, weights=weights, weights_sha256=weights_sha256,
+    source = backbones.resolve(backbone, weights=weights, weights_sha256=weights_sha256,
                         preprocessing=preprocessing)
     unfrozen = _check_unfreeze(settings.unfreeze, source.stages)
     channels, settings.input_size, num_classes = _image_geometry(
@@ -430,7 +433,7 @@ def _start(source, data, settings, run, *, channels, num_classes, name, tf_strat
     model_channels = 3 if in_channels == "tile" else channels
     keras.utils.set_random_seed(seed)
     with tf_strategy.scope():
-        backbone_model, provenance = bb.build(source, channels=channels, size=size,
+        backbone_model, provenance = backbones.build(source, channels=channels, size=size,
                                               in_channels=in_channels)
         model = assemble(backbone_model, input_shape=(size, size, model_channels),
                          num_classes=num_classes, preprocessing=source.preprocessing,
@@ -550,7 +553,7 @@ class _Session:
             os.remove(earlier)
 
 
-def probe_head(model, p, *, seed=0, max_examples=PROBE_MAX_EXAMPLES):
+def probe_head(model, run_plan, *, seed=0, max_examples=PROBE_MAX_EXAMPLES):
     """Set the new classifier to a logistic regression fitted on the frozen features.
 
     A randomly initialised head on a frozen backbone needs many optimizer
@@ -572,7 +575,7 @@ def probe_head(model, p, *, seed=0, max_examples=PROBE_MAX_EXAMPLES):
 
     from zoo import data as zdata
 
-    arrays = p.bundle.arrays
+    arrays = run_plan.bundle.arrays
     x, y = arrays.x_train, arrays.y_train
     if x is None or y is None or not len(x):
         return {"skipped": "no training arrays"}
@@ -585,7 +588,7 @@ def probe_head(model, p, *, seed=0, max_examples=PROBE_MAX_EXAMPLES):
     from zoo.distribute import uses_custom_loop
     if uses_custom_loop(model.distribute_strategy):
         # Keras 3's predict under these strategies is what fit cannot do either.
-        return {"skipped": f"strategy {p.config.strategy}"}
+        return {"skipped": f"strategy {run_plan.config.strategy}"}
     if len(x) > max_examples:
         keep = np.random.default_rng(seed).choice(len(x), max_examples, replace=False)
         x, y = x[np.sort(keep)], y[np.sort(keep)]
@@ -593,7 +596,7 @@ def probe_head(model, p, *, seed=0, max_examples=PROBE_MAX_EXAMPLES):
     if len(present) < 2:
         return {"skipped": "fewer than 2 classes in the training split"}
     features = keras.Model(model.inputs, model.get_layer("avg_pool").output)
-    dataset = zdata.pipeline(x, None, batch_size=p.bundle.batch_size,
+    dataset = zdata.pipeline(x, None, batch_size=run_plan.bundle.batch_size,
                              input_shape=tuple(model.input_shape[1:]))
     feats = np.asarray(features.predict(dataset, verbose=0), dtype="float64")
     from sklearn.linear_model import LogisticRegression

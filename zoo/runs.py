@@ -479,7 +479,7 @@ class OpenRun:
     created: bool = False
 
     def claim(self, config, *, resumed):
-        """Start the run: stamp `config.started`; the chief claims the folder and writes config.json.
+        """Start the run: stamp `config.started`; the chief claims the folder, writes config.json.
 
         Called once the model is built, so a refused argument costs nothing
         already on disk.  `resumed` is what `check_run_dir` returned.

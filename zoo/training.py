@@ -7,11 +7,17 @@ Tuning, fine-tuning, distributed training and the benchmarks call the same
 public steps, so a trial, a fine-tuning phase and `zoo train` build, compile
 and fit a model in exactly one way:
 
-    p = plan("mlp", data="digits", epochs=5)        # validate, resolve task hooks, load data once
-    with strategy.scope():                          # the caller owns the strategy scope
-        model = build_model(p, model_kwargs={...})  # build, check head, wrap, compile (recipe)
-    fit(p, model, run_dir=...)                      # shared callbacks; custom loop under multi_worker
-    evaluate_model(p, model)                        # test metrics + the task's own
+    run_plan = plan("mlp", data="digits", epochs=5)    # validate, resolve the task, load data once
+    with strategy.scope():                             # the caller owns the strategy scope
+        model = build_model(run_plan, model_kwargs={})  # build, check head, wrap, compile
+    fit(run_plan, model, run_dir=...)                  # shared callbacks; custom loop: multi_worker
+    evaluate_model(run_plan, model)                    # test metrics + the task's own
+
+A run directory's lifecycle (lock, check and claim, always unlock, finish)
+is `zoo.runs.open_run` around these steps and `finish_run` at the end;
+`train`, `transfer.finetune` and `tuning.retrain_best` (through `train`)
+share it.  The task (`zoo.tasks`) owns the default loss, the metrics and the
+compile call; the recipe owns the optimizer and its schedule.
 
 Arguments are validated before TensorFlow is imported, so a typo costs
 milliseconds, and nothing already in a run directory is touched unless the
@@ -29,6 +35,7 @@ from typing import Optional
 from zoo import checks, plots, runs
 from zoo.registry import LOSSES, OPTIMIZERS, SCHEDULES, ModelSpec, Recipe, custom_spec, get_spec
 from zoo.runs import load_run  # noqa: F401  (public here too: `zoo.training.load_run`)
+from zoo.tasks import get_hooks, output_width
 
 
 @dataclasses.dataclass
@@ -69,46 +76,12 @@ def make_optimizer(name, learning_rate, *, momentum=0.9, weight_decay=0.0):
     return opt.Adadelta(learning_rate, weight_decay=wd)
 
 
-def output_width(model):
-    """Last dimension of the model's first output (None when unknown)."""
-    shape = model.outputs[0].shape if getattr(model, "outputs", None) else None
-    return shape[-1] if shape is not None and len(shape) >= 2 else None
-
-
-def _outputs_logits(model):
-    import keras
-    last = model.layers[-1] if model.layers else None
-    activation = getattr(last, "activation", None)
-    return activation is keras.activations.linear
-
-
-def make_loss_and_metrics(name, *, model, label_smoothing=0.0):
-    """Keras loss object and metrics for a loss name."""
-    import keras
-    if name is None:
-        return None, []
-    checks.choice("loss", name, LOSSES)
-    logits = _outputs_logits(model)
-    losses, metrics = keras.losses, keras.metrics
-    if name == "mse":
-        return losses.MeanSquaredError(), [metrics.MeanAbsoluteError(name="mae"),
-                                           metrics.RootMeanSquaredError(name="rmse")]
-    if name == "mae":
-        return losses.MeanAbsoluteError(), [metrics.RootMeanSquaredError(name="rmse")]
-    if name == "binary_crossentropy":
-        return (losses.BinaryCrossentropy(from_logits=logits, label_smoothing=label_smoothing),
-                [metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if logits else 0.5)])
-    if name == "categorical_crossentropy":
-        return (losses.CategoricalCrossentropy(from_logits=logits,
-                                               label_smoothing=label_smoothing),
-                [metrics.CategoricalAccuracy(name="accuracy")])
-    return (losses.SparseCategoricalCrossentropy(from_logits=logits),
-            [metrics.SparseCategoricalAccuracy(name="accuracy")])
-
-
 def compile_model(model, spec, recipe=None, *, steps_per_epoch=1, epochs=None, loss=None,
                   jit_compile=False, hooks=None):
-    """Compile `model` with a recipe (optimizer, schedule, loss, metrics).
+    """Compile `model`: the recipe's optimizer and LR schedule, then the task's compile step.
+
+    The task (`zoo.tasks`) owns the default loss, the metrics of a loss and
+    the compile call; the recipe owns the optimizer and its schedule.
 
     Args:
         model: an uncompiled Keras model built from `spec`.
@@ -121,19 +94,15 @@ def compile_model(model, spec, recipe=None, *, steps_per_epoch=1, epochs=None, l
         hooks: the spec's task hooks (resolved from `spec` when None). Defaults to None.
     """
     from zoo.callbacks import make_schedule
-    from zoo.tasks import get_hooks
 
     hooks = hooks or get_hooks(spec)
     recipe = recipe or spec.recipe
     total_steps = max(1, int(steps_per_epoch) * int(epochs or recipe.epochs))
-    lr = make_schedule(recipe.schedule, recipe.learning_rate, total_steps=total_steps)
-    optimizer = make_optimizer(recipe.optimizer, lr, momentum=recipe.momentum,
+    learning_rate = make_schedule(recipe.schedule, recipe.learning_rate, total_steps=total_steps)
+    optimizer = make_optimizer(recipe.optimizer, learning_rate, momentum=recipe.momentum,
                                weight_decay=recipe.weight_decay)
-    loss_name = loss or recipe.loss or hooks.default_loss(spec, output_width(model))
-    loss_obj, metrics = make_loss_and_metrics(loss_name, model=model,
-                                              label_smoothing=recipe.label_smoothing)
-    hooks.compile(model, optimizer=optimizer, loss=loss_obj, metrics=metrics,
-                  recipe=recipe, jit_compile=jit_compile)
+    hooks.compile(model, spec, optimizer=optimizer, recipe=recipe, loss=loss or recipe.loss,
+                  jit_compile=jit_compile)
     return model
 
 
@@ -212,7 +181,6 @@ def load_data(spec, data="digits", *, hooks=None, options=None, splits=None, **k
     input_shape, augment, classes, one_hot, validation_split, test_split).
     """
     from zoo import data as zdata
-    from zoo.tasks import get_hooks
 
     spec = get_spec(spec) if isinstance(spec, str) else spec
     hooks = hooks or get_hooks(spec)
@@ -296,6 +264,74 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
         A `Plan`.
     """
     # ---- validation, before TensorFlow is imported
+    spec, user_model = _resolve_model(model_or_name, task=task, base_model=base_model)
+    recipe_asked = _check_recipe(spec, recipe, epochs=epochs, batch_size=batch_size,
+                                 optimizer=optimizer, learning_rate=learning_rate,
+                                 schedule=schedule, loss=loss, weight_decay=weight_decay,
+                                 augment=augment)
+    checks.non_negative_int("seed", seed)
+    model_kwargs = _check_model_kwargs(spec, user_model, model_kwargs)
+    per_replica_batch = _check_run_options(
+        spec, classes=classes, strategy=strategy, batch_size=batch_size,
+        per_replica_batch=per_replica_batch, scale_lr=scale_lr, data_options=data_options)
+    config = _run_config(spec, user_model, data, model_kwargs=model_kwargs, recipe=recipe_asked,
+                         seed=seed, data_options=data_options, classes=classes,
+                         strategy=strategy, deterministic=deterministic,
+                         base_model=base_model, config_extra=config_extra)
+    run_dir = os.path.abspath(run_dir) if run_dir is not None else None
+    # Refuse an occupied run_dir now; it is touched only once the model is built.
+    resumed = run_dir is not None and runs.check_run_dir(run_dir, config, overwrite=overwrite)
+
+    # ---- TensorFlow from here on
+    recipe = _distribute_batches(recipe_asked, config, strategy=strategy,
+                                 reference_batch=(recipe or spec.recipe).batch_size,
+                                 per_replica_batch=per_replica_batch, scale_lr=scale_lr)
+    jit_compile, mixed_precision = _set_up_runtime(
+        seed, deterministic=deterministic, jit_compile=jit_compile, mixed_precision=mixed_precision)
+    hooks = get_hooks(spec)
+    bundle = load_data(spec, data, hooks=hooks, batch_size=recipe.batch_size, seed=seed,
+                       input_shape=model_kwargs.get("input_shape") or (
+                           tuple(user_model.inputs[0].shape[1:]) if user_model else None),
+                       augment=recipe.augment, classes=classes, options=data_options,
+                       one_hot=recipe.loss == "categorical_crossentropy",
+                       validation_split=validation_split, test_split=test_split)
+    run_plan = Plan(spec=spec, hooks=hooks, recipe=recipe, bundle=bundle, config=config,
+                    model_kwargs=model_kwargs, seed=seed, strategy=strategy,
+                    jit_compile=jit_compile, mixed_precision=mixed_precision,
+                    user_model=user_model, run_dir=run_dir, resumed=resumed,
+                    data_options=dict(data_options or {}))
+    _record_data(run_plan)
+    return run_plan
+
+
+def _run_config(spec, user_model, data, *, model_kwargs, recipe, seed, data_options, classes,
+                strategy, deterministic, base_model, config_extra):
+    """config.json as far as the arguments decide it (`_record_data` adds the data's part)."""
+    return runs.RunConfig(
+        model=spec.name, data=data if isinstance(data, str) else "<arrays>",
+        model_kwargs=dict(model_kwargs), recipe=recipe.to_dict(), seed=seed,
+        data_options=dict(data_options or {}),
+        classes=list(classes) if classes is not None else None,
+        strategy=strategy if isinstance(strategy, (str, type(None))) else repr(strategy),
+        deterministic=bool(deterministic), task=spec.task, registered=user_model is None,
+        base_model=spec.name if user_model is None else base_model,
+        input_kind=spec.input_kind, extra=dict(config_extra or {}))
+
+
+def _record_data(run_plan):
+    """What only the loaded data and the runtime decide, into the plan's config."""
+    config, bundle = run_plan.config, run_plan.bundle
+    config.input_shape = list(bundle.input_shape)
+    config.num_classes = bundle.num_classes
+    config.class_names = bundle.class_names
+    config.loss = run_plan.loss_for()
+    config.num_examples = dict(bundle.num_examples)
+    config.jit_compile = run_plan.jit_compile
+    config.mixed_precision = run_plan.mixed_precision
+
+
+def _resolve_model(model_or_name, *, task, base_model):
+    """(spec, the user's keras.Model or None) of `plan`'s first argument."""
     user_model = None
     base = get_spec(base_model) if base_model is not None else None
     if isinstance(model_or_name, str):
@@ -309,28 +345,39 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
                         f"Received: {type(model_or_name).__name__}")
     if not spec.trainable:
         raise ValueError(f"Model '{spec.name}' is not trainable with `zoo.train`.")
+    return spec, user_model
+
+
+def _check_recipe(spec, recipe, **overrides):
+    """The recipe as asked: `recipe` (or the spec's) with the checked overrides."""
     if recipe is not None and not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a zoo.Recipe. Received: {type(recipe).__name__}")
-    recipe_in = recipe
-    recipe = (recipe or spec.recipe).replace(**_check_recipe_overrides(
-        epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
-        schedule=schedule, loss=loss, weight_decay=weight_decay, augment=augment))
-    checks.non_negative_int("seed", seed)
+    return (recipe or spec.recipe).replace(**_check_recipe_overrides(**overrides))
+
+
+def _check_model_kwargs(spec, user_model, model_kwargs):
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
         raise TypeError(f"model_kwargs must be a dict. Received: {type(model_kwargs).__name__}")
     model_kwargs = dict(model_kwargs or {})
-    if user_model is None:
-        unknown = sorted(set(model_kwargs) - set(spec.arguments))
-        if unknown:
-            raise ValueError(f"Unknown model argument(s) {unknown} for '{spec.name}'. "
-                             f"Allowed: {sorted(spec.arguments)}")
-        for key, value in model_kwargs.items():
-            if isinstance(spec.arguments.get(key), bool) and not isinstance(value, bool):
-                raise TypeError(f"{key} must be True or False. Received: {key}={value!r}")
-        _check_num_classes(spec, model_kwargs)
-    elif model_kwargs:
-        raise ValueError(f"model_kwargs apply to registered models only; a keras.Model is "
-                         f"already built. Received: model_kwargs={model_kwargs!r}")
+    if user_model is not None:
+        if model_kwargs:
+            raise ValueError(f"model_kwargs apply to registered models only; a keras.Model is "
+                             f"already built. Received: model_kwargs={model_kwargs!r}")
+        return model_kwargs
+    unknown = sorted(set(model_kwargs) - set(spec.arguments))
+    if unknown:
+        raise ValueError(f"Unknown model argument(s) {unknown} for '{spec.name}'. "
+                         f"Allowed: {sorted(spec.arguments)}")
+    for key, value in model_kwargs.items():
+        if isinstance(spec.arguments.get(key), bool) and not isinstance(value, bool):
+            raise TypeError(f"{key} must be True or False. Received: {key}={value!r}")
+    _check_num_classes(spec, model_kwargs)
+    return model_kwargs
+
+
+def _check_run_options(spec, *, classes, strategy, batch_size, per_replica_batch, scale_lr,
+                       data_options):
+    """Check the run's options; returns the checked `per_replica_batch`."""
     if classes is not None:
         if isinstance(classes, (str, bytes)) or len(classes) < 2 or len(set(classes)) != len(
                 classes) or not all(
@@ -353,30 +400,19 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
         raise TypeError(f"scale_lr must be True or False. Received: scale_lr={scale_lr!r}")
     if data_options is not None and not isinstance(data_options, dict):
         raise TypeError(f"data_options must be a dict. Received: {type(data_options).__name__}")
-    config = runs.RunConfig(
-        model=spec.name, data=data if isinstance(data, str) else "<arrays>",
-        model_kwargs=dict(model_kwargs), recipe=recipe.to_dict(), seed=seed,
-        data_options=dict(data_options or {}),
-        classes=list(classes) if classes is not None else None,
-        strategy=strategy if isinstance(strategy, (str, type(None))) else repr(strategy),
-        deterministic=bool(deterministic), task=spec.task, registered=user_model is None,
-        base_model=spec.name if user_model is None else base_model,
-        input_kind=spec.input_kind, extra=dict(config_extra or {}))
-    resumed = False
-    if run_dir is not None:
-        run_dir = os.path.abspath(run_dir)
-        # Refuse an occupied run_dir now; it is touched only once the model is built.
-        resumed = runs.check_run_dir(run_dir, config, overwrite=overwrite)
+    return per_replica_batch
 
-    # ---- TensorFlow from here on
-    import keras
 
+def _distribute_batches(recipe, config, *, strategy, reference_batch, per_replica_batch,
+                        scale_lr):
+    """The recipe the replicas use (global batch, scaled LR), recorded in `config.extra`.
+
+    First, before any other TensorFlow op: a multi-worker strategy starts its
+    server here.  The batch is global: each replica gets global / replicas.
+    `reference_batch` is the batch the recipe's learning rate was set for.
+    """
     from zoo.distribute import batch_plan, get_strategy
-    from zoo.tasks import get_hooks
 
-    # First, before any other TensorFlow op: a multi-worker strategy starts
-    # its server here. The batch is global: each replica gets global / replicas.
-    reference_batch = (recipe_in or spec.recipe).batch_size  # the batch the LR was set for
     batches = batch_plan(batch_size=recipe.batch_size,
                          replicas=get_strategy(strategy).num_replicas_in_sync,
                          per_replica_batch=per_replica_batch, scale_lr=scale_lr,
@@ -390,6 +426,13 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
                         replicas=batches["replicas"], effective_learning_rate=recipe.learning_rate,
                         scale_lr=scale_lr, **({"lr_reference_batch_size": reference_batch}
                                               if scale_lr else {}))
+    return recipe
+
+
+def _set_up_runtime(seed, *, deterministic, jit_compile, mixed_precision):
+    """Seed Keras, op determinism; (jit_compile, mixed_precision) with None: on with a GPU."""
+    import keras
+
     keras.utils.set_random_seed(seed)
     if deterministic:
         import tensorflow as tf
@@ -397,25 +440,7 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
     on_gpu = _on_gpu()
     jit_compile = on_gpu if jit_compile is None else bool(jit_compile)
     mixed_precision = on_gpu if mixed_precision is None else bool(mixed_precision)
-    hooks = get_hooks(spec)
-    bundle = load_data(spec, data, hooks=hooks, batch_size=recipe.batch_size, seed=seed,
-                       input_shape=model_kwargs.get("input_shape") or (
-                           tuple(user_model.inputs[0].shape[1:]) if user_model else None),
-                       augment=recipe.augment, classes=classes, options=data_options,
-                       one_hot=recipe.loss == "categorical_crossentropy",
-                       validation_split=validation_split, test_split=test_split)
-    p = Plan(spec=spec, hooks=hooks, recipe=recipe, bundle=bundle, config=config,
-             model_kwargs=model_kwargs, seed=seed, strategy=strategy, jit_compile=jit_compile,
-             mixed_precision=mixed_precision, user_model=user_model, run_dir=run_dir,
-             resumed=resumed, data_options=dict(data_options or {}))
-    config.input_shape = list(bundle.input_shape)
-    config.num_classes = bundle.num_classes
-    config.class_names = bundle.class_names
-    config.loss = p.loss_for()
-    config.num_examples = dict(bundle.num_examples)
-    config.jit_compile = jit_compile
-    config.mixed_precision = mixed_precision
-    return p
+    return jit_compile, mixed_precision
 
 
 def _head_activation(model):
@@ -484,47 +509,48 @@ def _on_gpu():
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def build_model(p, *, model_kwargs=None, recipe=None, model=None, epochs=None, bundle=None):
-    """Build, check the head, wrap for the task, and compile: one model of plan `p`.
+def build_model(run_plan, *, model_kwargs=None, recipe=None, model=None, epochs=None, bundle=None):
+    """Build, check the head, wrap for the task, and compile: one model of `run_plan`.
 
     Opens no strategy scope: the caller does (KerasTuner opens its own around
     `HyperModel.build`).  The dtype policy (mixed precision) is set for the
     build and restored afterwards.
 
     Args:
-        p: a `Plan`.
+        run_plan: a `Plan`.
         model_kwargs: builder arguments on top of the plan's. Defaults to None.
         recipe: a `Recipe` replacing the plan's (a tuning trial's). Defaults to None.
         model: an already built `keras.Model` to wrap and compile instead
             (a fine-tuning phase). Defaults to None (build from the spec).
         epochs: epochs the LR schedule is sized for; defaults to the recipe's.
         bundle: the data the model will see (its batch size sizes the
-            schedule); defaults to `p.bundle`.
+            schedule); defaults to `run_plan.bundle`.
     """
     import keras
 
-    recipe = recipe or p.recipe
-    bundle = bundle or p.bundle
+    recipe = recipe or run_plan.recipe
+    bundle = bundle or run_plan.bundle
     previous_policy = keras.config.dtype_policy().name
-    if p.mixed_precision:
+    if run_plan.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
+    spec, hooks = run_plan.spec, run_plan.hooks
+    loss = run_plan.loss_for(recipe, bundle)
     try:
         if model is None:
-            model = p.user_model if p.user_model is not None else \
-                p.spec.build(**p.builder_kwargs(model_kwargs))
-        _check_head(p.spec, model, bundle.num_classes)
-        _check_loss(p.spec, model, p.loss_for(recipe, bundle) or recipe.loss
-                    or p.hooks.default_loss(p.spec, output_width(model)), bundle)
-        model = p.hooks.wrap_model(model, bundle)
-        compile_model(model, p.spec, recipe, steps_per_epoch=p.steps_per_epoch(bundle.batch_size),
-                      epochs=epochs, loss=p.loss_for(recipe, bundle), jit_compile=p.jit_compile,
-                      hooks=p.hooks)
+            model = run_plan.user_model if run_plan.user_model is not None else \
+                spec.build(**run_plan.builder_kwargs(model_kwargs))
+        _check_head(spec, model, bundle.num_classes)
+        _check_loss(spec, model, hooks.loss_name(spec, model, loss), bundle)
+        model = hooks.wrap_model(model, bundle)
+        compile_model(model, spec, recipe,
+                      steps_per_epoch=run_plan.steps_per_epoch(bundle.batch_size), epochs=epochs,
+                      loss=loss, jit_compile=run_plan.jit_compile, hooks=hooks)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return model
 
 
-def fit(p, model, *, run_dir=None, epochs=None, callbacks=None, resume=False, verbose="auto",
+def fit(run_plan, model, *, run_dir=None, epochs=None, callbacks=None, resume=False, verbose="auto",
         backup_freq="epoch", bundle=None, recipe=None, initial_epoch=0):
     """Train `model` on the plan's data with the shared callbacks.
 
@@ -534,16 +560,16 @@ def fit(p, model, *, run_dir=None, epochs=None, callbacks=None, resume=False, ve
     early stopping, ReduceLROnPlateau), as a tuning trial wants.
 
     Args:
-        p: a `Plan`.
-        model: a model from `build_model(p)`.
+        run_plan: a `Plan`.
+        model: a model from `build_model(run_plan)`.
         run_dir: directory the callbacks write to. Defaults to None.
         epochs: Defaults to the recipe's.
         callbacks: extra Keras callbacks. Defaults to None.
         resume: continue history.csv (an interrupted run). Defaults to False.
         verbose: Keras verbosity. Defaults to "auto".
         backup_freq: BackupAndRestore frequency ("epoch" or batches). Defaults to "epoch".
-        bundle: the data (e.g. `p.data(batch_size=...)`); defaults to `p.bundle`.
-        recipe: the recipe the model was compiled with; defaults to `p.recipe`.
+        bundle: the data (e.g. `run_plan.data(batch_size=...)`); defaults to `run_plan.bundle`.
+        recipe: the recipe the model was compiled with; defaults to `run_plan.recipe`.
         initial_epoch: Keras `initial_epoch`. Defaults to 0.
 
     Returns:
@@ -552,8 +578,8 @@ def fit(p, model, *, run_dir=None, epochs=None, callbacks=None, resume=False, ve
     from zoo.callbacks import standard_callbacks
     from zoo.distribute import is_chief, uses_custom_loop
 
-    recipe = recipe or p.recipe
-    bundle = bundle or p.bundle
+    recipe = recipe or run_plan.recipe
+    bundle = bundle or run_plan.bundle
     epochs = checks.positive_int("epochs", epochs, allow_none=True) or recipe.epochs
     strategy = model.distribute_strategy  # the one the model was built under
     # Faithful resume: the training pipeline reshuffles from its seed once per
@@ -570,11 +596,11 @@ def fit(p, model, *, run_dir=None, epochs=None, callbacks=None, resume=False, ve
     # every worker runs the in-memory callbacks on the same logs, so they agree.
     if not is_chief(strategy):
         run_dir, verbose = None, 0
-    cbs = standard_callbacks(run_dir, monitor=p.hooks.monitor,
+    cbs = standard_callbacks(run_dir, monitor=run_plan.hooks.monitor,
                              patience=recipe.early_stopping_patience, schedule=recipe.schedule,
                              backup_freq=backup_freq, resume=resume)
     if run_dir is not None:
-        cbs += p.hooks.callbacks(model, bundle, run_dir)
+        cbs += run_plan.hooks.callbacks(model, bundle, run_dir)
     cbs += list(callbacks or [])
     if verbose not in (0, "0", False):
         from zoo.callbacks import RemainingTime
@@ -592,19 +618,19 @@ def fit(p, model, *, run_dir=None, epochs=None, callbacks=None, resume=False, ve
                      steps_per_epoch=steps_per_epoch)
 
 
-def evaluate_model(p, model, *, bundle=None):
+def evaluate_model(run_plan, model, *, bundle=None):
     """Test-split metrics, prefixed "test_", plus the task's own metrics."""
-    bundle = bundle or p.bundle
+    bundle = bundle or run_plan.bundle
     metrics = {}
     if getattr(model, "compiled_loss", None) is not None or getattr(model, "loss", None) is not None:
         values = model.evaluate(bundle.test, verbose=0, return_dict=True)
         metrics = {f"test_{k}": float(v) for k, v in values.items()}
     metrics.update({k: (float(v) if isinstance(v, (int, float)) else v)
-                    for k, v in p.hooks.evaluate(model, bundle).items()})
+                    for k, v in run_plan.hooks.evaluate(model, bundle).items()})
     return metrics
 
 
-def save_run(p, model, run_dir, metrics, *, export=True):
+def save_run(run_plan, model, run_dir, metrics, *, export=True):
     """Finish a run directory: model.keras, curves, the export, then metrics.json.
 
     metrics.json marks the run finished, so it is written only once the model
@@ -619,13 +645,13 @@ def save_run(p, model, run_dir, metrics, *, export=True):
         # Test inputs exactly as the model receives them: a later `zoo export`
         # verifies its artifacts on these without reloading the data.
         import numpy as np
-        samples = p.bundle.take_inputs("test", 8)
+        samples = run_plan.bundle.take_inputs("test", 8)
         runs.atomic_write(os.path.join(run_dir, runs.SAMPLE_FILE),
                           lambda tmp: np.savez(tmp, inputs=samples), suffix=".npz")
-    if export and p.spec.exportable:
+    if export and run_plan.spec.exportable:
         from zoo.export import export_run
-        export_run(run_dir, model=model, bundle=p.bundle, hooks=p.hooks, overwrite=True,
-                   metrics=metrics)
+        export_run(run_dir, model=model, bundle=run_plan.bundle, hooks=run_plan.hooks,
+                   overwrite=True, metrics=metrics)
     runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), metrics)
     runs.finish_run_dir(run_dir)
     return history, metrics
@@ -635,7 +661,7 @@ class TrainingDiverged(ValueError):
     """The loss became NaN or infinite: the run is marked failed, not finished."""
 
 
-def _refuse_diverged(p, fitted, run_dir):
+def _refuse_diverged(run_plan, fitted, run_dir):
     """Mark a run whose loss blew up as failed (metrics.json status) and raise.
 
     `TerminateOnNaN` stopped it; its weights are not saved as the run's model
@@ -655,7 +681,7 @@ def _refuse_diverged(p, fitted, run_dir):
     raise TrainingDiverged(
         f"Training diverged: {reason}; the run is marked failed (metrics.json) and "
         f"checkpoints/best.keras keeps the last good model. Lower the learning rate "
-        f"(received learning_rate={p.recipe.learning_rate}) and run again with "
+        f"(received learning_rate={run_plan.recipe.learning_rate}) and run again with "
         f"overwrite=True (--overwrite). Received: run_dir={run_dir!r}")
 
 
@@ -755,7 +781,6 @@ def evaluate(run_dir, data=None, *, batch_size=None):
     Works for any run: registered models, a user's own `keras.Model`, a
     fine-tuned backbone (its spec is rebuilt from config.json).
     """
-    from zoo.tasks import get_hooks
 
     batch_size = checks.positive_int("batch_size", batch_size, allow_none=True)
     config, model = load_run(run_dir)
@@ -771,10 +796,10 @@ def evaluate(run_dir, data=None, *, batch_size=None):
                        classes=config.classes, options=config.data_options,
                        one_hot=config.loss == "categorical_crossentropy")
     _check_labels_fit_run(config, bundle, source)
-    p = Plan(spec=spec, hooks=hooks, recipe=Recipe(**{
+    run_plan = Plan(spec=spec, hooks=hooks, recipe=Recipe(**{
         **config.recipe, "augment": tuple(config.recipe.get("augment", ()))}),
         bundle=bundle, config=config, model_kwargs=dict(config.model_kwargs), seed=config.seed)
-    return evaluate_model(p, model)
+    return evaluate_model(run_plan, model)
 
 
 def _check_labels_fit_run(config, bundle, source):

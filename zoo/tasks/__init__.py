@@ -4,7 +4,9 @@ A spec names its hooks with `register(..., hooks="zoo.tasks.text:TextHooks")`
 (an instance or a class with a no-argument constructor).  `zoo.training.plan`
 resolves them once and composes them with the generic steps (data loading,
 build, compile, fit, evaluate, export); every method has a default here, so
-a task overrides only what differs.
+a task overrides only what differs.  The task owns its compile defaults (the
+default loss, the metrics that go with a loss, the compile step itself);
+the model's `Recipe` owns the optimizer, learning rate and schedule.
 
 Modules: `text` (raw-string classifiers), `timeseries` (forecasters),
 `seq2seq` (encoder-decoder with teacher forcing), `generative`
@@ -12,7 +14,49 @@ Modules: `text` (raw-string classifiers), `timeseries` (forecasters),
 by its models' `register(hooks=...)`.
 """
 
-OBJECTIVE_DIRECTIONS = ("min", "max")
+from zoo import checks
+from zoo.registry import LOSSES
+
+
+def output_width(model):
+    """Last dimension of the model's first output (None when unknown)."""
+    shape = model.outputs[0].shape if getattr(model, "outputs", None) else None
+    return shape[-1] if shape is not None and len(shape) >= 2 else None
+
+
+def _outputs_logits(model):
+    import keras
+    last = model.layers[-1] if model.layers else None
+    activation = getattr(last, "activation", None)
+    return activation is keras.activations.linear
+
+
+def loss_and_metrics(name, *, model, label_smoothing=0.0):
+    """Keras loss object and metrics for a loss name (see `zoo.registry.LOSSES`).
+
+    Cross-entropies read logits when the model's last layer has no
+    activation.  None means the model's own loss: (None, []).
+    """
+    import keras
+    if name is None:
+        return None, []
+    checks.choice("loss", name, LOSSES)
+    logits = _outputs_logits(model)
+    losses, metrics = keras.losses, keras.metrics
+    if name == "mse":
+        return losses.MeanSquaredError(), [metrics.MeanAbsoluteError(name="mae"),
+                                           metrics.RootMeanSquaredError(name="rmse")]
+    if name == "mae":
+        return losses.MeanAbsoluteError(), [metrics.RootMeanSquaredError(name="rmse")]
+    if name == "binary_crossentropy":
+        return (losses.BinaryCrossentropy(from_logits=logits, label_smoothing=label_smoothing),
+                [metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if logits else 0.5)])
+    if name == "categorical_crossentropy":
+        return (losses.CategoricalCrossentropy(from_logits=logits,
+                                               label_smoothing=label_smoothing),
+                [metrics.CategoricalAccuracy(name="accuracy")])
+    return (losses.SparseCategoricalCrossentropy(from_logits=logits),
+            [metrics.SparseCategoricalAccuracy(name="accuracy")])
 
 
 class TaskHooks:
@@ -54,6 +98,30 @@ class TaskHooks:
             return "mse"
         return None
 
+    def loss_name(self, spec, model, loss=None):
+        """The loss `model` trains with: `loss` (the caller's or the recipe's), else the default."""
+        return loss or self.default_loss(spec, output_width(model))
+
+    def loss_and_metrics(self, loss, model, *, recipe):
+        """Keras loss object and metrics for a loss name (None: the model's own, no metrics)."""
+        return loss_and_metrics(loss, model=model, label_smoothing=recipe.label_smoothing)
+
+    def compile(self, model, spec, *, optimizer, recipe, loss=None, jit_compile=False):
+        """Compile `model` with the task's loss and metrics (own `train_step`: override).
+
+        Args:
+            model: the built (and wrapped) model.
+            spec: its `ModelSpec`.
+            optimizer: the Keras optimizer the recipe made (schedule included).
+            recipe: the `Recipe` (label smoothing, and whatever a task reads).
+            loss: loss name (the caller's or the recipe's); None means the
+                task's `default_loss`. Defaults to None.
+            jit_compile: XLA compilation. Defaults to False.
+        """
+        loss, metrics = self.loss_and_metrics(self.loss_name(spec, model, loss), model,
+                                              recipe=recipe)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+
     def objective(self, spec):
         """(metric name, "min" or "max") a search optimises for this task."""
         if spec.task in ("classification", "sequence"):
@@ -63,10 +131,6 @@ class TaskHooks:
     def wrap_model(self, model, bundle):
         """Return the model to train and export (e.g. with preprocessing layers)."""
         return model
-
-    def compile(self, model, *, optimizer, loss, metrics, recipe, jit_compile=False):
-        """Compile `model`; tasks with their own `train_step` override this."""
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
 
     # ---------------------------------------------------------------- fit, evaluate
 

@@ -130,18 +130,19 @@ class SeriesHooks(TaskHooks):
             return model  # arrays from Python: trained as given
         return with_normalization(model, bundle.extras)
 
-    def compile(self, model, *, optimizer, loss, metrics, recipe, jit_compile=False):
+    def loss_and_metrics(self, loss, model, *, recipe):
         import keras
 
         from zoo.models.layers.sequence import Denormalization, StandardizedError
 
+        loss, metrics = super().loss_and_metrics(loss, model, recipe=recipe)
         denormalization = [layer for layer in model.layers
                            if isinstance(layer, Denormalization)]
         kinds = {keras.losses.MeanSquaredError: "mse", keras.losses.MeanAbsoluteError: "mae"}
         if denormalization and type(loss) in kinds:
             # Same minimiser, O(1) gradients: metrics (MAE/RMSE) stay in original units.
             loss = StandardizedError(denormalization[-1].std, kind=kinds[type(loss)])
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+        return loss, metrics
 
     def evaluate(self, model, bundle):
         if "target_index" not in bundle.extras:
