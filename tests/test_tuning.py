@@ -167,7 +167,7 @@ def test_median_stopping_rule():
 
     import keras_tuner as kt
 
-    from tuning.tuners import MedianStopping
+    from tuning.trial import MedianStopping
     curves = [{0: 0.5, 1: 0.6, 2: 0.7}, {0: 0.4, 1: 0.8}, {0: 0.6, 1: 0.7, 2: 0.9}]
     rule = MedianStopping(curves, kt.Objective("val_accuracy", "max"), min_trials=3,
                           grace_epochs=2)
