@@ -120,6 +120,39 @@ def _check_classes_present(y, *, what):
                          f"{len(y)} examples, all labelled {int(present[0])}")
 
 
+def _class_ids(x, y, test, classes, class_names):
+    """Labels as int32 class ids 0..k-1 (only `classes`, relabelled, when given), checked.
+
+    Returns (x, y, test, class_names, num_classes).
+    """
+    for labels in (y, test[1] if test is not None else y):
+        if labels.size and np.abs(labels.astype("float64")).max() > np.iinfo("int32").max:
+            raise ValueError(f"Labels must be class ids 0..k-1. Received: labels up to "
+                             f"{labels.astype('float64').max():.0f}")
+    y = y.astype("int64").astype("int32")
+    if test is not None:
+        test = (test[0], test[1].astype("int64").astype("int32"))
+    if classes is not None:
+        x, y, class_names = _select_classes(x, y, classes, class_names)
+        if test is not None:
+            tx, ty, _ = _select_classes(test[0], test[1], classes, None)
+            test = (tx, ty)
+    if y.min() < 0:
+        raise ValueError(f"Labels must be non-negative integers. Received: labels from "
+                         f"{int(y.min())} to {int(y.max())}")
+    num_classes = len(class_names) if class_names else int(y.max()) + 1
+    if y.max() >= num_classes:
+        raise ValueError(f"Labels must lie in [0, {num_classes}) for the {num_classes} "
+                         f"class names. Received: labels up to {int(y.max())}")
+    _check_classes_present(y, what="data")
+    examples = len(y) + (len(test[1]) if test is not None else 0)
+    if not class_names and num_classes > examples:
+        raise ValueError(f"Labels must be class ids 0..k-1: the largest label, "
+                         f"{int(y.max())}, implies {num_classes} classes but there are only "
+                         f"{examples} examples. Received: labels up to {int(y.max())}")
+    return x, y, test, class_names, num_classes
+
+
 def make_splits(train, test, *, task="classification", class_names=None, seed=0,
                 validation_split=0.1, test_split=0.2, classes=None, texts=False):
     """Validate raw arrays and split them: seeded, stratified for classification.
@@ -156,31 +189,7 @@ def make_splits(train, test, *, task="classification", class_names=None, seed=0,
                          f"the same features. Received: x_train of shape {tuple(x.shape)}, "
                          f"x_test of shape {tuple(np.shape(test[0]))}")
     if task == "classification":
-        for labels in (y, test[1] if test is not None else y):
-            if labels.size and np.abs(labels.astype("float64")).max() > np.iinfo("int32").max:
-                raise ValueError(f"Labels must be class ids 0..k-1. Received: labels up to "
-                                 f"{labels.astype('float64').max():.0f}")
-        y = y.astype("int64").astype("int32")
-        if test is not None:
-            test = (test[0], test[1].astype("int64").astype("int32"))
-        if classes is not None:
-            x, y, class_names = _select_classes(x, y, classes, class_names)
-            if test is not None:
-                tx, ty, _ = _select_classes(test[0], test[1], classes, None)
-                test = (tx, ty)
-        if y.min() < 0:
-            raise ValueError(f"Labels must be non-negative integers. Received: labels from "
-                             f"{int(y.min())} to {int(y.max())}")
-        num_classes = len(class_names) if class_names else int(y.max()) + 1
-        if y.max() >= num_classes:
-            raise ValueError(f"Labels must lie in [0, {num_classes}) for the {num_classes} "
-                             f"class names. Received: labels up to {int(y.max())}")
-        _check_classes_present(y, what="data")
-        examples = len(y) + (len(test[1]) if test is not None else 0)
-        if not class_names and num_classes > examples:
-            raise ValueError(f"Labels must be class ids 0..k-1: the largest label, "
-                             f"{int(y.max())}, implies {num_classes} classes but there are only "
-                             f"{examples} examples. Received: labels up to {int(y.max())}")
+        x, y, test, class_names, num_classes = _class_ids(x, y, test, classes, class_names)
     else:
         num_classes = None
 
