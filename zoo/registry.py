@@ -250,6 +250,25 @@ class ModelSpec:
         }
 
 
+def _check_keyword_only(builder, model_name):
+    positional = [p.name for p in inspect.signature(builder).parameters.values()
+                  if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    if positional:
+        raise TypeError(f"Builder '{model_name}' must take keyword-only arguments; "
+                        f"positional: {positional}")
+
+
+def _default_input_shape(builder, input_shape, test_input_shape):
+    """`input_shape`, else the builder's own `input_shape` default, else `test_input_shape`."""
+    params = inspect.signature(builder).parameters
+    if input_shape is None and "input_shape" in params:
+        input_shape = params["input_shape"].default
+    if input_shape is None or input_shape is inspect.Parameter.empty:
+        input_shape = test_input_shape
+    return tuple(input_shape)
+
+
 def register(*, family, task, test_input_shape, input_shape=None, min_input_shape=None,
              input_kind="image", input_policy="resize", input_dtype="float32", paper="",
              num_params=None, params_note="", recipe=None, search_space=None,
@@ -304,23 +323,12 @@ def register(*, family, task, test_input_shape, input_shape=None, min_input_shap
         if model_name in _REGISTRY:
             raise ValueError(f"A model named '{model_name}' is already registered "
                              f"(by {_REGISTRY[model_name].builder.__module__}).")
-        params = inspect.signature(fn).parameters
-        positional = [p for p in params.values()
-                      if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
-                                    inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        if positional:
-            raise TypeError(f"Builder '{model_name}' must take keyword-only arguments; "
-                            f"positional: {[p.name for p in positional]}")
-        default_shape = input_shape
-        if default_shape is None and "input_shape" in params:
-            default_shape = params["input_shape"].default
-        if default_shape is None or default_shape is inspect.Parameter.empty:
-            default_shape = test_input_shape
+        _check_keyword_only(fn, model_name)
         doc = inspect.getdoc(fn) or ""
         _REGISTRY[model_name] = ModelSpec(
             name=model_name, builder=fn, family=family, task=task,
             description=doc.splitlines()[0] if doc else "",
-            input_shape=tuple(default_shape),
+            input_shape=_default_input_shape(fn, input_shape, test_input_shape),
             min_input_shape=tuple(min_input_shape) if min_input_shape else None,
             test_input_shape=tuple(test_input_shape), input_kind=input_kind,
             input_policy=input_policy, input_dtype=input_dtype, paper=paper,
