@@ -89,6 +89,53 @@ def test_spec_metadata_and_recipe():
         spec.recipe.replace(lr=0.1)
 
 
+def _family(*, depth, width=8, name):
+    """A family builder for the variant tests: returns its arguments."""
+    return {"depth": depth, "width": width, "name": name}
+
+
+def test_variant_is_its_base_with_model_args_fixed():
+    import inspect
+
+    variant = registry.Variant("tiny3", _family, model_args={"depth": 3},
+                               defaults={"name": "tiny3"}, doc="Tiny-3.\n\nArgs: as `_family`.")
+    assert str(inspect.signature(variant)) == "(*, width=8, name='tiny3')"
+    assert variant(width=2) == {"depth": 3, "width": 2, "name": "tiny3"}
+    assert variant.__doc__.startswith("Tiny-3.") and variant.__name__ == "tiny3"
+    with pytest.raises(TypeError):
+        variant(depth=4)  # fixed by the variant, no argument of it
+
+
+def test_variant_declaration_errors():
+    with pytest.raises(TypeError, match=r"takes no argument\(s\) \['blocks'\]"):
+        registry.register_variant("bad_variant_for_test", _family, model_args={"blocks": 2},
+                                  defaults={"name": "x"}, doc="Bad.", family="x",
+                                  task="classification", test_input_shape=(4,))
+    with pytest.raises(TypeError, match=r"give \['depth'\] a value"):
+        registry.register_variant("bad_variant_for_test", _family, defaults={"name": "x"},
+                                  doc="Bad.", family="x", task="classification",
+                                  test_input_shape=(4,))
+    assert "bad_variant_for_test" not in zoo.list_models()
+
+
+@pytest.mark.parametrize("name,base", [("resnet50", "imagenet_resnet"),
+                                       ("resnet20", "cifar_resnet"), ("vgg16_bn", "vgg"),
+                                       ("bilstm_classifier", "sequence_classifier"),
+                                       ("gru_forecaster", "sequence_forecaster")])
+def test_registered_variants_report_their_own_arguments(name, base):
+    import inspect
+
+    spec = zoo.get_spec(name)
+    family = inspect.signature(getattr(inspect.getmodule(spec.builder), base)).parameters
+    fixed = set(spec.builder.model_args)
+    assert set(spec.arguments) == set(family) - fixed
+    assert spec.arguments["name"] == name
+    assert spec.description == spec.builder.__doc__.splitlines()[0]
+    assert f"`{base}`" in spec.builder.__doc__
+    with pytest.raises(ValueError, match=r"Unknown argument\(s\)"):
+        zoo.build(name, **{sorted(fixed)[0]: None})
+
+
 def test_listing_and_help_do_not_import_tensorflow():
     code = ("import sys, io, contextlib, zoo.cli\n"
             "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
