@@ -148,14 +148,14 @@ def read_feature_csv(path, label_column=None):
     """
     table = read_csv(path)
     label_column = label_column or table.header[-1]
-    li = table.index("label_column", label_column)
+    label_index = table.index("label_column", label_column)
     features = []
     for n, row in enumerate(table.rows):
         try:
-            features.append([float(v) for i, v in enumerate(row) if i != li])
+            features.append([float(v) for i, v in enumerate(row) if i != label_index])
         except ValueError as err:
             raise ValueError(f"Non-numeric feature value in {table.where(n)}: {err}") from err
-    labels = [row[li].strip() for row in table.rows]
+    labels = [row[label_index].strip() for row in table.rows]
     try:
         return np.array(features, "float32"), np.array([int(v) for v in labels], "int32"), None
     except ValueError:
