@@ -101,7 +101,9 @@ def compile_model(model, spec, recipe=None, *, steps_per_epoch=1, epochs=None, l
     learning_rate = make_schedule(recipe.schedule, recipe.learning_rate, total_steps=total_steps)
     optimizer = make_optimizer(recipe.optimizer, learning_rate, momentum=recipe.momentum,
                                weight_decay=recipe.weight_decay)
-    hooks.compile(model, spec, optimizer=optimizer, recipe=recipe, loss=loss or recipe.loss,
+    loss, metrics = hooks.loss_and_metrics(hooks.loss_name(spec, model, loss or recipe.loss),
+                                           model, recipe=recipe)
+    hooks.compile(model, optimizer=optimizer, loss=loss, metrics=metrics, recipe=recipe,
                   jit_compile=jit_compile)
     return model
 

@@ -106,20 +106,12 @@ class TaskHooks:
         """Keras loss object and metrics for a loss name (None: the model's own, no metrics)."""
         return loss_and_metrics(loss, model=model, label_smoothing=recipe.label_smoothing)
 
-    def compile(self, model, spec, *, optimizer, recipe, loss=None, jit_compile=False):
-        """Compile `model` with the task's loss and metrics (own `train_step`: override).
+    def compile(self, model, *, optimizer, loss, metrics, recipe, jit_compile=False):
+        """Compile `model`; tasks with their own `train_step` override this.
 
-        Args:
-            model: the built (and wrapped) model.
-            spec: its `ModelSpec`.
-            optimizer: the Keras optimizer the recipe made (schedule included).
-            recipe: the `Recipe` (label smoothing, and whatever a task reads).
-            loss: loss name (the caller's or the recipe's); None means the
-                task's `default_loss`. Defaults to None.
-            jit_compile: XLA compilation. Defaults to False.
+        `zoo.training.compile_model` passes the recipe's optimizer (with its
+        schedule) and this task's `loss_and_metrics` for its `loss_name`.
         """
-        loss, metrics = self.loss_and_metrics(self.loss_name(spec, model, loss), model,
-                                              recipe=recipe)
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
 
     def objective(self, spec):

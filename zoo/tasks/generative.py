@@ -132,7 +132,7 @@ class AutoencoderHooks(TaskHooks):
 class VAEHooks(TaskHooks):
     """VAEs: own train_step (loss ignored); ELBO on the test split; latent plot for 2-D."""
 
-    def compile(self, model, spec, *, optimizer, recipe, loss=None, jit_compile=False):
+    def compile(self, model, *, optimizer, loss, metrics, recipe, jit_compile=False):
         # The VAE computes its own loss and metrics in train_step.
         model.compile(optimizer=optimizer, jit_compile=jit_compile)
 
@@ -203,7 +203,7 @@ class GANHooks(TaskHooks):
                                    test=bundle.test.map(scale),
                                    extras={**bundle.extras, "value_range": (-1.0, 1.0)})
 
-    def compile(self, model, spec, *, optimizer, recipe, loss=None, jit_compile=False):
+    def compile(self, model, *, optimizer, loss, metrics, recipe, jit_compile=False):
         config = keras.optimizers.serialize(optimizer)
         if isinstance(optimizer, keras.optimizers.Adam) and not isinstance(
                 optimizer, keras.optimizers.AdamW):
