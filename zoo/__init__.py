@@ -9,7 +9,8 @@ Importing `zoo` does not import TensorFlow; `train`, `evaluate` and the
 export functions load it on first use.
 """
 
-from zoo.registry import ModelSpec, Recipe, build, get_spec, list_models, register
+from zoo.registry import (ModelSpec, Recipe, backbone_info, build, get_spec, list_models,
+                          register, register_variant)
 
 __version__ = "0.1.0"
 
@@ -25,17 +26,14 @@ _LAZY = {
     "fit": "zoo.training",
     "evaluate_model": "zoo.training",
     "load_run": "zoo.runs",
-    "backbone_info": "zoo.registry",
 }
 
-__all__ = ["ModelSpec", "Recipe", "build", "get_spec", "list_models", "register",
-           *_LAZY]
+__all__ = ["ModelSpec", "Recipe", "backbone_info", "build", "get_spec", "list_models", "register",
+           "register_variant", *_LAZY]
 
 
 def __getattr__(name):
     if name not in _LAZY:
         raise AttributeError(f"module 'zoo' has no attribute {name!r}")
     import importlib
-    target = _LAZY[name]
-    module, attr = target if isinstance(target, tuple) else (target, name)
-    return getattr(importlib.import_module(module), attr)
+    return getattr(importlib.import_module(_LAZY[name]), name)
