@@ -30,7 +30,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from zoo import distribute
+from zoo import cli, cluster, distribute
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "ZOO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
@@ -55,18 +55,18 @@ def _args(**kw):
 ])
 def test_distribute_options_refuse_bad_flags(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        distribute.distribute_options(_args(**kwargs))
+        cli.distribute_options(_args(**kwargs))
 
 
 def test_distribute_flags_parse_and_imply_multi_worker():
     parser = argparse.ArgumentParser()
     parser.add_argument("--strategy")
     parser.add_argument("--batch-size", type=int)
-    distribute.add_distribute_arguments(parser)
+    cli.add_distribute_arguments(parser)
     args = parser.parse_args(["--workers", "2", "--per-replica-batch", "16", "--scale-lr"])
-    assert distribute.distribute_options(args) == {
+    assert cli.distribute_options(args) == {
         "per_replica_batch": 16, "scale_lr": True, "strategy": "multi_worker"}
-    assert distribute.distribute_options(parser.parse_args([])) == {
+    assert cli.distribute_options(parser.parse_args([])) == {
         "per_replica_batch": None, "scale_lr": False}
     with pytest.raises(SystemExit):
         parser.parse_args(["--per-replica-batch", "0"])
@@ -89,7 +89,7 @@ def test_distribute_flags_parse_and_imply_multi_worker():
 ])
 def test_malformed_tf_config_names_the_key(text, match):
     with pytest.raises(ValueError, match=match):
-        distribute.parse_tf_config(text)
+        cluster.parse_tf_config(text)
 
 
 def test_chief_is_worker_zero_or_the_chief_task(monkeypatch):
@@ -111,13 +111,13 @@ def test_port_in_use_and_unreachable_chief_are_named():
     port = holder.getsockname()[1]
     try:
         with pytest.raises(ValueError, match=rf"Port {port} of worker 0 .* already in use"):
-            distribute.check_port_free(f"127.0.0.1:{port}", what="worker 0")
+            cluster.check_port_free(f"127.0.0.1:{port}", what="worker 0")
     finally:
         holder.close()
-    distribute.check_port_free(f"127.0.0.1:{port}")  # free again
+    cluster.check_port_free(f"127.0.0.1:{port}")  # free again
     with pytest.raises(ValueError, match=rf"Could not reach the chief at 127.0.0.1:{port} "
                                          rf"within 0.5 s"):
-        distribute.wait_for_address(f"127.0.0.1:{port}", timeout=0.5)
+        cluster.wait_for_address(f"127.0.0.1:{port}", timeout=0.5)
 
 
 def test_batch_plan_is_global_and_scales_the_learning_rate():

@@ -105,7 +105,7 @@ def add_training_arguments(parser, *, recipe=True, distribute=True):
         parser: an argparse parser.
         recipe: add the recipe overrides (epochs, lr, ...). Defaults to True.
         distribute: add --workers, --per-replica-batch and --scale-lr
-            (`zoo.distribute`). Defaults to True.
+            (`add_distribute_arguments`). Defaults to True.
     """
     parser.add_argument("--data", default="digits",
                         help="digits (default, offline), mnist, fashion_mnist, cifar10, "
@@ -129,7 +129,6 @@ def add_training_arguments(parser, *, recipe=True, distribute=True):
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 in "
                              "a terminal, else 2)")
     if distribute:
-        from zoo.distribute import add_distribute_arguments
         add_distribute_arguments(parser)
     group = parser.add_argument_group("data options (by task)")
     for option, help_text in _task_data_options().items():
@@ -151,9 +150,49 @@ def training_options(args):
                       learning_rate=args.lr, schedule=args.schedule, loss=args.loss,
                       augment=args.augment)
     if hasattr(args, "per_replica_batch"):
-        from zoo.distribute import distribute_options
         kwargs.update(distribute_options(args))
     return kwargs
+
+
+def _integer(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def add_distribute_arguments(parser):
+    """Add --workers, --per-replica-batch and --scale-lr to an argparse parser."""
+    group = parser.add_argument_group("distribution")
+    # --workers' range is checked by distribute_options, with the same message as workers=.
+    group.add_argument("--workers", type=_integer, metavar="K",
+                       help="rehearse multi_worker on this machine: K local worker processes "
+                            "on 127.0.0.1 with a generated TF_CONFIG (chief = worker 0)")
+    group.add_argument("--per-replica-batch", type=positive_int, metavar="N",
+                       help="batch per replica; the global batch becomes N x replicas "
+                            "(default: --batch-size is the global batch)")
+    group.add_argument("--scale-lr", action="store_true",
+                       help="linear scaling rule: learning rate x global batch / the "
+                            "recipe's batch")
+
+
+def distribute_options(args):
+    """`zoo.train` / `plan` keyword arguments from `add_distribute_arguments` flags.
+
+    Validates --workers (>= 1, only with multi_worker, which it implies) and
+    that --per-replica-batch and --batch-size are not both given.
+    """
+    from zoo.launch import check_workers
+    strategy = check_workers(getattr(args, "workers", None), getattr(args, "strategy", None))
+    per_replica = getattr(args, "per_replica_batch", None)
+    if per_replica is not None and getattr(args, "batch_size", None) is not None:
+        raise ValueError(f"Pass either --batch-size (the global batch) or --per-replica-batch, "
+                         f"not both. Received: batch_size={args.batch_size}, "
+                         f"per_replica_batch={per_replica}")
+    options = {"per_replica_batch": per_replica, "scale_lr": bool(getattr(args, "scale_lr", False))}
+    if strategy is not None:
+        options["strategy"] = strategy
+    return options
 
 
 class _Parser(argparse.ArgumentParser):

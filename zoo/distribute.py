@@ -1,4 +1,4 @@
-"""Distribution strategies by name, TF_CONFIG checks, and the distribution flags.
+"""Distribution strategies by name, and batch arithmetic.
 
     default       whatever strategy is in scope (none: one device)
     cpu           OneDeviceStrategy on /cpu:0
@@ -19,22 +19,18 @@ batch, Keras's convention; each replica gets global / replicas.
 learning rate.  `batch_plan` does the arithmetic; `zoo.training.plan`
 records the result in config.json.
 
-This module imports no TensorFlow at import time: the CLI uses its argument
-helpers for `--help`.
+Processes, ports and TF_CONFIG live in `zoo.cluster`; the distribution
+flags (`--workers`, `--per-replica-batch`, `--scale-lr`) in `zoo.cli`.
+This module imports no TensorFlow at import time.
 """
 
-import json
 import os
-import socket
-import time
 
 from zoo import checks
+from zoo.cluster import check_port_free, cluster_tasks, connect_timeout, parse_tf_config, \
+    wait_for_address
 
 STRATEGIES = ("default", "cpu", "one_device", "mirrored", "multi_worker", "tpu")
-# Seconds a worker waits for the other tasks' addresses to accept connections.
-CONNECT_TIMEOUT = 120.0
-# Set by `zoo.launch` in the processes it starts (their worker index).
-LOCAL_WORKER_ENV = "ZOO_LOCAL_WORKER"
 
 # One strategy object per name and process: a MultiWorkerMirroredStrategy or
 # TPUStrategy can be created only once per process (it starts a server).
@@ -55,134 +51,6 @@ def configure_cpu_devices(n):
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
-# ------------------------------------------------------------------ TF_CONFIG
-
-
-def parse_tf_config(text):
-    """Validate a TF_CONFIG string and return it as a dict.
-
-    Raises `ValueError` naming the missing or malformed key, before TensorFlow
-    sees it (TensorFlow's own errors for a bad TF_CONFIG are a KeyError or a
-    hang).
-
-    Args:
-        text: the JSON text of TF_CONFIG.
-
-    Returns:
-        {"cluster": {job: ["host:port", ...]}, "task": {"type": job, "index": i}}.
-    """
-    try:
-        config = json.loads(text)
-    except (TypeError, json.JSONDecodeError) as err:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({err}). Received: TF_CONFIG={text!r}") \
-            from None
-    if not isinstance(config, dict):
-        raise ValueError(f"TF_CONFIG must be a JSON object with 'cluster' and 'task'. "
-                         f"Received: TF_CONFIG={text!r}")
-    for key in ("cluster", "task"):
-        if key not in config:
-            raise ValueError(f"TF_CONFIG has no '{key}' key; it needs 'cluster' (job -> "
-                             f"addresses) and 'task' (type, index). Received: TF_CONFIG={text!r}")
-    cluster, task = config["cluster"], config["task"]
-    if not isinstance(cluster, dict) or not cluster:
-        raise ValueError(f"TF_CONFIG 'cluster' must map job names to lists of 'host:port'. "
-                         f"Received: cluster={cluster!r}")
-    for job, addresses in cluster.items():
-        if job not in ("chief", "worker", "evaluator", "ps") or not isinstance(addresses, list) \
-                or not addresses:
-            raise ValueError(f"TF_CONFIG cluster job '{job}' must be chief or worker with a "
-                             f"non-empty list of 'host:port'. Received: {job}={addresses!r}")
-        for address in addresses:
-            split_address(address, what=f"TF_CONFIG cluster['{job}']")
-    if "chief" in cluster and len(cluster["chief"]) != 1:
-        raise ValueError(f"TF_CONFIG cluster may have one chief. Received: "
-                         f"chief={cluster['chief']!r}")
-    if not isinstance(task, dict):
-        raise ValueError(f"TF_CONFIG 'task' must be an object with 'type' and 'index'. "
-                         f"Received: task={task!r}")
-    for key in ("type", "index"):
-        if key not in task:
-            raise ValueError(f"TF_CONFIG 'task' has no '{key}' key. Received: task={task!r}")
-    if task["type"] not in cluster:
-        raise ValueError(f"TF_CONFIG task type '{task['type']}' is not a job of the cluster "
-                         f"({', '.join(cluster)}). Received: task={task!r}")
-    index = task["index"]
-    if isinstance(index, bool) or not isinstance(index, int) or not \
-            0 <= index < len(cluster[task["type"]]):
-        raise ValueError(f"TF_CONFIG task index must be an integer in [0, "
-                         f"{len(cluster[task['type']])}) for job '{task['type']}'. "
-                         f"Received: index={index!r}")
-    return config
-
-
-def split_address(address, *, what="address"):
-    """("host", port) of a "host:port" string; ValueError naming `what` otherwise."""
-    host, sep, port = str(address).rpartition(":")
-    if not isinstance(address, str) or not sep or not host or not port.isdigit() \
-            or not 0 < int(port) < 65536:
-        raise ValueError(f"{what} must hold 'host:port' addresses. Received: {address!r}")
-    return host.strip("[]"), int(port)
-
-
-def cluster_tasks(config):
-    """[(job, index, address)] of a parsed TF_CONFIG, the chief first."""
-    order = sorted(config["cluster"], key=lambda job: (job != "chief", job))
-    return [(job, i, address) for job in order if job in ("chief", "worker")
-            for i, address in enumerate(config["cluster"][job])]
-
-
-def _is_local(host):
-    return host in ("127.0.0.1", "localhost", "::1", socket.gethostname())
-
-
-def check_port_free(address, *, what="this task"):
-    """Raise `ValueError` if a local `address` ("host:port") is already bound.
-
-    Only loopback is probed (a port bound on all interfaces is busy on
-    127.0.0.1 too); addresses of other hosts are theirs to check.
-    """
-    host, port = split_address(address)
-    if not _is_local(host):
-        return
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        probe.bind(("127.0.0.1", port))
-    except OSError as err:
-        raise ValueError(f"Port {port} of {what} ({address} in TF_CONFIG) is already in use "
-                         f"({err.strerror}); stop the process holding it or choose another "
-                         f"port. Received: address={address!r}") from None
-    finally:
-        probe.close()
-
-
-def wait_for_address(address, *, timeout=None, what="the chief"):
-    """Wait until `address` accepts TCP connections; `ValueError` naming it after `timeout` s."""
-    timeout = CONNECT_TIMEOUT if timeout is None else checks.positive_float("timeout", timeout)
-    host, port = split_address(address)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=2.0):
-                return
-        except OSError:
-            if time.monotonic() >= deadline:
-                raise ValueError(f"Could not reach {what} at {address} within {timeout:g} s; "
-                                 f"check that it is running, the address in TF_CONFIG and "
-                                 f"the firewall. Received: address={address!r}") from None
-            time.sleep(0.2)
-
-
-def _connect_timeout():
-    text = os.environ.get("ZOO_CONNECT_TIMEOUT")
-    if text is None:
-        return CONNECT_TIMEOUT
-    try:
-        return checks.positive_float("ZOO_CONNECT_TIMEOUT", float(text))
-    except ValueError:
-        raise ValueError(f"ZOO_CONNECT_TIMEOUT must be a positive number of seconds. "
-                         f"Received: ZOO_CONNECT_TIMEOUT={text!r}") from None
-
-
 def _multi_worker_strategy():
     import tensorflow as tf
     text = os.environ.get("TF_CONFIG")
@@ -192,15 +60,15 @@ def _multi_worker_strategy():
                          "Received: TF_CONFIG unset")
     config = parse_tf_config(text)
     task = config["task"]
-    me = config["cluster"][task["type"]][task["index"]]
-    check_port_free(me, what=f"{task['type']} {task['index']}")
-    timeout = _connect_timeout()
+    own_address = config["cluster"][task["type"]][task["index"]]
+    check_port_free(own_address, what=f"{task['type']} {task['index']} in TF_CONFIG")
+    timeout = connect_timeout()
     # The server starts here; the first collective (the variables' initial
     # broadcast) then blocks until every task is up, so wait for their
     # addresses first and fail with the one that does not answer.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     for job, index, address in cluster_tasks(config):
-        if address != me:
+        if address != own_address:
             wait_for_address(address, timeout=timeout, what=f"{job} {index}")
     return strategy
 
@@ -354,72 +222,3 @@ def batch_plan(*, batch_size, replicas, per_replica_batch=None, scale_lr=False,
     return {"global_batch_size": global_batch, "per_replica_batch_size": global_batch // replicas,
             "replicas": replicas, "learning_rate": lr, "scale_lr": bool(scale_lr),
             "reference_batch_size": reference}
-
-
-# ------------------------------------------------------------------ CLI helpers (no TensorFlow)
-
-
-def add_distribute_arguments(parser):
-    """Add --workers, --per-replica-batch and --scale-lr to an argparse parser."""
-    def positive(text):
-        import argparse
-        try:
-            return checks.positive_int("value", int(text))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") \
-                from None
-
-    def workers(text):
-        import argparse
-        try:
-            return int(text)  # range checked by distribute_options (one message)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-    group = parser.add_argument_group("distribution")
-    group.add_argument("--workers", type=workers, metavar="K",
-                       help="rehearse multi_worker on this machine: K local worker processes "
-                            "on 127.0.0.1 with a generated TF_CONFIG (chief = worker 0)")
-    group.add_argument("--per-replica-batch", type=positive, metavar="N",
-                       help="batch per replica; the global batch becomes N x replicas "
-                            "(default: --batch-size is the global batch)")
-    group.add_argument("--scale-lr", action="store_true",
-                       help="linear scaling rule: learning rate x global batch / the "
-                            "recipe's batch")
-
-
-def check_workers(workers, strategy):
-    """Validate `--workers` against `--strategy`; returns the strategy to use."""
-    if workers is None:
-        return strategy
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1. Received: workers={workers!r}")
-    if strategy not in (None, "multi_worker"):
-        raise ValueError(f"workers starts local multi_worker processes; it needs "
-                         f"strategy='multi_worker' (or no strategy). Received: "
-                         f"workers={workers}, strategy={strategy!r}")
-    return "multi_worker"
-
-
-def distribute_options(args):
-    """`zoo.train` / `plan` keyword arguments from `add_distribute_arguments` flags.
-
-    Validates --workers (>= 1, only with multi_worker, which it implies) and
-    that --per-replica-batch and --batch-size are not both given.
-    """
-    workers = getattr(args, "workers", None)
-    strategy = check_workers(workers, getattr(args, "strategy", None))
-    per_replica = getattr(args, "per_replica_batch", None)
-    if per_replica is not None and getattr(args, "batch_size", None) is not None:
-        raise ValueError(f"Pass either --batch-size (the global batch) or --per-replica-batch, "
-                         f"not both. Received: batch_size={args.batch_size}, "
-                         f"per_replica_batch={per_replica}")
-    options = {"per_replica_batch": per_replica, "scale_lr": bool(getattr(args, "scale_lr", False))}
-    if strategy is not None:
-        options["strategy"] = strategy
-    return options
-
-
-def in_local_worker():
-    """Whether this process is one of the workers `zoo.launch` started."""
-    return LOCAL_WORKER_ENV in os.environ

@@ -23,66 +23,21 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from zoo import checks
-from zoo.distribute import LOCAL_WORKER_ENV
+from zoo.cluster import free_ports, local_tf_config, start_child, stop_all
 
 # Seconds workers may keep running once the chief has finished.
 GRACE_SECONDS = 30.0
+# Set in the processes started here (their worker index), so they do not launch again.
+LOCAL_WORKER_ENV = "ZOO_LOCAL_WORKER"
 
 
 class WorkerError(RuntimeError):
     """A local worker process failed; the others were stopped."""
-
-
-def free_ports(n):
-    """`n` distinct free TCP ports on 127.0.0.1 (held open together, then released)."""
-    n = checks.positive_int("n", n)
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def local_tf_config(ports, index):
-    """TF_CONFIG for worker `index` of a cluster of local workers on `ports` (worker 0: chief)."""
-    return {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-            "task": {"type": "worker", "index": int(index)}}
-
-
-def _die_with_parent():
-    """Ask Linux to SIGTERM this child when the launcher dies, however it dies."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: Ctrl-C and normal exits still stop them
-        pass
-
-
-def _stop(processes, *, timeout=10.0):
-    """SIGTERM every live process, then SIGKILL those still alive after `timeout` s."""
-    for proc in processes:
-        if proc.poll() is None:
-            proc.terminate()
-    deadline = time.monotonic() + timeout
-    for proc in processes:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _tail(path, lines=15):
@@ -144,28 +99,25 @@ def run_local_workers(command, workers, *, env=None, grace=GRACE_SECONDS, poll=0
                 out = open(path, "w")
                 handles.append(out)
             log_paths.append(path)
-            processes.append(subprocess.Popen(
-                list(command), env=child_env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None))
+            processes.append(start_child(command, env=child_env, stdout=out,
+                                         stderr=subprocess.STDOUT if out else None))
         chief_done_at = None
         while True:
-            codes = [proc.poll() for proc in processes]
-            bad = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
-            if bad:
-                failed = bad[0]
+            codes = [process.poll() for process in processes]
+            failures = [(index, code) for index, code in enumerate(codes)
+                        if code not in (None, 0)]
+            if failures:
+                failed = failures[0]
                 break
-            if all(c == 0 for c in codes):
-                return 0
+            if all(code == 0 for code in codes):
+                break
             if codes[0] == 0:
                 chief_done_at = chief_done_at or time.monotonic()
                 if time.monotonic() - chief_done_at > grace:
                     break  # the chief finished and wrote the run; stragglers are stopped
             time.sleep(poll)
-    except KeyboardInterrupt:
-        _stop(processes)
-        raise
-    finally:
-        _stop(processes)
+    finally:  # also on Ctrl-C: no worker outlives the launcher
+        stop_all(processes)
         for handle in handles:
             handle.close()
     if failed is None:
@@ -179,6 +131,19 @@ def run_local_workers(command, workers, *, env=None, grace=GRACE_SECONDS, poll=0
         f"{role} of {workers} {_describe(code)}; stopped the other workers{where}. "
         f"Run the same command again to resume from the last backup."
         + (f"\n--- last lines of {role}'s output ---\n{tail}" if tail else ""))
+
+
+def check_workers(workers, strategy):
+    """Validate `--workers` against `--strategy`; returns the strategy to use."""
+    if workers is None:
+        return strategy
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1. Received: workers={workers!r}")
+    if strategy not in (None, "multi_worker"):
+        raise ValueError(f"workers starts local multi_worker processes; it needs "
+                         f"strategy='multi_worker' (or no strategy). Received: "
+                         f"workers={workers}, strategy={strategy!r}")
+    return "multi_worker"
 
 
 def relaunch_command(argv):
@@ -196,7 +161,6 @@ def maybe_run_local_workers(args, argv=None):
     workers = getattr(args, "workers", None)
     if workers is None or os.environ.get(LOCAL_WORKER_ENV) is not None:
         return None
-    from zoo.distribute import check_workers
     check_workers(workers, getattr(args, "strategy", None))
     argv = list(sys.argv[1:] if argv is None else argv)
     return run_local_workers(relaunch_command(argv), workers)
