@@ -11,6 +11,11 @@ export functions load it on first use.
 
 from zoo.registry import (ModelSpec, Recipe, backbone_info, build, get_spec, list_models,
                           register, register_variant)
+# Importing the families registers them. The registry never imports them
+# (models import the registry, not the other way round); Python runs this
+# file before any `zoo.*` module, so the registry is full before anyone can
+# look a model up.
+from zoo import models as _models  # noqa: E402,F401
 
 __version__ = "0.1.0"
 

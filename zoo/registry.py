@@ -398,10 +398,6 @@ def register_variant(name, base, *, model_args=None, defaults=None, doc, **spec_
     return register(name=name, **spec_fields)(variant)
 
 
-def _ensure_loaded():
-    import zoo.models  # noqa: F401  (importing it registers every family)
-
-
 def list_models(pattern="*", family=None, task=None):
     """Sorted names of registered models matching a glob and filters.
 
@@ -410,7 +406,6 @@ def list_models(pattern="*", family=None, task=None):
         family: keep only this family. Defaults to None.
         task: keep only this task (one of `TASKS`). Defaults to None.
     """
-    _ensure_loaded()
     if task is not None:
         checks.choice("task", task, TASKS)
     if family is not None:
@@ -424,7 +419,6 @@ def list_models(pattern="*", family=None, task=None):
 
 def get_spec(name):
     """The `ModelSpec` of `name`; unknown names raise `ValueError` with close matches."""
-    _ensure_loaded()
     if not isinstance(name, str):
         raise TypeError(f"Model name must be a string. Received: name={name!r}")
     if name not in _REGISTRY:
