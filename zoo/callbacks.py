@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from zoo import checks, plots
+from zoo import io as zio
 from zoo.registry import SCHEDULES
 
 
@@ -67,17 +68,18 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     def _save_model(self, epoch, batch, logs):
         final = self.filepath
-        stem, ext = os.path.splitext(final)
-        if ext == ".h5" and stem.endswith(".weights"):
-            stem, ext = stem[:-len(".weights")], ".weights.h5"
-        temporary = f"{stem}.partial{ext}"
+        # Keras picks the format from the file's ending, so the temporary name keeps it.
+        suffix = ".weights.h5" if final.endswith(".weights.h5") else os.path.splitext(final)[1]
+        temporary = zio.temporary_path(final, suffix=suffix)
         self.filepath = temporary
         try:
             super()._save_model(epoch, batch, logs)
+            if os.path.exists(temporary):  # Keras saves only an improved model
+                zio.replace(temporary, final)
         finally:
             self.filepath = final
-        if os.path.exists(temporary):
-            os.replace(temporary, final)
+            if os.path.lexists(temporary):
+                os.remove(temporary)
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
@@ -240,33 +242,31 @@ class CallbackState(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if not os.path.exists(self.path):
             return
-        from zoo import runs
-        state = runs.read_json(self.path)
-        for i, callback in enumerate(self.callbacks):
+        state = zio.read_json(self.path)
+        for index, callback in enumerate(self.callbacks):
             kind = self._kind(callback)
-            saved = state.get(str(i))
+            saved = state.get(str(index))
             if kind is None or not saved or saved.get("kind") != kind:
                 continue
             for field in self.FIELDS[kind]:
                 if field in saved and saved[field] is not None:
                     setattr(callback, field, saved[field])
             if kind == "EarlyStopping" and callback.restore_best_weights:
-                best = getattr(self, "_best_weights_path", None) or os.path.join(
-                    os.path.dirname(self.backup_dir), "checkpoints", "best.keras")
+                best = os.path.join(os.path.dirname(self.backup_dir), "checkpoints",
+                                    "best.keras")
                 if os.path.exists(best):
                     from zoo.runs import load_model
                     callback.best_weights = load_model(best).get_weights()
 
     def on_epoch_end(self, epoch, logs=None):
-        from zoo import runs
         state = {}
-        for i, callback in enumerate(self.callbacks):
+        for index, callback in enumerate(self.callbacks):
             kind = self._kind(callback)
             if kind:
-                state[str(i)] = {"kind": kind, **{
-                    f: _plain(getattr(callback, f, None)) for f in self.FIELDS[kind]}}
+                state[str(index)] = {"kind": kind, **{
+                    field: _plain(getattr(callback, field, None)) for field in self.FIELDS[kind]}}
         os.makedirs(self.backup_dir, exist_ok=True)
-        runs.write_json(self.path, state)
+        zio.write_json(self.path, state)
 
 
 def _plain(value):
@@ -282,8 +282,8 @@ def _plain(value):
 class SampleGrid(keras.callbacks.Callback):
     """Keras callback: a PNG grid of reconstructions and/or samples after each epoch.
 
-    Writes `run_dir/samples/epoch_NNN.png` atomically (temp file, then
-    `os.replace`), so a viewer never sees a half-written file; with
+    Writes `run_dir/samples/epoch_NNN.png` atomically (`zoo.plots`), so a
+    viewer never sees a half-written file; with
     `latent_data` and a 2-D VAE also `run_dir/latent_space.png` at the end.
 
     Args:
@@ -342,7 +342,7 @@ class SampleGrid(keras.callbacks.Callback):
             return
         path = os.path.join(self.run_dir, "samples", f"epoch_{epoch + 1:03d}.png")
         plots.save_image_grid(self._rows(), path, value_range=self.value_range,
-                        title=f"{self.model.name}, epoch {epoch + 1}")
+                              title=f"{self.model.name}, epoch {epoch + 1}")
         self.written.append(path)
 
     def on_train_end(self, logs=None):

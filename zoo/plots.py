@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from zoo import runs
+from zoo import io as zio
 
 
 def plot_curves(history, path):
@@ -17,8 +17,8 @@ def plot_curves(history, path):
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    names = [k for k in history if k not in ("epoch", "learning_rate")
-             and not k.startswith("val_")]
+    names = [key for key in history if key not in ("epoch", "learning_rate")
+             and not key.startswith("val_")]
     if not names:
         return None
     # At most three panels a row: five GAN losses stay readable, not a thin strip.
@@ -28,7 +28,7 @@ def plot_curves(history, path):
     axes = figure.subplots(rows, cols, squeeze=False).reshape(-1)
     for ax in axes[len(names):]:
         ax.axis("off")
-    epochs = [int(e) + 1 for e in history.get("epoch", range(len(history[names[0]])))]
+    epochs = [int(epoch) + 1 for epoch in history.get("epoch", range(len(history[names[0]])))]
     for ax, name in zip(axes, names):
         ax.plot(epochs, history[name], label="train")
         if f"val_{name}" in history:
@@ -42,8 +42,8 @@ def plot_curves(history, path):
 
 def _atomic_savefig(figure, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return runs.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=80),
-                             suffix=".png")
+    return zio.atomic_write(path, lambda temporary: figure.savefig(temporary, format="png",
+                                                                  dpi=80), suffix=".png")
 
 
 def _to_display(images, value_range):
