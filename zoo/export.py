@@ -17,6 +17,7 @@ import tempfile
 import numpy as np
 
 from zoo import checks, runs
+from zoo import io as zio
 
 FORMATS = ("saved_model", "keras", "tflite", "onnx")
 ONNX_OPSET = 17
@@ -33,15 +34,16 @@ def _check_target(path, overwrite):
                          f"replace it. Received: path={path!r}")
 
 
-def _replace_path(temporary, path):
-    """Move `temporary` to `path`, replacing what is there only once the new one is complete."""
+def _replace_folder(temporary, path):
+    """Move the folder `temporary` to `path`, replacing what is there once the new one is whole."""
     if os.path.isdir(path) and not os.path.islink(path):
-        old = f"{path}.old-{os.getpid()}"
-        os.replace(path, old)
-        os.replace(temporary, path)
-        shutil.rmtree(old, ignore_errors=True)
+        # A rename cannot replace a non-empty folder: move the old one aside first.
+        previous = f"{path}.old-{os.getpid()}"
+        os.replace(path, previous)
+        zio.replace(temporary, path)
+        shutil.rmtree(previous, ignore_errors=True)
     else:
-        os.replace(temporary, path)
+        zio.replace(temporary, path)
 
 
 def input_names(model):
@@ -144,7 +146,7 @@ def export_saved_model(model, path, *, signatures=None, overwrite=False):
     temporary = tempfile.mkdtemp(prefix=".partial-", dir=parent)
     try:
         archive.write_out(temporary, verbose=False)
-        _replace_path(temporary, path)
+        _replace_folder(temporary, path)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return path
@@ -168,9 +170,9 @@ def export_tflite(saved_model_dir, path, *, overwrite=False):
     flatbuffer = converter.convert()
 
     def write(temporary):
-        with open(temporary, "wb") as f:
-            f.write(flatbuffer)
-    return runs.atomic_write(path, write)
+        with open(temporary, "wb") as file:
+            file.write(flatbuffer)
+    return zio.atomic_write(path, write)
 
 
 def export_onnx(saved_model_dir, path, *, overwrite=False, opset=ONNX_OPSET):
@@ -190,14 +192,14 @@ def export_onnx(saved_model_dir, path, *, overwrite=False, opset=ONNX_OPSET):
 
     def convert(temporary):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        proc = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model",
-                               os.path.abspath(saved_model_dir), "--output", temporary,
-                               "--opset", str(opset), "--signature_def", "serving_default"],
-                              capture_output=True, text=True, env=env)
-        if proc.returncode != 0 or not os.path.exists(temporary):
+        result = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model",
+                                 os.path.abspath(saved_model_dir), "--output", temporary,
+                                 "--opset", str(opset), "--signature_def", "serving_default"],
+                                capture_output=True, text=True, env=env)
+        if result.returncode != 0 or not os.path.exists(temporary):
             raise ExportVerificationError(f"tf2onnx could not convert {saved_model_dir}:\n"
-                                          f"{proc.stderr[-3000:]}")
-    return runs.atomic_write(path, convert, suffix=".onnx")
+                                          f"{result.stderr[-3000:]}")
+    return zio.atomic_write(path, convert, suffix=".onnx")
 
 
 # Runs in a fresh interpreter, as a serving process would: SavedModels with
@@ -373,7 +375,7 @@ def write_model_card(run_dir, model, config, metrics, exports):
         "exports": exports,
         "versions": package_versions(),
     }
-    runs.write_json(os.path.join(run_dir, runs.CARD_FILE), card)
+    zio.write_json(os.path.join(run_dir, runs.CARD_FILE), card)
     return card
 
 
@@ -403,10 +405,42 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
 
     run_dir = os.path.abspath(run_dir)
     formats = tuple(formats)
+    targets = _export_targets(run_dir, formats, out=out, overwrite=overwrite)
+    if model is None:
+        config, model = runs.load_run(run_dir)
+    else:
+        config = runs.read_config(run_dir)
+    metrics_path = os.path.join(run_dir, runs.METRICS_FILE)
+    if metrics is None:
+        metrics = runs.read_json(metrics_path) if os.path.exists(metrics_path) else {}
+    samples = _sample_inputs(run_dir, model, bundle)
+
+    exports = {}
+    card_path = os.path.join(run_dir, runs.CARD_FILE)
+    if os.path.exists(card_path):
+        exports = runs.read_json(card_path).get("exports", {})
+    if set(formats) & {"saved_model", "tflite", "onnx"}:
+        signatures = (hooks or get_hooks(runs.spec_of(config))).export_signatures(model)
+        exports.update(_export_serving(model, config, formats, targets, signatures=signatures,
+                                       samples=samples if verify else None,
+                                       overwrite=overwrite))
+    if "keras" in formats:
+        exports["keras"] = {"path": export_keras(model, targets["keras"], overwrite=overwrite)}
+    write_model_card(run_dir, model, config, metrics, exports)
+    # What an export killed mid-way left behind (the run directory is locked
+    # while training, and an export replaces its target only once complete).
+    for name in os.listdir(run_dir):
+        if name.startswith(".partial-"):
+            shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
+    return exports
+
+
+def _export_targets(run_dir, formats, *, out, overwrite):
+    """{format: path} of each export, once the formats are valid and no target is in the way."""
     if not formats:
         raise ValueError("formats must name at least one format. Received: formats=()")
-    for f in formats:
-        checks.choice("format", f, FORMATS)
+    for fmt in formats:
+        checks.choice("format", fmt, FORMATS)
     if out is not None and len(formats) != 1:
         raise ValueError(f"out= needs exactly one format. Received: formats={formats!r}")
     targets = {"saved_model": os.path.join(run_dir, "saved_model"),
@@ -415,34 +449,36 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
                "onnx": os.path.join(run_dir, "model.onnx")}
     if out is not None:
         targets[formats[0]] = os.path.abspath(out)
-    for f in formats:
-        _check_target(targets[f], overwrite)
-    if model is None:
-        config, model = runs.load_run(run_dir)
-    else:
-        config = runs.read_config(run_dir)
-    metrics_path = os.path.join(run_dir, runs.METRICS_FILE)
-    if metrics is None:
-        metrics = runs.read_json(metrics_path) if os.path.exists(metrics_path) else {}
+    for fmt in formats:
+        _check_target(targets[fmt], overwrite)
+    return targets
 
+
+def _sample_inputs(run_dir, model, bundle):
+    """Inputs to verify exports on: taken from `bundle` (and saved), else the run's saved ones."""
     sample_path = os.path.join(run_dir, SAMPLE_FILE)
-    samples = None
     if bundle is not None and len(getattr(model, "inputs", None) or ()) == 1:
         samples = bundle.take_inputs("test", 8)
-        runs.atomic_write(sample_path, lambda tmp: np.savez(tmp, inputs=samples), suffix=".npz")
-    elif os.path.exists(sample_path):
-        with np.load(sample_path) as f:
-            samples = f["inputs"]
+        zio.atomic_write(sample_path, lambda temporary: np.savez(temporary, inputs=samples),
+                         suffix=".npz")
+        return samples
+    if os.path.exists(sample_path):
+        with np.load(sample_path) as saved:
+            return saved["inputs"]
+    return None
 
+
+def _export_serving(model, config, formats, targets, *, signatures, samples, overwrite):
+    """The SavedModel and the formats converted from it, each verified on `samples` if given.
+
+    Returns:
+        {format: {"path", ...}} for the requested ones of "saved_model", "tflite", "onnx".
+    """
     exports = {}
-    card_path = os.path.join(run_dir, runs.CARD_FILE)
-    if os.path.exists(card_path):
-        exports = runs.read_json(card_path).get("exports", {})
-    signatures = (hooks or get_hooks(runs.spec_of(config))).export_signatures(model)
     raw = not signatures and takes_images(model, config)
-    if set(formats) & {"saved_model", "tflite", "onnx"}:
-        saved = targets["saved_model"]
-        scratch = None
+    saved = targets["saved_model"]
+    scratch = None
+    try:
         if "saved_model" in formats or not os.path.isdir(saved):
             if "saved_model" not in formats:  # a converter's input only
                 scratch = tempfile.mkdtemp(prefix="zoo-saved-model-")
@@ -450,11 +486,11 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
             export_saved_model(model, saved, overwrite=True, signatures=(
                 {RAW_SIGNATURE: raw_image_signature(model)} if raw else signatures))
         entry = {"path": saved, "signatures": ["serving_default", *(
-            k for k in (signatures or {}) if k != "serving_default")]}
+            name for name in (signatures or {}) if name != "serving_default")]}
         if raw:
             entry["signatures"].append(RAW_SIGNATURE)
-        checkable = verify and samples is not None and (not signatures or
-                                                        "serving_default" not in signatures)
+        checkable = samples is not None and (not signatures or
+                                             "serving_default" not in signatures)
         if checkable:
             diffs = verify_saved_models([(saved, model, samples)] + (
                 [(saved, model, samples, RAW_SIGNATURE)] if raw else []))
@@ -469,14 +505,7 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
                 if checkable:
                     exports[fmt]["max_abs_diff"] = verify_saved_models(
                         [(exports[fmt]["path"], model, samples)], kind=fmt)[0]
+    finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-    if "keras" in formats:
-        exports["keras"] = {"path": export_keras(model, targets["keras"], overwrite=overwrite)}
-    write_model_card(run_dir, model, config, metrics, exports)
-    # What an export killed mid-way left behind (the run directory is locked
-    # while training, and an export replaces its target only once complete).
-    for name in os.listdir(run_dir):
-        if name.startswith(".partial-"):
-            shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
     return exports
