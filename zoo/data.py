@@ -490,8 +490,8 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
         raise TypeError(f"augment must be a list of augmentation names, not a string. "
                         f"Received: augment={augment!r}")
     options = check_options(spec, options, allowed_options)
+    from zoo import augment as augment_module
     if augment:
-        from zoo import augment as augment_module
         unknown_aug = [a for a in augment if a not in augment_module.AUGMENTATIONS]
         if unknown_aug:
             raise ValueError(f"Unknown augmentation(s) {unknown_aug}. Allowed: "
@@ -517,7 +517,6 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
 
     augmenter = None
     if augment:
-        from zoo import augment as augment_module
         augmenter = augment_module.make_augmenter(tuple(augment), seed=seed,
                                                   num_classes=splits.num_classes)
     soft = bool(getattr(augmenter, "soft_labels", False))
@@ -526,7 +525,7 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
     make = lambda x, y, **kw: pipeline(  # noqa: E731
         x, y, batch_size=batch_size, input_shape=model_shape if is_image else None,
         seed=seed, one_hot_classes=one_hot_classes, image=is_image, **kw)
-    bundle = DataBundle(
+    return DataBundle(
         train=make(splits.x_train, splits.y_train, shuffle=True, augmenter=augmenter),
         validation=make(splits.x_val, splits.y_val),
         test=make(splits.x_test, splits.y_test),
@@ -536,4 +535,3 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
                       "test": len(splits.x_test)},
         batch_size=batch_size, arrays=splits, extras=dict(splits.extras),
         one_hot_labels=bool(one_hot_classes))
-    return bundle

@@ -58,22 +58,22 @@ def make_optimizer(name, learning_rate, *, momentum=0.9, weight_decay=0.0):
     """A Keras optimizer by name (see `OPTIMIZERS`)."""
     import keras
     checks.choice("optimizer", name, OPTIMIZERS)
-    wd = weight_decay or None
-    opt = keras.optimizers
+    decay = weight_decay or None
+    optimizers = keras.optimizers
     if name == "sgd":
-        return opt.SGD(learning_rate, weight_decay=wd)
+        return optimizers.SGD(learning_rate, weight_decay=decay)
     if name in ("momentum", "nesterov"):
-        return opt.SGD(learning_rate, momentum=momentum, nesterov=name == "nesterov",
-                       weight_decay=wd)
+        return optimizers.SGD(learning_rate, momentum=momentum, nesterov=name == "nesterov",
+                              weight_decay=decay)
     if name == "adam":
-        return opt.Adam(learning_rate, weight_decay=wd)
+        return optimizers.Adam(learning_rate, weight_decay=decay)
     if name == "adamw":
-        return opt.AdamW(learning_rate, weight_decay=weight_decay or 0.004)
+        return optimizers.AdamW(learning_rate, weight_decay=weight_decay or 0.004)
     if name == "rmsprop":
-        return opt.RMSprop(learning_rate, momentum=momentum, weight_decay=wd)
+        return optimizers.RMSprop(learning_rate, momentum=momentum, weight_decay=decay)
     if name == "adagrad":
-        return opt.Adagrad(learning_rate, weight_decay=wd)
-    return opt.Adadelta(learning_rate, weight_decay=wd)
+        return optimizers.Adagrad(learning_rate, weight_decay=decay)
+    return optimizers.Adadelta(learning_rate, weight_decay=decay)
 
 
 def compile_model(model, spec, recipe=None, *, steps_per_epoch=1, epochs=None, loss=None,
@@ -598,33 +598,35 @@ def fit(run_plan, model, *, run_dir=None, epochs=None, callbacks=None, resume=Fa
     # every worker runs the in-memory callbacks on the same logs, so they agree.
     if not is_chief(strategy):
         run_dir, verbose = None, 0
-    cbs = standard_callbacks(run_dir, monitor=run_plan.hooks.monitor,
-                             patience=recipe.early_stopping_patience, schedule=recipe.schedule,
-                             backup_freq=backup_freq, resume=resume)
+    run_callbacks = standard_callbacks(run_dir, monitor=run_plan.hooks.monitor,
+                                       patience=recipe.early_stopping_patience,
+                                       schedule=recipe.schedule, backup_freq=backup_freq,
+                                       resume=resume)
     if run_dir is not None:
-        cbs += run_plan.hooks.callbacks(model, bundle, run_dir)
-    cbs += list(callbacks or [])
+        run_callbacks += run_plan.hooks.callbacks(model, bundle, run_dir)
+    run_callbacks += list(callbacks or [])
     if verbose not in (0, "0", False):
         from zoo.callbacks import RemainingTime
-        cbs.append(RemainingTime())
+        run_callbacks.append(RemainingTime())
     if uses_custom_loop(strategy):
         # Keras 3 fit fails under MultiWorkerMirroredStrategy (keras-team/keras
         # issue 20585) and TPUStrategy (issue 19448). Once fixed, switching
         # back to fit is one line: `uses_custom_loop` returns False.
         from zoo.distributed_loop import fit_loop
         return fit_loop(model, bundle.train, validation_data=bundle.validation, epochs=epochs,
-                        callbacks=cbs, verbose=verbose, initial_epoch=initial_epoch)
+                        callbacks=run_callbacks, verbose=verbose, initial_epoch=initial_epoch)
     # The training pipeline shuffles itself (seeded), so fit must not.
     return model.fit(bundle.train, validation_data=bundle.validation, epochs=epochs,
-                     callbacks=cbs, verbose=verbose, shuffle=False, initial_epoch=initial_epoch,
-                     steps_per_epoch=steps_per_epoch)
+                     callbacks=run_callbacks, verbose=verbose, shuffle=False,
+                     initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch)
 
 
 def evaluate_model(run_plan, model, *, bundle=None):
     """Test-split metrics, prefixed "test_", plus the task's own metrics."""
     bundle = bundle or run_plan.bundle
     metrics = {}
-    if getattr(model, "compiled_loss", None) is not None or getattr(model, "loss", None) is not None:
+    if (getattr(model, "compiled_loss", None) is not None
+            or getattr(model, "loss", None) is not None):
         values = model.evaluate(bundle.test, verbose=0, return_dict=True)
         metrics = {f"test_{k}": float(v) for k, v in values.items()}
     metrics.update({k: (float(v) if isinstance(v, (int, float)) else v)
