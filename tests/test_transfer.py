@@ -253,20 +253,21 @@ def test_imagenet_from_keras_cache_and_in_channel_adaptation(tmp_path, monkeypat
     import keras
     from keras.src.legacy.saving import legacy_h5_format
 
-    from zoo.models import _blocks
+    from zoo.models import weights
 
     monkeypatch.setenv("ZOO_OFFLINE", "1")
-    monkeypatch.setattr(_blocks, "keras_cache_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(weights, "keras_cache_dir", lambda: str(tmp_path))
     # Offline without the file: the error names Keras's file (MobileNetV2's names
     # its input size) and nothing is built first.
     with monkeypatch.context() as patch:
-        patch.setattr(bb, "_make", lambda *a, **k: pytest.fail("built before finding the file"))
+        patch.setattr(bb.KerasApplication, "make",
+                      lambda *a, **k: pytest.fail("built before finding the file"))
         with pytest.raises(ValueError, match="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96"):
             bb.build(bb.resolve("keras:MobileNetV2", weights="imagenet"), channels=3, size=96)
     # Keras's own file name in Keras's cache, made from a random model (no ImageNet offline).
     source = bb.resolve("keras:VGG16", weights="imagenet")
     ref = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
-    name, _, _ = _blocks.imagenet_file_name("VGG16", include_top=False)
+    name, _, _ = weights.imagenet_file_name("VGG16", include_top=False)
     with h5py.File(tmp_path / name, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, ref)
     rgb, provenance = bb.build(source, channels=3, size=32)

@@ -107,7 +107,8 @@ class FeatureInfo:
         imagenet: the `keras.applications` model whose published ImageNet
             weights load into this architecture unchanged, or None. Defaults to None.
         imagenet_preprocessing: the `preprocess_input` mode those weights expect
-            ("caffe", "tf", "torch"). Defaults to None.
+            ("caffe", "tf", "torch"; "raw": [0, 255], the model normalises itself).
+            Defaults to None.
     """
 
     stages: tuple
@@ -123,9 +124,10 @@ class FeatureInfo:
         if not self.stages or len(self.stages) != len(self.reductions):
             raise ValueError(f"stages and reductions must be non-empty and of equal length. "
                              f"Received: stages={self.stages!r}, reductions={self.reductions!r}")
-        if self.imagenet_preprocessing not in (None, "caffe", "tf", "torch"):
-            raise ValueError(f"imagenet_preprocessing must be None, 'caffe', 'tf' or 'torch'. "
-                             f"Received: imagenet_preprocessing={self.imagenet_preprocessing!r}")
+        if self.imagenet_preprocessing not in (None, "raw", "caffe", "tf", "torch"):
+            raise ValueError(f"imagenet_preprocessing must be None, 'raw', 'caffe', 'tf' or "
+                             f"'torch'. Received: imagenet_preprocessing="
+                             f"{self.imagenet_preprocessing!r}")
 
     def stage_outputs(self, model):
         """[(layer name, KerasTensor)] of each stage of a model built from this spec.
