@@ -433,18 +433,7 @@ def _check_backbone(name, step=True):
                      preprocessing=source.preprocessing, dropout=0.0, name="probe")
     x = np.random.default_rng(0).random((2, size, size, 3)).astype("float32")
     y = np.array([0, 2])
-    # A random network with BatchNorm in inference mode (mean 0, variance 1)
-    # blows its activations up (resnet110 overflows) or lets them vanish
-    # (MobileNetV2) layer by layer: set the moving statistics to the probe
-    # batch's, as a trained backbone would have them.
-    norms = [layer for layer in backbone.layers
-             if isinstance(layer, keras.layers.BatchNormalization)]
-    momenta = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.momentum = 0.0
-    backbone(x, training=True)
-    for bn, momentum in zip(norms, momenta):
-        bn.momentum = momentum
+    norms = _settle_batchnorm(backbone, x)
 
     problems = []
     n = len(source.stages)
@@ -472,27 +461,54 @@ def _check_backbone(name, step=True):
                             f"expected {len(expected - head)} (and the head)")
         if any(bn.trainable for bn in norms):
             problems.append(f"plan {unfrozen}: a BatchNormalization layer is trainable")
-        if not step:
-            continue
-        loss = model.train_on_batch(x, y)
-        if not np.isfinite(loss):
-            problems.append(f"plan {unfrozen}: loss {loss}")
-        same, moved, broken = [], [], []
-        for w, before in zip(model.weights, initial):
-            after = np.array(w)
-            if id(w) in trained:
-                if np.array_equal(after, before):
-                    same.append(w.path)
-                if not np.isfinite(after).all():
-                    broken.append(w.path)
-                w.assign(before)  # the next plan starts from the same weights
-            elif not np.array_equal(after, before):
-                moved.append(w.path)
-        for what, paths in (("trainable variables did not change", same),
-                            ("variables are not finite after the step", broken),
-                            ("frozen variables changed", moved)):
-            if paths:
-                problems.append(f"plan {unfrozen}: {len(paths)} {what} (e.g. {paths[:3]})")
+        if step:
+            problems += [f"plan {unfrozen}: {problem}"
+                         for problem in _step_problems(model, x, y, trained, initial)]
+    return problems
+
+
+def _settle_batchnorm(backbone, x):
+    """Set the moving statistics of `backbone`'s BatchNorm layers to batch `x`'s; returns them.
+
+    A random network with BatchNorm in inference mode (mean 0, variance 1)
+    blows its activations up (resnet110 overflows) or lets them vanish
+    (MobileNetV2) layer by layer; a trained backbone has its data's statistics.
+    """
+    import keras
+
+    norms = [layer for layer in backbone.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.momentum = 0.0
+    backbone(x, training=True)
+    for bn, momentum in zip(norms, momenta):
+        bn.momentum = momentum
+    return norms
+
+
+def _step_problems(model, x, y, trained, initial):
+    """One SGD step: what went wrong (the trained variables are reset to `initial` after)."""
+    problems = []
+    loss = model.train_on_batch(x, y)
+    if not np.isfinite(loss):
+        problems.append(f"loss {loss}")
+    same, moved, broken = [], [], []
+    for w, before in zip(model.weights, initial):
+        after = np.array(w)
+        if id(w) in trained:
+            if np.array_equal(after, before):
+                same.append(w.path)
+            if not np.isfinite(after).all():
+                broken.append(w.path)
+            w.assign(before)  # the next plan starts from the same weights
+        elif not np.array_equal(after, before):
+            moved.append(w.path)
+    for what, paths in (("trainable variables did not change", same),
+                        ("variables are not finite after the step", broken),
+                        ("frozen variables changed", moved)):
+        if paths:
+            problems.append(f"{len(paths)} {what} (e.g. {paths[:3]})")
     return problems
 
 

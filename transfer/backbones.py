@@ -451,9 +451,11 @@ class BackboneSource:
 
     @property
     def model_kwargs(self):
+        """Builder arguments; only a run records its own (a zoo model's width, say)."""
         return dict(getattr(self.weights_source, "model_kwargs", {}))
 
     def describe(self):
+        """What a fine-tuned run records as its backbone (read back by `RunDirectory`)."""
         described = {"name": self.name, "source": self.kind, "architecture": self.arch,
                      "base_model": self.base_model, "stages": list(self.stages),
                      "first_conv": self.first_conv, "preprocessing": self.preprocessing,

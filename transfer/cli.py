@@ -18,7 +18,7 @@ def _unfreeze(text):
 
 
 def add_arguments(parser):
-    from transfer.backbones import IN_CHANNELS, KERAS_BACKBONES
+    from transfer.backbones import IN_CHANNELS, KERAS_BACKBONES, PREPROCESSING
     from transfer.finetuning import HEAD_INITS, METHODS
     from tuning.oracles import FIXED_EPOCH_TUNERS
     from zoo.cli import add_training_arguments, positive_float, positive_int
@@ -47,7 +47,7 @@ def add_arguments(parser):
     parser.add_argument("--in-channels", choices=IN_CHANNELS, default="adapt",
                         help="adapt the first convolution (default) or tile gray to RGB")
     parser.add_argument("--input-size", type=positive_int, help="image size the backbone sees")
-    parser.add_argument("--preprocessing", choices=("none", "raw", "caffe", "tf", "torch"),
+    parser.add_argument("--preprocessing", choices=PREPROCESSING,
                         help="override the input preprocessing the weights expect")
     parser.add_argument("--tune", type=positive_int, metavar="TRIALS",
                         help="search --unfreeze, --lr-factor and --layer-decay with KerasTuner "
@@ -62,9 +62,8 @@ def add_arguments(parser):
 
 def run(args):
     from transfer.backbones import resolve
-    from zoo.cli import training_options
+    from zoo.cli import run_local_workers, training_options
 
-    from zoo.cli import run_local_workers
     code = run_local_workers(args)  # --workers K: this command as K local workers
     if code is not None:
         return code
@@ -86,8 +85,8 @@ def run(args):
         preprocessing=args.preprocessing, run_dir=args.out, overwrite=args.overwrite,
         export=not args.no_export, **options)
     print_summary(result)
-    print("phases: " + ", ".join(f"{ph.name} (epochs {ph.start + 1}-{ph.end})"
-                                 for ph in result.phases))
+    print("phases: " + ", ".join(f"{phase.name} (epochs {phase.start + 1}-{phase.end})"
+                                 for phase in result.phases))
     return 0
 
 
