@@ -28,9 +28,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def _subset(x, y, classes, per_class, seed):
     rng = np.random.default_rng(seed)
-    keep = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False)
-                           for c in classes])
+    keep = np.concatenate([rng.choice(np.flatnonzero(y == label), per_class, replace=False)
+                           for label in classes])
     return x[keep], (y[keep] - min(classes)).astype("int32")
+
+
+def _median(seconds):
+    return f"{np.median(seconds):.2f}" if seconds else "-"
 
 
 def main(argv=None):
@@ -97,15 +101,14 @@ def main(argv=None):
                 callbacks=[Timer()], export=False, verbose=0, seed=args.seed, **kwargs)
             # Each fit's first epoch traces the graph: left out of the timings.
             if method == "feature_extraction":
-                frozen, unfrozen = [t for e, t in times.items() if e > 0], []
+                frozen, unfrozen = [took for epoch, took in times.items() if epoch > 0], []
             elif method == "scratch":
-                frozen, unfrozen = [], [t for e, t in times.items() if e > 0]
+                frozen, unfrozen = [], [took for epoch, took in times.items() if epoch > 0]
             else:
-                frozen = [t for e, t in times.items() if 0 < e < args.head_epochs]
-                unfrozen = [t for e, t in times.items() if e > args.head_epochs]
-            fmt = lambda v: f"{np.median(v):.2f}" if v else "-"  # noqa: E731
+                frozen = [took for epoch, took in times.items() if 0 < epoch < args.head_epochs]
+                unfrozen = [took for epoch, took in times.items() if epoch > args.head_epochs]
             print(f"{per_class:>9} {method:>18} {result.metrics['test_accuracy']:>9.4f} "
-                  f"{fmt(frozen):>15} {fmt(unfrozen):>17} "
+                  f"{_median(frozen):>15} {_median(unfrozen):>17} "
                   f"{time.perf_counter() - started:>7.0f}", flush=True)
     return 0
 
