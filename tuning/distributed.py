@@ -25,64 +25,38 @@ directory on a shared file system keeps the leaderboard complete).
 """
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 
 from tuning.errors import SearchError
+from zoo import cluster
 
-DEFAULT_HOST = "127.0.0.1"
 ENV_KEYS = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
 def parse_address(oracle):
-    """(host, port) from "HOST:PORT" (None: 127.0.0.1 and port 0 = pick a free one)."""
+    """(host, port) of the chief's "HOST:PORT"; None: 127.0.0.1 and port 0 (pick a free one)."""
     if oracle is None:
-        return DEFAULT_HOST, 0
-    host, sep, port = str(oracle).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SearchError(f"oracle must be HOST:PORT, e.g. 127.0.0.1:8000. Received: "
-                          f"oracle={oracle!r}")
-    return host, int(port)
+        return cluster.LOCALHOST, 0
+    return cluster.split_address(oracle, what="oracle")
 
 
 def check_port(host, port):
-    """Refuse a port another process is listening on (a clear error, not a hang)."""
-    if not port:
-        return
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as err:
-            raise SearchError(f"The oracle port {host}:{port} is already in use ({err.strerror}"
-                              f"); pass another --oracle HOST:PORT.") from None
-
-
-def free_port(host=DEFAULT_HOST):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-def _die_with_parent():  # pragma: no cover  (runs in the child)
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001  (not Linux: workers then time out on their own)
-        pass
+    """Refuse an oracle port another process is listening on (a clear error, not a hang)."""
+    cluster.check_port_free(f"{host}:{port}", what="the oracle",
+                            advice="pass another --oracle HOST:PORT")
 
 
 def start_worker(directory, tuner_id, host, port, *, verbose=1, one_trial=False):
-    """A worker process running `tuning.worker` on `directory`."""
+    """A worker process running `tuning.worker` on `directory` (it dies with the chief)."""
     env = dict(os.environ, KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=host,
                KERASTUNER_ORACLE_PORT=str(port), TF_CPP_MIN_LOG_LEVEL="3")
     env.setdefault("KERAS_BACKEND", "tensorflow")
     command = [sys.executable, "-m", "tuning.worker", directory, "--verbose", str(verbose)]
     if one_trial:
         command.append("--one-trial")
-    return subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
+    return cluster.start_child(command, env=env)
 
 
 def serve(oracle, host, port, *, threads=4):
@@ -123,7 +97,7 @@ def run_chief(prepared, *, workers, oracle=None, verbose=1, isolate=False):
 
     host, port = parse_address(oracle)
     check_port(host, port)
-    port = port or free_port(host)
+    port = port or cluster.free_port(host)
     saved = {k: os.environ.get(k) for k in ENV_KEYS}
     os.environ.update(KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP=host,
                       KERASTUNER_ORACLE_PORT=str(port))
@@ -204,14 +178,7 @@ class _WorkerPool:
                 return None
 
     def stop_all(self):
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        cluster.stop_all(self.processes.values(), timeout=10.0)
 
 
 def run_worker(prepared, *, oracle=None, tuner_id=None, verbose=1, one_trial=False):
