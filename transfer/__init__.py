@@ -7,10 +7,11 @@
 
 Backbones come from the zoo's registered models (`backbone=True`, features
 declared with `@register`), `keras.applications` ("keras:MobileNetV2") and
-finished zoo run directories.  Fine-tuning runs through `zoo.training`'s
-seam and writes an ordinary run directory that `zoo evaluate` and
-`zoo export` use unchanged.  Importing this package does not import
-TensorFlow.
+finished zoo run directories: one class per kind of name and of weights in
+`transfer.backbones` (`NAME_KINDS`, `WEIGHT_KINDS`).  Fine-tuning runs
+through `zoo.training`'s seam and writes an ordinary run directory that
+`zoo evaluate` and `zoo export` use unchanged.  Importing this package does
+not import TensorFlow.
 """
 
 from transfer.backbones import KERAS_BACKBONES, list_backbones, resolve  # noqa: F401
