@@ -80,6 +80,36 @@ class Interrupted(Exception):
     pass
 
 
+def _lock_is_free(run_dir):
+    """Whether another holder could take run_dir's lock now (flock conflicts per open file)."""
+    import fcntl
+
+    with open(os.path.join(run_dir, zoo.runs.LOCK_FILE), "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
+def test_the_run_lifecycle_always_unlocks(tmp_path):
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(Interrupted):
+        with zoo.runs.open_run(run_dir) as run:
+            assert run.created and not _lock_is_free(run_dir)
+            raise Interrupted  # e.g. a bad argument found while planning
+    assert not os.path.exists(run_dir)  # created here and left empty: removed again
+    with pytest.raises(Interrupted):
+        with zoo.runs.open_run(run_dir) as run:
+            config = zoo.runs.RunConfig(model="mlp")
+            run.claim(config, resumed=False)
+            assert config.started and not _lock_is_free(run_dir)
+            raise Interrupted  # e.g. a kill of fit: the claimed run stays to resume
+    assert zoo.runs.read_config(run_dir).started == config.started
+    assert _lock_is_free(run_dir)
+
+
 def test_interrupted_run_resumes_from_backup(tmp_path):
     import keras
 
