@@ -73,7 +73,8 @@ class Architecture:
 
     Subclasses set `name`, `arch`, `base_model`, `features` (a `FeatureInfo`),
     `min_size`, `adapt` (False: the first convolution cannot take other
-    channel counts) and `make`.
+    channel counts) and `make(channels, size, model_kwargs)`; as a kind of
+    backbone name also `claims(name)`, `named(name)` and `rows()`.
     """
 
     kind: ClassVar[str]
