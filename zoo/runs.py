@@ -16,6 +16,11 @@ a fresh process whatever family wrote it.
 A run is finished once `metrics.json` exists; it is written last (after
 `model.keras`), so a kill at any moment leaves either an interrupted run
 (which resumes) or a finished one with its model.
+
+`open_run` is the lifecycle every writer of a run shares (`zoo.train`,
+`transfer.finetune`, `tuning.retrain_best` through `zoo.train`): lock,
+claim once the model is built, always unlock; `zoo.training.finish_run`
+writes the finished run inside it.
 """
 
 import contextlib
