@@ -210,42 +210,47 @@ def build_parser():
                         help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("list", help="list registered models")
-    p.add_argument("pattern", nargs="?", default="*", help="glob over names, e.g. 'resnet*'")
-    p.add_argument("--family", help="only this family")
-    p.add_argument("--task", choices=TASKS, help="only this task")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--details", action="store_true",
-                   help="parameters, GMACs per image and measured accuracy (zoo/results.csv)")
-    p.add_argument("--backbones", action="store_true",
-                   help="every backbone `zoo finetune` takes: source, input size, preprocessing")
+    listing = sub.add_parser("list", help="list registered models")
+    listing.add_argument("pattern", nargs="?", default="*", help="glob over names, e.g. 'resnet*'")
+    listing.add_argument("--family", help="only this family")
+    listing.add_argument("--task", choices=TASKS, help="only this task")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--details", action="store_true",
+                         help="parameters, GMACs per image and measured accuracy "
+                              "(zoo/results.csv)")
+    listing.add_argument("--backbones", action="store_true",
+                         help="every backbone `zoo finetune` takes: source, input size, "
+                              "preprocessing")
 
-    p = sub.add_parser("info", help="show a model's spec")
-    p.add_argument("name")
-    p.add_argument("--json", action="store_true")
+    info = sub.add_parser("info", help="show a model's spec")
+    info.add_argument("name")
+    info.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("train", help="train a model and write a run directory")
-    p.add_argument("name")
-    add_training_arguments(p)
-    p.add_argument("--out", help="run directory (default runs/NAME)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--arg", type=model_arg, action="append", default=[], metavar="KEY=VALUE",
-                   help="model builder argument, e.g. --arg hidden_units=[64,32]")
-    p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    training = sub.add_parser("train", help="train a model and write a run directory")
+    training.add_argument("name")
+    add_training_arguments(training)
+    training.add_argument("--out", help="run directory (default runs/NAME)")
+    training.add_argument("--overwrite", action="store_true",
+                          help="replace an existing run directory")
+    training.add_argument("--arg", type=model_arg, action="append", default=[],
+                          metavar="KEY=VALUE",
+                          help="model builder argument, e.g. --arg hidden_units=[64,32]")
+    training.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
 
-    p = sub.add_parser("evaluate", help="evaluate a finished run on its test split")
-    p.add_argument("run_dir")
-    p.add_argument("--data", help="evaluate on another source")
-    p.add_argument("--batch-size", type=positive_int)
+    evaluation = sub.add_parser("evaluate", help="evaluate a finished run on its test split")
+    evaluation.add_argument("run_dir")
+    evaluation.add_argument("--data", help="evaluate on another source")
+    evaluation.add_argument("--batch-size", type=positive_int)
 
-    p = sub.add_parser("export", help="export a finished run for serving")
-    p.add_argument("run_dir")
-    p.add_argument("--format", nargs="+", default=["saved_model"],
-                   choices=("saved_model", "keras", "tflite", "onnx"),
-                   help="onnx needs pip install 'zoo-keras[onnx]'")
-    p.add_argument("--out", help="target path (one format only)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-verify", action="store_true", help="skip the fresh-process check")
+    exporting = sub.add_parser("export", help="export a finished run for serving")
+    exporting.add_argument("run_dir")
+    exporting.add_argument("--format", nargs="+", default=["saved_model"],
+                           choices=("saved_model", "keras", "tflite", "onnx"),
+                           help="onnx needs pip install 'zoo-keras[onnx]'")
+    exporting.add_argument("--out", help="target path (one format only)")
+    exporting.add_argument("--overwrite", action="store_true")
+    exporting.add_argument("--no-verify", action="store_true",
+                           help="skip the fresh-process check")
 
     for command, module in PLUGINS.items():
         try:
@@ -318,15 +323,16 @@ def cmd_list(args):
 def cmd_info(args):
     from zoo.registry import get_spec
     spec = get_spec(args.name)
-    d = spec.to_dict()
+    details = spec.to_dict()
     if args.json:
-        print(json.dumps(d, indent=2))
+        print(json.dumps(details, indent=2))
         return 0
     for key in ("name", "family", "task", "description", "paper", "num_params", "params_note",
                 "input_shape", "min_input_shape", "input_kind", "exportable", "backbone"):
-        print(f"{key:>16}: {d[key]}")
-    print(f"{'recipe':>16}: " + ", ".join(f"{k}={v}" for k, v in d["recipe"].items()))
-    print(f"{'arguments':>16}: " + ", ".join(f"{k}={v!r}" for k, v in d["arguments"].items()))
+        print(f"{key:>16}: {details[key]}")
+    print(f"{'recipe':>16}: " + ", ".join(f"{k}={v}" for k, v in details["recipe"].items()))
+    print(f"{'arguments':>16}: "
+          + ", ".join(f"{k}={v!r}" for k, v in details["arguments"].items()))
     return 0
 
 

@@ -216,9 +216,10 @@ def batch_plan(*, batch_size, replicas, per_replica_batch=None, scale_lr=False,
                              f"per_replica_batch (--per-replica-batch). Received: "
                              f"batch_size={global_batch}, replicas={replicas}")
     reference = reference_batch or batch_size
-    lr = learning_rate
+    effective_rate = learning_rate
     if scale_lr:
-        lr = checks.positive_float("learning_rate", learning_rate) * global_batch / reference
+        effective_rate = checks.positive_float("learning_rate", learning_rate) * global_batch \
+            / reference
     return {"global_batch_size": global_batch, "per_replica_batch_size": global_batch // replicas,
-            "replicas": replicas, "learning_rate": lr, "scale_lr": bool(scale_lr),
+            "replicas": replicas, "learning_rate": effective_rate, "scale_lr": bool(scale_lr),
             "reference_batch_size": reference}

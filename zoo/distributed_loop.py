@@ -34,10 +34,6 @@ import keras
 import tensorflow as tf
 
 
-def _strategy_of(model):
-    return model.distribute_strategy
-
-
 def broadcast_from_chief(strategy, values):
     """Replica 0's (the chief's) value of each tensor/variable, the same on every worker.
 
@@ -46,36 +42,39 @@ def broadcast_from_chief(strategy, values):
     """
     values = list(values)
     if not values or strategy.num_replicas_in_sync == 1:
-        return [tf.convert_to_tensor(v) for v in values]
+        return [tf.convert_to_tensor(value) for value in values]
 
     def replica_fn():
-        ctx = tf.distribute.get_replica_context()
-        first = tf.equal(ctx.replica_id_in_sync_group, 0)
-        out = []
-        for v in values:
-            v = tf.convert_to_tensor(v)
-            wide = v.dtype if v.dtype.is_floating else tf.float64 if v.dtype.size < 8 \
-                else tf.int64
-            x = tf.cast(v, wide)
-            out.append(ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                                      tf.where(first, x, tf.zeros_like(x))))
-        return out
+        context = tf.distribute.get_replica_context()
+        first = tf.equal(context.replica_id_in_sync_group, 0)
+        summed = []
+        for value in values:
+            value = tf.convert_to_tensor(value)
+            wide = value.dtype if value.dtype.is_floating else tf.float64 \
+                if value.dtype.size < 8 else tf.int64
+            widened = tf.cast(value, wide)
+            summed.append(context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                             tf.where(first, widened, tf.zeros_like(widened))))
+        return summed
 
     results = strategy.run(tf.function(replica_fn))
-    return [tf.cast(strategy.experimental_local_results(r)[0], tf.convert_to_tensor(v).dtype)
-            for r, v in zip(results, values)]
+    return [tf.cast(strategy.experimental_local_results(result)[0],
+                    tf.convert_to_tensor(value).dtype)
+            for result, value in zip(results, values)]
 
 
 def _sync_state(model, strategy, epoch):
     """Broadcast every model and optimizer variable and `epoch` from the chief."""
     # Metric states are reset every epoch; the rest must match the chief's.
-    skip = {id(v) for m in model.metrics for v in m.variables}
-    variables = [v for v in model.variables if id(v) not in skip]
+    skip = {id(variable) for metric in model.metrics for variable in metric.variables}
+    variables = [variable for variable in model.variables if id(variable) not in skip]
     if model.optimizer is not None:
-        seen = {id(v) for v in variables}
-        variables += [v for v in model.optimizer.variables if id(v) not in seen]
+        seen = {id(variable) for variable in variables}
+        variables += [variable for variable in model.optimizer.variables
+                      if id(variable) not in seen]
     with strategy.scope():
-        values = broadcast_from_chief(strategy, [v.value for v in variables] + [epoch])
+        values = broadcast_from_chief(strategy,
+                                      [variable.value for variable in variables] + [epoch])
     for variable, value in zip(variables, values[:-1]):
         variable.assign(value)
     return int(values[-1])
@@ -87,15 +86,15 @@ def _agree(strategy, flag):
         return bool(flag)
 
     def replica_fn():
-        ctx = tf.distribute.get_replica_context()
-        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.constant(float(bool(flag))))
+        context = tf.distribute.get_replica_context()
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.constant(float(bool(flag))))
 
     value = strategy.run(tf.function(replica_fn))
     return float(strategy.experimental_local_results(value)[0]) > 0
 
 
 def _python_logs(logs):
-    return {k: float(v) for k, v in logs.items()}
+    return {name: float(value) for name, value in logs.items()}
 
 
 class _Steps:
@@ -105,21 +104,25 @@ class _Steps:
         self.model = model
         self.strategy = strategy
         self._train = None
+        self._train_iterator = None
         self._test = None
 
-    def _make(self, step, element_spec):
-        strategy = self.strategy
+    def _run_step(self, step, data):
+        outputs = self.strategy.run(step, args=(data,))
+        # Mean over replicas, as `fit` reports per-batch logs.
+        return tf.nest.map_structure(
+            lambda value: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None),
+            outputs)
 
-        def one_step(data):
-            outputs = strategy.run(step, args=(data,))
-            # Mean over replicas, as `fit` reports per-batch logs.
-            return tf.nest.map_structure(
-                lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None), outputs)
-
+    def _compile(self, function, **kwargs):
         # Like `fit`, XLA wraps the whole step when the model was compiled with it.
-        return tf.function(one_step, input_signature=[element_spec], reduce_retracing=True,
-                           jit_compile=bool(getattr(self.model, "jit_compile", False))
-                           and not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
+        jit_compile = bool(getattr(self.model, "jit_compile", False)) and not isinstance(
+            self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        return tf.function(function, reduce_retracing=True, jit_compile=jit_compile, **kwargs)
+
+    def _make(self, step, element_spec):
+        return self._compile(lambda data: self._run_step(step, data),
+                             input_signature=[element_spec])
 
     def train(self, dataset):
         if self._train is None:
@@ -132,19 +135,9 @@ class _Steps:
         Saves the Python-side `next()` per step (about 15% of a small model's
         step on CPU); used when the number of batches per epoch is known.
         """
-        if getattr(self, "_train_iterator", None) is None:
-            strategy, step = self.strategy, self.model.train_step
-
-            def one_step(iterator):
-                outputs = strategy.run(step, args=(next(iterator),))
-                return tf.nest.map_structure(
-                    lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None),
-                    outputs)
-
-            self._train_iterator = tf.function(
-                one_step, reduce_retracing=True,
-                jit_compile=bool(getattr(self.model, "jit_compile", False))
-                and not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
+        if self._train_iterator is None:
+            self._train_iterator = self._compile(
+                lambda iterator: self._run_step(self.model.train_step, next(iterator)))
         return self._train_iterator
 
     def test(self, dataset):
@@ -197,17 +190,22 @@ def _build(model, strategy, dataset):
             model.optimizer.build(model.trainable_variables)
 
 
+def _steps_of(model, strategy):
+    """The model's compiled steps for `strategy`, made once (tracing is the slow part)."""
+    steps = getattr(model, "_zoo_steps", None)
+    if steps is None or steps.strategy is not strategy:
+        steps = model._zoo_steps = _Steps(model, strategy)
+    return steps
+
+
 def evaluate_loop(model, dataset, *, strategy=None, steps=None):
     """Metrics of `model.test_step` over `dataset` under `strategy`, as `evaluate` returns them."""
-    strategy = strategy or _strategy_of(model)
-    steps_fns = getattr(model, "_zoo_steps", None)
-    if steps_fns is None or steps_fns.strategy is not strategy:
-        steps_fns = model._zoo_steps = _Steps(model, strategy)
+    strategy = strategy or model.distribute_strategy
     distributed = _distribute(strategy, dataset)
-    step = steps_fns.test(distributed)
+    step = _steps_of(model, strategy).test(distributed)
     model.reset_metrics()
-    for i, data in enumerate(distributed):
-        if steps is not None and i >= steps:
+    for index, data in enumerate(distributed):
+        if steps is not None and index >= steps:
             break
         step(data)
     return _python_logs(model.get_metrics_result())
@@ -230,14 +228,12 @@ def fit_loop(model, x, *, validation_data=None, epochs=1, callbacks=None, verbos
     Returns:
         The `keras.callbacks.History`, as `fit` returns.
     """
-    strategy = strategy or _strategy_of(model)
+    strategy = strategy or model.distribute_strategy
     _build(model, strategy, x)
     distributed, num_batches = _distribute(strategy, x, with_batches=True)
-    steps_fns = getattr(model, "_zoo_steps", None)
-    if steps_fns is None or steps_fns.strategy is not strategy:
-        steps_fns = model._zoo_steps = _Steps(model, strategy)
-    train_step = steps_fns.train(distributed)
-    train_from_iterator = steps_fns.train_from_iterator()
+    compiled = _steps_of(model, strategy)
+    train_step = compiled.train(distributed)
+    train_from_iterator = compiled.train_from_iterator()
     callbacks = keras.callbacks.CallbackList(
         list(callbacks or []), add_history=True, add_progbar=verbose != 0, verbose=verbose,
         epochs=epochs, steps=num_batches, model=model)
@@ -264,7 +260,7 @@ def fit_loop(model, x, *, validation_data=None, epochs=1, callbacks=None, verbos
         epoch_logs = _python_logs(model.get_metrics_result())
         if validation_data is not None:
             val_logs = evaluate_loop(model, validation_data, strategy=strategy)
-            epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            epoch_logs.update({f"val_{name}": value for name, value in val_logs.items()})
         callbacks.on_epoch_end(epoch, epoch_logs)
         training_logs = epoch_logs
         model.stop_training = _agree(strategy, model.stop_training)

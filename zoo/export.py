@@ -244,29 +244,29 @@ def run_saved_models_fresh(jobs, kind="saved_model"):
     Returns:
         A list of {output name: array}, one per job.
     """
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as folder:
         manifest = []
-        for i, (path, feeds, signature) in enumerate(jobs):
-            inputs_file = os.path.join(tmp, f"inputs_{i}.npz")
+        for index, (path, feeds, signature) in enumerate(jobs):
+            inputs_file = os.path.join(folder, f"inputs_{index}.npz")
             np.savez(inputs_file, **feeds)
             manifest.append({"path": os.path.abspath(path), "inputs": inputs_file,
-                             "outputs": os.path.join(tmp, f"outputs_{i}.npz"),
+                             "outputs": os.path.join(folder, f"outputs_{index}.npz"),
                              "signature": signature, "kind": kind})
-        manifest_file = os.path.join(tmp, "jobs.json")
-        with open(manifest_file, "w") as f:
-            json.dump(manifest, f)
+        manifest_file = os.path.join(folder, "jobs.json")
+        with open(manifest_file, "w") as file:
+            json.dump(manifest, file)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        proc = subprocess.run([sys.executable, "-c", _VERIFY_SCRIPT, manifest_file],
-                              capture_output=True, text=True, env=env, cwd=tmp)
-        if proc.returncode != 0:
+        result = subprocess.run([sys.executable, "-c", _VERIFY_SCRIPT, manifest_file],
+                                capture_output=True, text=True, env=env, cwd=folder)
+        if result.returncode != 0:
             paths = ", ".join(job["path"] for job in manifest)
             raise ExportVerificationError(f"Loading {paths} in a fresh process failed:\n"
-                                          f"{proc.stderr[-3000:]}")
+                                          f"{result.stderr[-3000:]}")
         results = []
         for job in manifest:
-            with np.load(job["outputs"]) as f:
-                results.append({k: f[k] for k in f.files})
+            with np.load(job["outputs"]) as outputs:
+                results.append({name: outputs[name] for name in outputs.files})
         return results
 
 
