@@ -88,6 +88,50 @@ def test_cifar_resnet_params_match_table6(name):
         assert not isinstance(layer, keras.layers.Lambda)
 
 
+# Zagoruyko & Komodakis 2016, Tables 1 and 4 (CIFAR-10, trainable, printed to 0.1M).
+WRN_PAPER = {"wrn16_4": "2.7", "wrn28_10": "36.5", "wrn40_4": "8.9"}
+
+
+@pytest.mark.parametrize("name", sorted(WRN_PAPER))
+def test_wide_resnet_params_match_the_paper(name):
+    model = zoo.build(name)
+    assert f"{_trainable(model) / 1e6:.1f}" == WRN_PAPER[name]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert all(not c.use_bias for c in convs)
+    depth, k = (int(v) for v in name[3:].split("_"))
+    # The authors' rule n = (depth - 4) / 6 blocks per group: the stem and two 3x3
+    # convolutions per block, plus one 1x1 shortcut where each group changes the width.
+    n = (depth - 4) // 6
+    assert sum(c.kernel_size == (3, 3) for c in convs) == 6 * n + 1
+    assert sum(c.kernel_size == (1, 1) for c in convs) == 3
+    assert max(c.filters for c in convs) == 64 * k
+
+
+def test_wide_resnet_dropout_and_depth_checks():
+    model = zoo.build("wrn16_4", input_shape=(8, 8, 3), num_classes=3, dropout=0.3)
+    rates = {layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
+    assert rates == {0.3}
+    from zoo.models.wide_resnet import wide_resnet
+    with pytest.raises(ValueError, match="depth must be 6n\\+4.*Received: depth=20"):
+        wide_resnet(depth=20, widen_factor=2, spec_name="wrn16_4", name="x")
+    with pytest.raises(ValueError, match="dropout"):
+        zoo.build("wrn16_4", dropout=1.5)
+
+
+def test_resnet9_layout_and_params():
+    model = zoo.build("resnet9")
+    assert _trainable(model) == 6_573_120  # Page's 6.57M
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [64, 128, 128, 128, 256, 512, 512, 512]
+    assert model.get_layer("logit_scale").scale == 0.125
+    assert not model.get_layer("classifier").use_bias
+    x = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
+    probs = model(x, training=False).numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="logit_scale"):
+        zoo.build("resnet9", logit_scale=0)
+
+
 def test_option_a_shortcut_is_subsampling_plus_zero_channels():
     model = zoo.build("resnet20", input_shape=(8, 8, 3), num_classes=3)
     x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
@@ -222,6 +266,8 @@ def test_bad_arguments(kwargs):
     ("resnet50", (64, 64, 3), [16, 8, 4, 2]),
     ("resnet18", (64, 64, 3), [16, 8, 4, 2]),
     ("resnet20", (32, 32, 3), [32, 16, 8]),
+    ("wrn16_4", (32, 32, 3), [32, 16, 8]),
+    ("resnet9", (32, 32, 3), [32, 16, 8, 4]),
     ("vgg11_bn", (32, 32, 3), [16, 8, 4, 2, 1]),
     ("alexnet", (227, 227, 3), [27, 13, 6]),
 ])
@@ -236,7 +282,8 @@ def test_stage_outputs(name, shape, sizes, tmp_path):
         assert [n for n, _ in stage_outputs(reloaded)] == [n for n, _ in stages]
 
 
-@pytest.mark.parametrize("name", ["resnet20", "resnet50v2", "vgg11_bn", "alexnet"])
+@pytest.mark.parametrize("name", ["resnet20", "resnet50v2", "vgg11_bn", "alexnet", "wrn16_4",
+                                  "resnet9"])
 def test_include_top_false_takes_any_image_size(name):
     model = zoo.build(name, input_shape=(None, None, 3), include_top=False, pooling="avg")
     for size in (67, 80):
@@ -263,7 +310,8 @@ def test_backbone_info_declares_stages_first_conv_and_classifier():
         backbone_info("lenet5")
 
 
-@pytest.mark.parametrize("name", ["alexnet", "vgg11", "vgg16_bn", "resnet18", "resnet20"])
+@pytest.mark.parametrize("name", ["alexnet", "vgg11", "vgg16_bn", "resnet18", "resnet20",
+                                  "wrn16_4", "resnet9"])
 def test_search_space_default_point_is_the_registered_model(name):
     import inspect
 

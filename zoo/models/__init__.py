@@ -10,6 +10,8 @@ from zoo.models import gan  # noqa: F401
 from zoo.models import lenet  # noqa: F401
 from zoo.models import mlp  # noqa: F401
 from zoo.models import resnet  # noqa: F401
+from zoo.models import resnet9  # noqa: F401
 from zoo.models import rnn  # noqa: F401
 from zoo.models import vae  # noqa: F401
 from zoo.models import vgg  # noqa: F401
+from zoo.models import wide_resnet  # noqa: F401
