@@ -282,6 +282,8 @@ def _family_cases(tmp_path):
         "mlp": ("mlp", vectors(), {}),
         "lenet": ("lenet5", images(), {}),
         "resnet": ("resnet20", images(shape=(8, 8, 3)), {}),
+        "resnet9": ("resnet9", images(shape=(8, 8, 3)), {}),
+        "wide_resnet": ("wrn16_4", images(shape=(8, 8, 3)), {}),
         "vgg": ("vgg11", images(), {}),
         # TensorFlow has no eager CPU gradient for grouped convolutions: the
         # single-tower AlexNet searches here (test_models traces the grouped one).
