@@ -1,9 +1,11 @@
 """`zoo tune`: KerasTuner search from the command line (a `zoo.cli` plugin).
 
     zoo tune NAME [--data digits] [--tuner hyperband] [--objective val_accuracy]
+                  [--time-budget 1h]
                   [--max-trials N] [--max-epochs E] [--max-params N] [--space FILE.json]
                   [--arg KEY=VALUE] [--out DIR] [--overwrite] [--workers K] [--isolate]
                   [--retrain-best] [--seed S]
+    zoo tune --models "lenet5,resnet20,wrn16_4" ...   the model is a hyperparameter too
     zoo tune DIR --report          top-10 table of a finished or running search
     zoo tune DIR --retrain-best    train the best configuration into a run directory
     zoo tune NAME ... --role chief  --oracle HOST:PORT   (one process of a cluster)
@@ -25,11 +27,19 @@ HELP = "search a model's hyperparameters with KerasTuner (resumable)"
 def add_arguments(parser):
     from zoo import cli as zoo_cli
 
-    parser.add_argument("name_or_dir", metavar="NAME_OR_DIR",
-                        help="a registered model name, or a search directory (with --report or "
-                             "--retrain-best)")
+    parser.add_argument("name_or_dir", metavar="NAME_OR_DIR", nargs="?",
+                        help="a registered model name (several: 'a,b' or a glob, as --models), "
+                             "or a search directory (with --report or --retrain-best)")
     zoo_cli.add_training_arguments(parser, recipe=False, distribute=False)
     group = parser.add_argument_group("search")
+    group.add_argument("--models", metavar="NAMES",
+                       help="search over several models: 'lenet5,resnet20,wrn16_4' or a glob "
+                            "('resnet*'); the model becomes a hyperparameter, each model's "
+                            "space conditional on it, trial k < len(models) = model k's recipe")
+    group.add_argument("--time-budget", metavar="DURATION",
+                       help="wall-clock budget of the whole search (3600, 3600s, 90m, 1h): no "
+                            "trial starts that the rest cannot finish; with --retrain-best the "
+                            "retrain fits in it too")
     group.add_argument("--tuner", choices=TUNERS, default="hyperband",
                        help="KerasTuner oracle (default hyperband)")
     group.add_argument("--objective", help="metric to optimise, e.g. val_accuracy, val_mae:min "
@@ -73,6 +83,11 @@ def add_arguments(parser):
                        help="the chief's address (default 127.0.0.1 and a free port)")
 
 
+def _model_names(text):
+    from tuning.searcher import model_names
+    return model_names(text)
+
+
 def _search_dir(target):
     from tuning import results
     return os.path.isdir(target) and os.path.exists(os.path.join(target, results.SEARCH_FILE))
@@ -81,6 +96,18 @@ def _search_dir(target):
 def run(args):
     from zoo import cli as zoo_cli
 
+    if (args.name_or_dir is None) == (args.models is None):
+        raise ValueError(f"zoo tune takes a model name (or search directory) or --models, one "
+                         f"of the two. Received: NAME_OR_DIR={args.name_or_dir!r}, "
+                         f"--models={args.models!r}")
+    if args.models is not None:
+        if args.report:
+            raise ValueError("--report reads a search directory: give the directory, not "
+                             "--models.")
+        args.name_or_dir = args.models
+    if args.time_budget is not None:
+        from tuning.budget import parse_duration
+        parse_duration(args.time_budget, name="--time-budget")
     if args.report:
         if not _search_dir(args.name_or_dir):
             raise ValueError(f"--report needs a search directory (with search.json). "
@@ -94,8 +121,7 @@ def run(args):
                              f"--retrain-best, or give a model name to search.")
         return _retrain(args, args.name_or_dir)
 
-    from zoo.registry import get_spec
-    get_spec(args.name_or_dir)  # unknown names fail before TensorFlow loads
+    searcher_names = _model_names(args.name_or_dir)  # unknown names fail before TensorFlow
     options = zoo_cli.training_options(args)
     verbose = options.pop("verbose")
     data = options.pop("data")
@@ -107,7 +133,9 @@ def run(args):
     from tuning import searcher
     try:
         result = searcher.search(
-            args.name_or_dir, data, tuner=args.tuner, objective=args.objective,
+            searcher_names if len(searcher_names) > 1 else searcher_names[0], data,
+            tuner=args.tuner, objective=args.objective, time_budget=args.time_budget,
+            retrain_best=bool(args.retrain_best and args.time_budget),
             max_trials=args.max_trials, max_epochs=args.max_epochs, max_params=args.max_params,
             executions_per_trial=args.executions_per_trial, seed=seed, directory=args.out,
             overwrite=args.overwrite, workers=args.workers, space=args.space,

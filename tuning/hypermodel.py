@@ -42,6 +42,7 @@ class TrialConfig:
     model_kwargs: dict
     recipe: object
     pinned: bool = False
+    model: str = ""
 
 
 class ZooHyperModel(kt.HyperModel):
@@ -92,7 +93,9 @@ class ZooHyperModel(kt.HyperModel):
         self.point(hp)
 
     def _is_default_point(self, hp):
-        return all(_same(hp.values.get(n), self.spec_defaults[n]) for n in self.spec_names)
+        # hp._get_name: the name under the current name scope (a multi-model search's).
+        return all(_same(hp.values.get(hp._get_name(n)), self.spec_defaults[n])
+                   for n in self.spec_names)
 
     def point(self, hp):
         """The `TrialConfig` at `hp`'s values (declaring the space on `hp` as it goes)."""
@@ -114,12 +117,13 @@ class ZooHyperModel(kt.HyperModel):
         recipe = dataclasses.replace(self.plan.recipe, **fields)
         # The user's fixed builder arguments win over the space.
         model_kwargs = {**kwargs, **self.plan.model_kwargs}
-        return TrialConfig(model_kwargs=model_kwargs, recipe=recipe, pinned=pinned)
+        return TrialConfig(model_kwargs=model_kwargs, recipe=recipe, pinned=pinned,
+                           model=self.spec.name)
 
     # ------------------------------------------------------------- data, build, fit
 
-    def bundle(self, recipe):
-        """The trial's data at `recipe`'s batch size and augmentation.
+    def bundle(self, recipe, model=None):
+        """The trial's data at `recipe`'s batch size and augmentation (`model`: unused here).
 
         Pipelines are made from the plan's validated arrays (the data is read
         and validated once per search) with `zoo.training.load_data`, the
@@ -171,4 +175,82 @@ class ZooHyperModel(kt.HyperModel):
         config = self.point(hp)
         return training.fit(self.plan, model, epochs=epochs or self.max_epochs,
                             callbacks=callbacks, bundle=self.bundle(config.recipe),
+                            recipe=config.recipe, initial_epoch=initial_epoch, verbose=verbose)
+
+
+class MultiHyperModel(kt.HyperModel):
+    """The model as a hyperparameter: `hp.Choice("model", names)`, each model's space under it.
+
+    Each model's own space (its `ZooHyperModel`: spec space and training
+    space) is declared in `hp.conditional_scope("model", [name])` and
+    `hp.name_scope(name)`, so its hyperparameters are "NAME/learning_rate",
+    ... and only the chosen model's are active in a trial.  With no values
+    set, a `HyperParameters` gives the first model with its recipe;
+    `tuning.tuners` makes the first trials the default point of each model
+    in turn.
+
+    Args:
+        members: {name: ZooHyperModel}, in the order of the choice.
+    """
+
+    def __init__(self, members):
+        super().__init__(name="models")
+        self.members = dict(members)
+        self.names = list(self.members)
+        first = self.members[self.names[0]]
+        # What the search reads off a single-model hypermodel: the first model's.
+        self.plan = first.plan
+        self.spec = first.spec
+        self.max_epochs = first.max_epochs
+        self.first_model = None
+
+    @property
+    def pinned(self):
+        return {f"{name}/{key}": value for name, member in self.members.items()
+                for key, value in member.pinned.items()}
+
+    def declare_hyperparameters(self, hp):
+        chosen = hp.Choice("model", self.names, default=self.names[0])
+        for name in self.names:
+            # Declare every model's space as if it were chosen (values are the
+            # defaults), then drop the values of the inactive ones.
+            hp.values["model"] = name
+            with hp.conditional_scope("model", [name]), hp.name_scope(name):
+                self.members[name].point(hp)
+        hp.values["model"] = chosen
+        for declared in hp.space:
+            if not hp.is_active(declared):
+                hp.values.pop(declared.name, None)
+
+    def point(self, hp):
+        """The chosen model's `TrialConfig` at `hp`'s values."""
+        name = hp.Choice("model", self.names, default=self.names[0])
+        with hp.conditional_scope("model", [name]), hp.name_scope(name):
+            return self.members[name].point(hp)
+
+    def bundle(self, recipe, model=None):
+        return self.members[model or self.names[0]].bundle(recipe)
+
+    def new_trial(self):
+        for member in self.members.values():
+            member.new_trial()
+
+    def schedule_epochs(self, hp):
+        return self.members[hp.values.get("model", self.names[0])].schedule_epochs(hp)
+
+    def build(self, hp):
+        from zoo import training
+        config = self.point(hp)
+        member = self.members[config.model]
+        return training.build_model(member.plan, model_kwargs=config.model_kwargs,
+                                    recipe=config.recipe, epochs=member.schedule_epochs(hp),
+                                    bundle=member.bundle(config.recipe))
+
+    def fit(self, hp, model, *args, epochs=None, callbacks=None, initial_epoch=0, verbose=0,
+            **kwargs):
+        from zoo import training
+        config = self.point(hp)
+        member = self.members[config.model]
+        return training.fit(member.plan, model, epochs=epochs or self.max_epochs,
+                            callbacks=callbacks, bundle=member.bundle(config.recipe),
                             recipe=config.recipe, initial_epoch=initial_epoch, verbose=verbose)

@@ -34,8 +34,9 @@ PROJECT = "kt"
 RECORD_FILE = "zoo_trial.json"
 
 STATUSES = ("completed", "stopped_early", "running", "failed", "skipped")
-FIXED_COLUMNS = ("trial_id", "status", "objective", "best_epoch", "epochs_run", "seconds",
-                 "params", "macs", "reason", "message")
+# "clock": the search's wall-clock seconds when the trial ended (tuning.budget.Clock).
+FIXED_COLUMNS = ("trial_id", "model", "status", "objective", "best_epoch", "epochs_run",
+                 "seconds", "clock", "params", "macs", "reason", "message")
 
 
 def history_file(execution=0):
@@ -76,6 +77,11 @@ def read_records(project):
             if record:
                 out[entry[len("trial_"):]] = record
     return out
+
+
+def _single_model(search):
+    model = search.get("model")
+    return model if isinstance(model, str) else None
 
 
 def _sort_key(trial_id):
@@ -124,7 +130,8 @@ def collect(search_dir):
             message = message[0]
         reason = record.get("reason") or ("error" if status == "failed" else "")
         rows.append({
-            "trial_id": trial_id, "status": status, "objective": score,
+            "trial_id": trial_id, "model": record.get("model") or _single_model(search),
+            "clock": record.get("search_seconds"), "status": status, "objective": score,
             "best_epoch": (record.get("best_epoch") + 1 if record.get("best_epoch") is not None
                            else None),
             "epochs_run": record.get("epochs_run"), "seconds": record.get("seconds"),
@@ -170,7 +177,8 @@ def write_results(search_dir):
     """trials.csv and best_hyperparameters.json from the files on disk; returns the rows."""
     rows, search = collect(search_dir)
     direction = search.get("objective", {}).get("direction", "max")
-    names = hp_names(rows, search)
+    # A multi-model search's "model" hyperparameter is the model column.
+    names = [n for n in hp_names(rows, search) if n not in FIXED_COLUMNS]
     ranks = {r["trial_id"]: i + 1 for i, r in enumerate(ranked(rows, direction))}
     table = io.StringIO()
     writer = csv.writer(table)
@@ -190,7 +198,8 @@ def write_results(search_dir):
             "hyperparameters": {k: v for k, v in best["hp"].items()
                                 if not k.startswith("tuner/")},
             "model_kwargs": best["model_kwargs"], "recipe": best["recipe"],
-            "params": best["params"], "macs": best["macs"], "model": search.get("model"),
+            "params": best["params"], "macs": best["macs"],
+            "model": best["model"] or search.get("model"),
             "search_dir": os.path.abspath(search_dir)})
     return rows
 
@@ -265,6 +274,7 @@ def _figures(rows, search, names):
     scored = [r for r in rows if r["objective"] is not None]
     figures = []
     for title, draw in (("Objective per trial", _objective_figure),
+                        ("Objective against the search's wall clock", _clock_figure),
                         ("Objective versus each hyperparameter", _hyperparameter_figure),
                         ("Learning curves", _curves_figure),
                         ("Accuracy versus size: the Pareto front", _pareto_figure)):
@@ -294,6 +304,35 @@ def _objective_figure(rows, scored, names, name, direction):
     ax.set_xlabel("trial")
     ax.set_ylabel(name)
     ax.legend()
+    return figure
+
+
+def _clock_figure(rows, scored, names, name, direction):
+    """Every scored trial at the wall-clock second it ended, one colour per model."""
+    from matplotlib.figure import Figure
+
+    timed = [r for r in scored if r.get("clock") is not None]
+    if not timed:
+        return None
+    figure = Figure(figsize=(6, 3.5))
+    ax = figure.subplots()
+    models = sorted({r["model"] or "" for r in timed})
+    for i, model in enumerate(models):
+        mine = [r for r in timed if (r["model"] or "") == model]
+        ax.scatter([r["clock"] / 60 for r in mine], [r["objective"] for r in mine], s=14,
+                   color=f"C{i % 10}", label=model or "trial")
+    best, running = [], None
+    ordered = sorted(timed, key=lambda r: r["clock"])
+    for r in ordered:
+        v = r["objective"]
+        running = v if running is None else (max(running, v) if direction == "max"
+                                             else min(running, v))
+        best.append(running)
+    ax.step([r["clock"] / 60 for r in ordered], best, where="post", color="black",
+            linewidth=1, label="best so far")
+    ax.set_xlabel("wall clock (minutes since the search started)")
+    ax.set_ylabel(name)
+    ax.legend(fontsize=7)
     return figure
 
 

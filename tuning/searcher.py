@@ -17,16 +17,17 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import time
 import warnings
 from typing import Optional
 
+from tuning import budget as budget_module
 from tuning import distributed, results
 from tuning import space as space_module
 from tuning.errors import SearchError, SearchFailed
 from tuning.oracles import TABLE, TUNERS
 from zoo import io as zio
+from zoo import runs
 
 EARLY_STOPPING = ("auto", "median", None)
 # search() keywords that go to `zoo.training.plan` unchanged.
@@ -43,7 +44,7 @@ RUNTIME_OPTIONS = ("strategy", "jit_compile", "mixed_precision", "deterministic"
 # `prepare` keywords search.json's "call" records as they are (see `prepare_from_directory`).
 REPLAYED = ("max_trials", "max_epochs", "executions_per_trial", "seed", "max_params",
             "early_stopping", "max_consecutive_failed_trials", "keep_checkpoints",
-            "hyperband_factor")
+            "hyperband_factor", "time_budget", "retrain_best")
 VERSION = 1
 
 __all__ = ["SearchError", "SearchFailed", "SearchResult", "search", "prepare",
@@ -144,23 +145,38 @@ def _data_identity(data):
     return "<arrays>", "arrays:" + digest.hexdigest()
 
 
-def _check_directory(directory, overwrite):
-    """'new', 'resume' or 'overwrite' for `directory`; refuses what may not be used."""
+def _check_directory(directory, overwrite, data=None):
+    """'new', 'resume' or 'overwrite' for `directory`; refuses what may not be used.
+
+    Overwriting follows the package's one rule (`zoo.runs.check_replaceable`):
+    only a search directory holding nothing but what tuning wrote, never a
+    training run, a user's folder, or a folder holding the data.
+    """
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise SearchError(f"The search directory exists and is not a directory: {directory}")
     if os.path.abspath(directory) in (os.path.abspath(os.getcwd()), os.path.expanduser("~"),
                                       "/"):
         raise SearchError(f"The search directory may not be the working, home or root "
                           f"directory (overwrite would delete it): {directory}")
-    if not os.path.isdir(directory) or not os.listdir(directory):
+    if not os.path.isdir(directory) or runs.kind_of(directory)[0] == "empty":
         return "new"
     if overwrite:
+        _check_replaceable(directory, data)
         return "overwrite"
     if not os.path.exists(os.path.join(directory, results.SEARCH_FILE)):
         raise SearchError(f"The search directory is not empty and holds no search (no "
                           f"{results.SEARCH_FILE}); pass overwrite=True (--overwrite) to replace "
                           f"it, or choose another directory: {directory}")
     return "resume"
+
+
+def _check_replaceable(directory, data):
+    source = runs.data_path(data)
+    try:
+        runs.check_replaceable(directory, ("search",), argument="directory",
+                               keep=[(source, "the data")] if source else ())
+    except runs.RunError as err:
+        raise SearchError(str(err)) from None
 
 
 def _canonical(value):
@@ -234,19 +250,59 @@ def budget(tuner, *, max_trials, max_epochs, executions=1, factor=3, grid_points
 # ------------------------------------------------------------------ search
 
 
+def model_names(model):
+    """The registered names a `model` argument names, in order, without repeats.
+
+    A name, a comma-separated list of names and globs ("lenet5,resnet2*"), or
+    a list of them; a glob must match at least one model.  No TensorFlow.
+    """
+    from zoo.registry import get_spec, list_models
+
+    items = model if isinstance(model, (list, tuple)) else [model]
+    if not items or not all(isinstance(m, str) for m in items):
+        raise SearchError(f"search needs registered model names (a keras.Model has no search "
+                          f"space): a name, 'name1,name2', a glob such as 'resnet*', or a list; "
+                          f"see `zoo list`. Received: model={model!r}")
+    names = []
+    for item in items:
+        for part in (p.strip() for p in item.split(",")):
+            if not part:
+                raise SearchError(f"model names an empty entry. Received: model={model!r}")
+            if any(c in part for c in "*?["):
+                matched = list_models(part)
+                if not matched:
+                    raise SearchError(f"No registered model matches {part!r}; see `zoo list`.")
+                found = [n for n in matched if get_spec(n).trainable]
+            else:
+                found = [get_spec(part).name]
+            names += [n for n in found if n not in names]
+    return names
+
+
 def _normalize(model, data, *, tuner, objective, max_trials, max_epochs, executions_per_trial,
                seed, max_params, workers, early_stopping, max_consecutive_failed_trials,
-               keep_checkpoints, hyperband_factor, space, options):
+               keep_checkpoints, hyperband_factor, space, options, time_budget=None,
+               retrain_best=False):
     """Checked arguments as a JSON-ready call (search.json's "call"), before TensorFlow."""
+    from tuning import budget as budget_module
     from zoo import checks
     from zoo.registry import get_spec
 
-    if not isinstance(model, str):
-        raise SearchError(f"search needs a registered model name (a keras.Model has no search "
-                          f"space); see `zoo list`. Received: {type(model).__name__}")
-    spec = get_spec(model)
-    if not spec.trainable:
-        raise SearchError(f"Model '{spec.name}' is not trainable, so it cannot be tuned.")
+    names = model_names(model)
+    specs = [get_spec(n) for n in names]
+    spec = specs[0]
+    for each in specs:
+        if not each.trainable:
+            raise SearchError(f"Model '{each.name}' is not trainable, so it cannot be tuned.")
+    tasks = sorted({each.task for each in specs})
+    if len(tasks) > 1:
+        raise SearchError(f"The models of one search must share a task (one objective); "
+                          f"{names} have tasks {tasks}.")
+    if time_budget is not None:
+        time_budget = budget_module.parse_duration(time_budget)
+    if not isinstance(retrain_best, bool):
+        raise SearchError(f"retrain_best must be True or False. Received: "
+                          f"retrain_best={retrain_best!r}")
     if tuner not in TUNERS:
         raise SearchError(f"tuner must be one of {', '.join(TUNERS)}. Received: tuner={tuner!r}")
     max_trials, max_epochs, max_params, max_consecutive_failed_trials = (
@@ -277,14 +333,18 @@ def _normalize(model, data, *, tuner, objective, max_trials, max_epochs, executi
         raise SearchError(f"Unknown search option(s) {unknown}. Allowed: "
                           f"{sorted((*PLAN_OPTIONS, *FIXED_RECIPE_OPTIONS))}")
     overrides = space_module.check_overrides(space)
-    max_epochs = max_epochs or spec.recipe.epochs
+    # Several models: the shortest recipe (a search over WRN-28-10's 200 epochs and
+    # LeNet-5's 10 should say how long a trial is with max_epochs).
+    max_epochs = max_epochs or min(each.recipe.epochs for each in specs)
     if max_trials is None and not TABLE[tuner].oracle_sets_epochs:
         max_trials = 10
     data_name, data_fingerprint = _data_identity(data)
     options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
                if v is not None}
     return spec, {
-        "model": spec.name, "data": data_name, "data_fingerprint": data_fingerprint,
+        "model": names[0] if len(names) == 1 else names, "data": data_name,
+        "data_fingerprint": data_fingerprint, "time_budget": time_budget,
+        "retrain_best": retrain_best,
         "tuner": tuner, "objective": parsed_objective, "max_trials": max_trials,
         "max_epochs": max_epochs, "executions_per_trial": executions_per_trial, "seed": seed,
         "max_params": max_params, "early_stopping": early_stopping,
@@ -340,6 +400,7 @@ class PreparedSearch:
     directory: str
     state: str
     previous: Optional[dict]
+    clock: object = None
 
     def write_search_file(self, *, status):
         """search.json with `status` ("running", "finished", ...); keeps its creation time."""
@@ -357,7 +418,7 @@ def prepare(model, data="digits", *, tuner="hyperband", objective=None, max_tria
             max_epochs=None, executions_per_trial=1, seed=0, directory=None, overwrite=False,
             max_params=None, workers=0, space=None, early_stopping="auto",
             max_consecutive_failed_trials=5, keep_checkpoints=3, hyperband_factor=3,
-            check_objective=True, **options):
+            time_budget=None, retrain_best=False, check_objective=True, **options):
     """Check everything and build the hypermodel; writes nothing. Returns a `PreparedSearch`."""
     spec, call = _normalize(
         model, data, tuner=tuner, objective=objective, max_trials=max_trials,
@@ -365,9 +426,10 @@ def prepare(model, data="digits", *, tuner="hyperband", objective=None, max_tria
         max_params=max_params, workers=workers, early_stopping=early_stopping,
         max_consecutive_failed_trials=max_consecutive_failed_trials,
         keep_checkpoints=keep_checkpoints, hyperband_factor=hyperband_factor, space=space,
-        options=options)
-    directory = os.path.abspath(directory or _default_directory(spec.name))
-    state = _check_directory(directory, overwrite)
+        options=options, time_budget=time_budget, retrain_best=retrain_best)
+    names = model_names(call["model"])
+    directory = os.path.abspath(directory or _default_directory("+".join(names)))
+    state = _check_directory(directory, overwrite, data)
     previous = zio.read_json(os.path.join(directory, results.SEARCH_FILE), default=None) \
         if state == "resume" else None
     if state == "resume" and not isinstance(previous, dict):
@@ -377,7 +439,7 @@ def prepare(model, data="digits", *, tuner="hyperband", objective=None, max_tria
     # ---- TensorFlow from here on
     import keras_tuner as kt
 
-    from tuning.hypermodel import ZooHyperModel
+    from tuning.hypermodel import MultiHyperModel, ZooHyperModel
     from zoo import training
 
     checked_options = call["options"]
@@ -387,11 +449,16 @@ def prepare(model, data="digits", *, tuner="hyperband", objective=None, max_tria
         plan_kwargs["classes"] = tuple(plan_kwargs["classes"])
     if "model_kwargs" in plan_kwargs:
         plan_kwargs["model_kwargs"] = _builder_kwargs(plan_kwargs["model_kwargs"])
-    plan = training.plan(spec.name, data, epochs=call["max_epochs"], seed=call["seed"],
-                         **{k: v for k, v in fixed_recipe.items() if k != "augment"},
-                         augment=fixed_recipe.get("augment"), **plan_kwargs)
-    hypermodel = ZooHyperModel(plan, grid=TABLE[call["tuner"]].discrete,
-                               max_epochs=call["max_epochs"])
+    members = {}
+    for name in names:
+        # One plan per model: each validates the data for its own input shape.
+        plan = training.plan(name, data, epochs=call["max_epochs"], seed=call["seed"],
+                             **{k: v for k, v in fixed_recipe.items() if k != "augment"},
+                             augment=fixed_recipe.get("augment"), **plan_kwargs)
+        members[name] = ZooHyperModel(plan, grid=TABLE[call["tuner"]].discrete,
+                                      max_epochs=call["max_epochs"])
+    hypermodel = members[names[0]] if len(names) == 1 else MultiHyperModel(members)
+    plan = hypermodel.plan
     fixed, full = _space(hypermodel, fixed_recipe, call)
     name, direction = _objective(plan, spec, call["objective"])
     call["objective"] = {"name": name, "direction": direction}
@@ -499,16 +566,21 @@ def prepare_from_directory(directory, data=None, **overrides):
     return prepare(**{**recorded, "directory": directory, **overrides})
 
 
-def search(model, data="digits", *, tuner="hyperband", objective=None, max_trials=None,
-           max_epochs=None, executions_per_trial=1, seed=0, directory=None, overwrite=False,
-           max_params=None, workers=0, space=None, early_stopping="auto",
+def search(model=None, data="digits", *, models=None, tuner="hyperband", objective=None,
+           max_trials=None, max_epochs=None, executions_per_trial=1, seed=0, directory=None,
+           overwrite=False, max_params=None, workers=0, space=None, early_stopping="auto",
            max_consecutive_failed_trials=5, keep_checkpoints=3, hyperband_factor=3,
-           verbose=1, callbacks=None, tensorboard=True, report=True, oracle=None, role=None,
-           isolate=False, **options):
+           time_budget=None, retrain_best=False, verbose=1, callbacks=None, tensorboard=True,
+           report=True, oracle=None, role=None, isolate=False, **options):
     """Search a registered model's hyperparameters with KerasTuner.
 
     Args:
-        model: registered model name (see `zoo list`).
+        model: registered model name (see `zoo list`); several ("lenet5,resnet20",
+            a glob such as "resnet2*", or a list) make the model a hyperparameter
+            ("model"), each model's space conditional on it and named
+            "NAME/hyperparameter"; the first trials are each model's registered
+            default, in order.
+        models: the same as `model` (give one of the two).
         data: data source (see `zoo.data`), or (x, y) arrays. Loaded and
             validated once per search. Defaults to "digits".
         tuner: a name in `tuning.TUNERS` (KerasTuner's own oracles; the table is
@@ -539,6 +611,14 @@ def search(model, data="digits", *, tuner="hyperband", objective=None, max_trial
             (None: never). Defaults to 5.
         keep_checkpoints: keep the weights of this many best trials. Defaults to 3.
         hyperband_factor: Hyperband's reduction factor. Defaults to 3.
+        time_budget: wall-clock budget of the whole search (resumed sessions
+            add up): seconds or "90m", "1h", "3600s". No trial starts that the
+            rest cannot finish (estimated from the finished trials of the same
+            model), and a trial stops after the epoch that leaves too little
+            time; the search then ends normally. Defaults to None (no limit).
+        retrain_best: keep time inside `time_budget` for `retrain_best`, which
+            then trains the best trial for its own epochs and ends with the
+            budget. Defaults to False.
         verbose: 0 silent, 1 a line per trial. Defaults to 1.
         callbacks: extra Keras callbacks for every trial (deep-copied). Defaults to None.
         tensorboard: TensorBoard logs per trial. Defaults to True.
@@ -564,13 +644,18 @@ def search(model, data="digits", *, tuner="hyperband", objective=None, max_trial
         SearchError (a ValueError): bad input, before anything is written.
         SearchFailed: the search stopped after max_consecutive_failed_trials.
     """
+    if (model is None) == (models is None):
+        raise SearchError(f"search takes the model(s) as model= or models=, one of the two. "
+                          f"Received: model={model!r}, models={models!r}")
     prepared = prepare(
-        model, data, tuner=tuner, objective=objective, max_trials=max_trials,
-        max_epochs=max_epochs, executions_per_trial=executions_per_trial, seed=seed,
+        model if models is None else models, data, tuner=tuner, objective=objective,
+        max_trials=max_trials, max_epochs=max_epochs,
+        executions_per_trial=executions_per_trial, seed=seed,
         directory=directory, overwrite=overwrite, max_params=max_params, workers=workers,
         space=space, early_stopping=early_stopping, keep_checkpoints=keep_checkpoints,
         max_consecutive_failed_trials=max_consecutive_failed_trials,
-        hyperband_factor=hyperband_factor, **options)
+        hyperband_factor=hyperband_factor, time_budget=time_budget, retrain_best=retrain_best,
+        **options)
     _check_processes(prepared, role=role, workers=workers, isolate=isolate, oracle=oracle,
                      callbacks=callbacks)
     if role == "worker":
@@ -610,12 +695,29 @@ def _say(verbose, text):
         print(text, flush=True)
 
 
-def _run(prepared, *, verbose, callbacks, tensorboard, report, workers=0, oracle=None,
-         isolate=False, chief=False):
-    if prepared.state == "overwrite":
-        shutil.rmtree(prepared.directory)
+def _run(prepared, **kwargs):
+    """Run the search holding the search directory's lock (a second search there is refused)."""
+    try:
+        created = runs.lock_run_dir(prepared.directory, argument="directory")
+    except runs.RunError as err:
+        raise SearchError(str(err)) from None
+    try:
+        if prepared.state == "overwrite":
+            # Checked again under the lock: the folder may have changed since prepare().
+            _check_replaceable(prepared.directory, prepared.config.get("data"))
+            runs.empty_folder(prepared.directory)
+        return _run_locked(prepared, **kwargs)
+    finally:
+        runs.unlock_run_dir(prepared.directory, remove_if_empty=created)
+
+
+def _run_locked(prepared, *, verbose, callbacks, tensorboard, report, workers=0, oracle=None,
+                isolate=False, chief=False):
     resumed = os.path.exists(os.path.join(prepared.directory, results.PROJECT, "oracle.json"))
     prepared.write_search_file(status="running")
+    prepared.clock = budget_module.Clock(prepared.directory, prepared.config["time_budget"],
+                                         retrain=prepared.config["retrain_best"])
+    prepared.clock.save()
     _announce(prepared, verbose)
     tuner = None
     try:
@@ -633,12 +735,16 @@ def _run(prepared, *, verbose, callbacks, tensorboard, report, workers=0, oracle
                               f"{len(tuner.oracle.trials) - done} to continue")
             tuners.run_trials(tuner)
             stop_message = tuner.oracle.zoo_stop_message
+            if tuner.oracle.zoo_budget_message:
+                _say(verbose, f"search ended: {tuner.oracle.zoo_budget_message}")
             tuners.cleanup_checkpoints(tuner.project_dir, tuner.oracle,
                                        keep=prepared.config["keep_checkpoints"])
     except KeyboardInterrupt:
+        prepared.clock.save()
         results.write_results(prepared.directory)
         prepared.write_search_file(status="interrupted")
         raise
+    prepared.clock.save()
     results.write_results(prepared.directory)
     if report:
         results.write_report(prepared.directory)
@@ -657,10 +763,15 @@ def _run(prepared, *, verbose, callbacks, tensorboard, report, workers=0, oracle
 
 def _announce(prepared, verbose):
     config = prepared.config
-    _say(verbose, f"search: {prepared.spec.name} on {config['data']}, objective "
+    names = model_names(config["model"])
+    _say(verbose, f"search: {', '.join(names)} on {config['data']}, objective "
                   f"{config['objective']['name']} ({config['objective']['direction']}), "
                   f"directory {prepared.directory}")
     _say(verbose, f"budget: {config['budget']['text']}")
+    if config["time_budget"]:
+        spent = prepared.clock.spent() if prepared.clock else 0.0
+        _say(verbose, f"time budget: {config['time_budget']:.0f} s ({spent:.0f} s spent)"
+                      f"{', keeping time for the retrain' if config['retrain_best'] else ''}")
     for key, (space_default, registered) in prepared.hypermodel.pinned.items():
         _say(verbose, f"note: the search space of '{prepared.spec.name}' defaults {key} to "
                       f"{results.format_value(space_default)} but the registered model uses "
@@ -755,7 +866,10 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
 
     The recipe is the trial's with the registered recipe's full epochs (and its
     early stopping), so `zoo export` / `zoo evaluate` work on the run unchanged;
-    its config.json names the search and trial (`tuning` key).
+    its config.json names the search and trial (`tuning` key).  A search with
+    a `time_budget` retrains for the trial's own epochs instead, and the
+    retrain stops after the epoch that leaves less than an epoch's time of the
+    budget (the time was kept for it when the search ran with `retrain_best`).
 
     Args:
         directory: a search directory.
@@ -786,7 +900,12 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
     if config["data"] == "<arrays>" and data is None:
         raise SearchError("This search ran on in-memory arrays: pass the same data= to "
                           "retrain_best.")
-    spec = get_spec(config["model"])
+    spec = get_spec(chosen.get("model") or model_names(config["model"])[0])
+    clock, extra_callbacks = None, []
+    if config.get("time_budget"):
+        clock = budget_module.Clock(directory, config["time_budget"])
+        epochs = epochs or (chosen["recipe"] or {}).get("epochs") or chosen["epochs_run"]
+        extra_callbacks.append(budget_module.deadline_callback(clock))
     recipe = _recipe_from(chosen["recipe"]).replace(epochs=epochs or spec.recipe.epochs)
     options = {**config.get("options", {}), **config.get("runtime_options", {})}
     # The recipe carries the loss and the trial's builder kwargs are the model's.
@@ -799,8 +918,13 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
                   "hyperparameters": {k: v for k, v in chosen["hp"].items()
                                       if not k.startswith("tuner/")},
                   "fingerprint": config.get("fingerprint")}
-    return train(spec.name, data if data is not None else config["data"],
-                 run_dir=run_dir or os.path.join(directory, "best_run"), overwrite=overwrite,
-                 model_kwargs=_builder_kwargs(chosen["model_kwargs"]), recipe=recipe,
-                 seed=config["seed"], export=export, verbose=verbose,
-                 config_extra={"tuning": zio.json_safe(provenance)}, **plan_options)
+    try:
+        return train(spec.name, data if data is not None else config["data"],
+                     run_dir=run_dir or os.path.join(directory, "best_run"), overwrite=overwrite,
+                     model_kwargs=_builder_kwargs(chosen["model_kwargs"]), recipe=recipe,
+                     seed=config["seed"], export=export, verbose=verbose,
+                     callbacks=extra_callbacks or None,
+                     config_extra={"tuning": zio.json_safe(provenance)}, **plan_options)
+    finally:
+        if clock is not None:
+            clock.save()  # the retrain's time counts in the search's clock

@@ -99,7 +99,9 @@ class TrialRecord:
         """Record the failure; returns the `FailedTrialError` that reports it to the oracle."""
         import keras_tuner as kt
 
-        status = "skipped" if reason == "max_params" else "failed"
+        # Skipped: not trained, and no failure of the model (over max_params, or no
+        # time left in the search's budget: tuning.budget.SKIP_REASON).
+        status = "skipped" if reason in ("max_params", "time_budget") else "failed"
         self.update(status=status, reason=reason, message=message, **fields)
         return kt.errors.FailedTrialError(f"{'skipped' if status == 'skipped' else reason}: "
                                           f"{message}")

@@ -5,7 +5,11 @@ Hyperband oracles, unchanged algorithms; the list is `tuning.oracles.TABLE`)
 and the chief/worker protocol.  What this module changes around them:
 
 * trial 0 is always the default point (the registered model with its
-  recipe) under every oracle, not only grid search;
+  recipe) under every oracle, not only grid search; in a search over several
+  models, trials 0, 1, ... are each model's default point in turn;
+* a `time_budget` (`tuning.budget`): no trial starts that the rest of the
+  budget cannot finish, and a trial stops after the epoch that leaves too
+  little (KerasTuner counts trials, not time);
 * `GridSearchOracle` saves its position, so grid search resumes (upstream
   issue 1055: it stops after a reload);
 * a trial that was running when the process died continues from its last
@@ -45,7 +49,7 @@ import keras
 import keras_tuner as kt
 from keras_tuner.src.engine import trial as trial_module
 
-from tuning import results
+from tuning import budget, results
 from tuning.oracles import TABLE
 from tuning.trial import (AtomicBackupAndRestore, BestWeights, EpochRecorder, MedianStopping,
                           TrialRecord, best_metrics, classify_error, curve, macs, nan_epoch,
@@ -65,25 +69,54 @@ class _ZooOracle:
     """Mixin over every KerasTuner oracle (see the module docstring)."""
 
     zoo_stop_message = None
+    zoo_budget_message = None
+    zoo_clock = None
 
-    def default_values(self):
+    def default_values(self, model=None):
+        """The space's default point; `model`: that value of the "model" choice."""
         hps = self.get_space()
         values = {}
         for hp in hps.space:
             hps.values = dict(values)
             if hps.is_active(hp):
-                values[hp.name] = hp.default
+                values[hp.name] = model if (hp.name == "model" and model) else hp.default
         return values
 
+    def model_choices(self):
+        """The values of a multi-model search's "model" choice ([None] for one model)."""
+        space = {hp.name: hp for hp in self.get_space().space}
+        chosen = space.get("model")
+        if chosen is None:
+            return [None]
+        return list(getattr(chosen, "values", None) or [chosen.value])
+
+    def _budget_stop(self):
+        clock = self.zoo_clock
+        if clock is None or clock.budget_s is None:
+            return None
+        clock.save()
+        records = {}
+        if os.path.isdir(self._project_dir):
+            records = results.read_records(self._project_dir)
+        models = [m for m in self.model_choices() if m is not None] or [
+            next((r.get("model") for r in records.values() if r.get("model")), None)]
+        return clock.stop_reason(records, models)
+
     def populate_space(self, trial_id):
-        if self.zoo_stop_message:
+        if self.zoo_stop_message or self.zoo_budget_message:
+            return {"status": STOPPED, "values": None}
+        self.zoo_budget_message = self._budget_stop()
+        if self.zoo_budget_message:
             return {"status": STOPPED, "values": None}
         response = super().populate_space(trial_id)
-        if not self.trials and response.get("status") == RUNNING and response.get("values"):
-            # Trial 0: the registered model with its recipe (KerasTuner's hp defaults).
-            tuner_values = {k: v for k, v in response["values"].items()
-                            if k.startswith("tuner/")}
-            response = dict(response, values={**self.default_values(), **tuner_values})
+        models = self.model_choices()
+        values = response.get("values")
+        if len(self.trials) < len(models) and response.get("status") == RUNNING and values \
+                and "tuner/trial_id" not in values:
+            # Trial k < number of models: model k with its recipe (the hp defaults).
+            tuner_values = {k: v for k, v in values.items() if k.startswith("tuner/")}
+            response = dict(response, values={**self.default_values(models[len(self.trials)]),
+                                              **tuner_values})
         return response
 
     def _trial_record(self, trial_id):
@@ -215,6 +248,8 @@ class TunerSettings:
 
     Attributes:
         tuner: the `tuning.oracles.TABLE` name.
+        clock: the search's `tuning.budget.Clock` (time budget and the
+            wall-clock time every trial ends at), or None.
         seed: the search seed (every trial's seed derives from it).
         max_epochs: epochs of a trial whose oracle does not set them.
         max_trials: the budget's trials, for progress lines only.
@@ -240,6 +275,7 @@ class TunerSettings:
     tensorboard: bool = True
     worker: bool = False
     one_trial: bool = False
+    clock: object = None
     median_min_trials: int = 3
     median_grace_epochs: int = 2
 
@@ -358,7 +394,7 @@ class ZooTuner(kt.Tuner):
         config = self.hypermodel.point(hp)
         record.update(
             trial_id=trial.trial_id, status="running", objective=objective.name,
-            direction=objective.direction, hyperparameters=dict(hp.values),
+            direction=objective.direction, hyperparameters=dict(hp.values), model=config.model,
             model_kwargs=config.model_kwargs, recipe=config.recipe.to_dict(),
             registered_default=bool(config.pinned),
             seed=trial_seed(self.settings.seed, trial.trial_id),
@@ -366,27 +402,45 @@ class ZooTuner(kt.Tuner):
             initial_epoch=int(hp.values.get("tuner/initial_epoch", 0)),
             started=record.previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"),
             resumed=bool(record.previous), tuner_id=self.tuner_id)
+        clock = self.settings.clock
+        deadline = None
+        if clock is not None and clock.budget_s is not None and not record.previous:
+            records = results.read_records(self.project_dir)
+            records.pop(trial.trial_id, None)
+            epochs = record.fields["epochs"] - record.fields["initial_epoch"]
+            why = clock.skip_reason(records, config.model, epochs)
+            if why:
+                raise record.fail(budget.SKIP_REASON, why,
+                                  finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                  search_seconds=round(clock.spent(), 1))
+            deadline = budget.deadline_callback(clock, clock.reserve(records))
+        elif clock is not None and clock.budget_s is not None:
+            deadline = budget.deadline_callback(clock)
         checkpoint = BestWeights(self._get_checkpoint_fname(trial.trial_id), objective,
                                  worth_keeping=self._worth_keeping)
-        executions = [self._execute(trial, execution, record, checkpoint)
+        executions = [self._execute(trial, execution, record, checkpoint, deadline)
                       for execution in range(self.executions_per_trial)]
         logs = [epochs for epochs, _ in executions]
         metrics, best_epoch = best_metrics(logs, objective)
         if metrics is None:
             raise record.fail("nan", f"no finite value of {objective.name} in any epoch")
         stopped_epoch = executions[-1][1]
-        record.update(status="completed" if stopped_epoch is None else "stopped_early",
+        message = {} if stopped_epoch is None else {
+            "message": f"median stopping rule at epoch {stopped_epoch + 1}"}
+        if deadline is not None and deadline.stopped_epoch is not None:
+            message = {"message": f"time budget: stopped after epoch {deadline.stopped_epoch + 1}"}
+        record.update(status="completed" if not message else "stopped_early",
                       metrics=metrics, score=metrics[objective.name], best_epoch=best_epoch,
                       epochs_run=len(logs[0]), curve=curve(logs[0], objective),
                       finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                      **({} if stopped_epoch is None else
-                         {"message": f"median stopping rule at epoch {stopped_epoch + 1}"}))
+                      search_seconds=round(clock.spent(), 1) if clock is not None else None,
+                      **message)
         trial_dir = self.get_trial_dir(trial.trial_id)
         for execution in range(self.executions_per_trial):  # finished: backups not needed
             results.remove_tree(os.path.join(trial_dir, f"backup{execution}"))
         return metrics, best_epoch
 
-    def _execute(self, trial, execution, record, checkpoint):
+    def _execute(self, trial, execution, record, checkpoint, deadline=None):
         """One fit of a trial; returns (per-epoch logs, the median rule's stop epoch or None).
 
         Raises:
@@ -418,6 +472,8 @@ class ZooTuner(kt.Tuner):
                                         min_trials=settings.median_min_trials,
                                         grace_epochs=settings.median_grace_epochs)
                 callbacks.append(median)
+            if deadline is not None:
+                callbacks.append(deadline)
             if settings.tensorboard:
                 from zoo.callbacks import EpochTensorBoard
                 callbacks.append(EpochTensorBoard(
@@ -547,7 +603,10 @@ def make_tuner(prepared, *, verbose=1, callbacks=None, tensorboard=True, worker=
         max_consecutive_failed_trials=config["max_consecutive_failed_trials"],
         hyperband_factor=config["hyperband_factor"])
     oracle.verbose = 0
-    settings = TunerSettings(
+    clock = prepared.clock or budget.Clock(prepared.directory, config.get("time_budget"),
+                                           retrain=bool(config.get("retrain_best")))
+    oracle.zoo_clock = clock
+    settings = TunerSettings(clock=clock, 
         tuner=config["tuner"], seed=config["seed"], max_epochs=config["max_epochs"],
         max_params=config["max_params"], max_trials=config["budget"]["trials"],
         early_stopping=config["early_stopping"], keep_checkpoints=config["keep_checkpoints"],
