@@ -85,7 +85,81 @@ def env(tmp_path_factory):
         shutil.copytree(interrupted, root / name)
         (root / name / "backup" / damaged).write_text("{not json")
     d.interrupted = interrupted
+
+    # What --overwrite must never delete: a folder of the user's own files, a
+    # project folder holding a run and a report, and hostile run directories.
+    d.users = root / "users"
+    d.users.mkdir()
+    for name in ("notes.txt", "thesis.tex"):
+        (d.users / name).write_text("keep me")
+    d.project = root / "project"
+    shutil.copytree(d.run, d.project / "run")
+    (d.project / "report.docx").write_text("keep me")
+    d.outside = root / "outside.txt"
+    d.outside.write_text("keep me")
+    d.hostile = {}
+    for name, make in _HOSTILE.items():
+        d.hostile[name] = root / "hostile" / name
+        shutil.copytree(interrupted if name.startswith("resume_") else d.run, d.hostile[name])
+        make(d.hostile[name], d)
     return d
+
+
+def _symlink(name, target):
+    def make(run_dir, env):
+        os.remove(run_dir / name)
+        os.symlink(target(env) if callable(target) else target, run_dir / name)
+    return make
+
+
+def _fifo(name):
+    def make(run_dir, env):
+        os.remove(run_dir / name)
+        os.mkfifo(run_dir / name)
+    return make
+
+
+def _write(name, content):
+    def make(run_dir, env):
+        (run_dir / name).write_bytes(content)
+    return make
+
+
+def _zip(members):
+    def make(run_dir, env):
+        import zipfile
+        with zipfile.ZipFile(run_dir / "model.keras", "w", zipfile.ZIP_DEFLATED) as archive:
+            for member, size in members.items():
+                with archive.open(member, "w") as f:
+                    for _ in range(size // 2 ** 20):
+                        f.write(bytes(2 ** 20))
+                    f.write(b"{}" if size < 2 ** 20 else b"")
+    return make
+
+
+def _lock_link(run_dir, env):
+    os.symlink(env.outside, run_dir / ".lock")
+
+
+# Run directories (copies of the finished run, or of the interrupted one for
+# resume_*), each with one hostile change.
+_HOSTILE = {
+    "config_fifo": _fifo("config.json"),
+    "model_fifo": _fifo("model.keras"),
+    "model_dev_zero": _symlink("model.keras", "/dev/zero"),
+    "zip_bomb": _zip({"config.json": 2, "model.weights.h5": 65 * 2 ** 20}),
+    "zip_no_config": _zip({"metadata.json": 2}),
+    "metrics_list": _write("metrics.json", b"[1, 2]"),
+    "config_deep": _write("config.json", b"[" * 100000 + b"]" * 100000),
+    "config_huge": _write("config.json", b" " * (11 * 2 ** 20) + b"{}"),
+    "inputs_corrupt": _write("export_inputs.npz", b"PK\x03\x04 not a zip"),
+    "inputs_missing": lambda run_dir, env: os.remove(run_dir / "export_inputs.npz"),
+    "lock_link": _lock_link,
+    "resume_history_link": _symlink("history.csv", lambda env: env.outside),
+    "resume_backup_link": lambda run_dir, env: (
+        shutil.move(run_dir / "backup", env.root / "moved_backup"),
+        os.symlink(env.root / "moved_backup", run_dir / "backup")),
+}
 
 
 def _train(out, *argv):
@@ -186,7 +260,85 @@ CASES = [
     ("lr_1e308_fails_the_run",
      lambda e: _train(_fresh(e, "lr"), "--lr", "1e308", *MLP),
      "Training diverged"),
+    # --overwrite follows one rule (zoo.runs.check_replaceable) in every command.
+    ("tune_overwrite_users_folder",
+     lambda e: _tune(e.users, "--overwrite"),
+     "directory holds a folder zoo did not write (notes.txt, thesis.tex), not a search "
+     "directory; overwrite=True (--overwrite) would delete it"),
+    ("tune_overwrite_training_run",
+     lambda e: _tune(e.run, "--overwrite"),
+     "directory holds a run directory, not a search directory; overwrite=True"),
+    ("train_overwrite_users_folder",
+     lambda e: _train(e.users, "--overwrite", *MLP),
+     "holds no run (no config.json): it holds a folder zoo did not write (notes.txt, "
+     "thesis.tex)"),
+    ("export_overwrite_users_folder",
+     lambda e: ["export", e.run, "--format", "saved_model", "--out", e.users, "--overwrite"],
+     "out holds a folder zoo did not write (notes.txt, thesis.tex), not a SavedModel or an "
+     "exported model file"),
+    ("export_overwrite_the_run_itself",
+     lambda e: ["export", e.run, "--out", e.run, "--overwrite"],
+     "out is the run being exported, which overwrite=True (--overwrite) would delete"),
+    ("export_overwrite_the_runs_parent",
+     lambda e: ["export", e.project / "run", "--out", e.project, "--overwrite"],
+     "out holds the run being exported, which overwrite=True (--overwrite) would delete"),
+    ("export_overwrite_the_working_directory",
+     lambda e: ["export", e.run, "--out", os.getcwd(), "--overwrite"],
+     "out is the working directory, which overwrite=True"),
+    # An export that cannot verify says so.
+    ("export_without_inputs",
+     lambda e: ["export", e.hostile["inputs_missing"]],
+     "The export cannot be verified: the run has no export_inputs.npz"),
+    ("export_inputs_corrupt",
+     lambda e: ["export", e.hostile["inputs_corrupt"]],
+     "File is damaged (BadZipFile"),
+    # Hostile or damaged run files: one line naming the file, no hang, no MemoryError.
+    ("config_is_a_fifo",
+     lambda e: ["evaluate", e.hostile["config_fifo"]],
+     "File is a FIFO, not a regular file; it is not read"),
+    ("model_is_a_fifo",
+     lambda e: ["evaluate", e.hostile["model_fifo"]],
+     "File is a FIFO, not a regular file; it is not read"),
+    ("model_links_to_dev_zero",
+     lambda e: ["evaluate", e.hostile["model_dev_zero"]],
+     "File is a symbolic link (to /dev/zero)"),
+    ("model_zip_bomb",
+     lambda e: ["evaluate", e.hostile["zip_bomb"]],
+     "times its size): a zip bomb, not loaded"),
+    ("model_zip_without_config",
+     lambda e: ["evaluate", e.hostile["zip_no_config"]],
+     "Model file is damaged and cannot be loaded"),
+    ("metrics_json_a_list_export",
+     lambda e: ["export", e.hostile["metrics_list"], "--overwrite"],
+     "File is damaged (it holds a JSON list, not an object)"),
+    ("metrics_json_a_list_train",
+     lambda e: _train(e.hostile["metrics_list"], *MLP),
+     "already holds a finished run"),
+    ("config_json_nested_deeply",
+     lambda e: ["evaluate", e.hostile["config_deep"]],
+     "File is damaged (JSON nested too deeply)"),
+    ("config_json_over_10_mb",
+     lambda e: ["evaluate", e.hostile["config_huge"]],
+     "File is too large (11534338 bytes; at most 10485760 are read)"),
+    ("lock_is_a_symlink",
+     lambda e: _train(e.hostile["lock_link"], *MLP),
+     "run_dir/.lock is a symbolic link"),
+    ("resume_history_is_a_symlink",
+     lambda e: _resume_dir(e.hostile["resume_history_link"]),
+     "run_dir holds a symbolic link (history.csv -> "),
+    ("resume_backup_is_a_symlink",
+     lambda e: _resume_dir(e.hostile["resume_backup_link"]),
+     "run_dir holds a symbolic link (backup -> "),
 ]
+
+
+def _tune(out, *argv):
+    return ["tune", "mlp", "--out", str(out), "--max-trials", "1", "--max-epochs", "1", *argv]
+
+
+def _resume_dir(run_dir):
+    return ["train", "mlp", "--out", str(run_dir), "--arg", "hidden_units=[8]",
+            "--epochs", "3", "--verbose", "0", "--no-export"]
 
 
 @pytest.mark.parametrize("case, make, fragment", CASES, ids=[c[0] for c in CASES])
@@ -208,9 +360,14 @@ def test_bad_input_is_one_clear_line(env, case, make, fragment, capsys):
         assert code == 2, err
         assert "Traceback" not in err
         assert len(lines) == 1 and fragment in lines[0], err
-    # Nothing was lost, and a refused fresh run left no folder behind.
+    # Nothing was lost, no lock was left behind, and a refused fresh run left no folder.
     assert {p: open(p, "rb").read() for p in before} == before
     assert (env.foreign / "notes").read_text() == "keep me"
+    for kept in (env.users / "notes.txt", env.users / "thesis.tex", env.outside,
+                 env.project / "report.docx", env.project / "run" / "model.keras"):
+        assert kept.read_bytes() == b"keep me" or kept.name == "model.keras", kept
+    for folder in (env.foreign, env.users, env.project, env.root / "run"):
+        assert not (folder / ".lock").exists(), folder
     fresh = [p.name for p in env.fresh.iterdir()] if env.fresh.exists() else []
     assert fresh in ([], ["lr"]), fresh  # a diverged run is kept, marked failed
 

@@ -28,22 +28,27 @@ class ExportVerificationError(AssertionError):
     """The exported artifact does not reproduce the Keras model's outputs."""
 
 
-def _check_target(path, overwrite):
-    if os.path.exists(path) and not overwrite:
+def _check_target(path, overwrite, *, run_dir=None, argument="path"):
+    """Refuse an export target in the way.
+
+    One that exists is refused unless `overwrite`, and even then unless it
+    is a SavedModel or an exported model file holding nothing else, and
+    neither the run being exported nor a folder above it (the package's one
+    rule, `zoo.runs.check_replaceable`).
+    """
+    path = os.path.abspath(path)
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
         raise ValueError(f"Export target already exists; pass overwrite=True (--overwrite) to "
-                         f"replace it. Received: path={path!r}")
+                         f"replace it. Received: {argument}={path!r}")
+    runs.check_replaceable(path, ("saved_model", "artifact"), argument=argument,
+                           keep=[(run_dir, "the run being exported")] if run_dir else ())
 
 
 def _replace_folder(temporary, path):
-    """Move the folder `temporary` to `path`, replacing what is there once the new one is whole."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        # A rename cannot replace a non-empty folder: move the old one aside first.
-        previous = f"{path}.old-{os.getpid()}"
-        os.replace(path, previous)
-        zio.replace(temporary, path)
-        shutil.rmtree(previous, ignore_errors=True)
-    else:
-        zio.replace(temporary, path)
+    """Move the folder `temporary` to `path`; a SavedModel stays at `path` at every moment."""
+    zio.replace_folder(temporary, path)
 
 
 def input_names(model):
@@ -379,6 +384,7 @@ def write_model_card(run_dir, model, config, metrics, exports):
     return card
 
 
+@runs.holding_run_dir
 def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, hooks=None,
                out=None, overwrite=False, verify=True, metrics=None):
     """Export a finished run: artifacts, verification and model_card.json.
@@ -414,6 +420,11 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
     if metrics is None:
         metrics = runs.read_json(metrics_path) if os.path.exists(metrics_path) else {}
     samples = _sample_inputs(run_dir, model, bundle)
+    if (verify and samples is None and bundle is None and set(formats) & {
+            "saved_model", "tflite", "onnx"} and len(getattr(model, "inputs", None) or ()) == 1):
+        raise ValueError(f"The export cannot be verified: the run has no {SAMPLE_FILE} (inputs "
+                         f"to compare outputs on); pass verify=False (--no-verify) to export "
+                         f"it unverified. Received: run_dir={run_dir!r}")
 
     exports = {}
     card_path = os.path.join(run_dir, runs.CARD_FILE)
@@ -450,7 +461,8 @@ def _export_targets(run_dir, formats, *, out, overwrite):
     if out is not None:
         targets[formats[0]] = os.path.abspath(out)
     for fmt in formats:
-        _check_target(targets[fmt], overwrite)
+        _check_target(targets[fmt], overwrite, run_dir=run_dir,
+                      argument="out" if out is not None else "path")
     return targets
 
 
@@ -462,9 +474,13 @@ def _sample_inputs(run_dir, model, bundle):
         zio.atomic_write(sample_path, lambda temporary: np.savez(temporary, inputs=samples),
                          suffix=".npz")
         return samples
-    if os.path.exists(sample_path):
-        with np.load(sample_path) as saved:
-            return saved["inputs"]
+    if os.path.lexists(sample_path):
+        try:
+            with zio.open_regular(sample_path, "rb") as f, np.load(f, allow_pickle=False) as saved:
+                return saved["inputs"]
+        except Exception as err:  # a damaged npz raises zipfile, numpy, OS and key errors
+            raise ValueError(f"File is damaged ({type(err).__name__}: {str(err)[:200]}): "
+                             f"{sample_path}") from None
     return None
 
 

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 from typing import Optional
 
@@ -55,7 +56,24 @@ RUN_FILES = frozenset({
 RUN_DIRS = frozenset({"checkpoints", BACKUP_DIR, "logs", "saved_model", "export", "samples"})
 # phase_N.weights.h5 (fine-tuning); "x.partial<pid>..." and ".partial-..." are
 # what an atomic write or an export killed midway leaves behind.
-_RUN_PATTERN = re.compile(r"phase_\d+\.weights\.h5|.*\.partial.*|\.partial-.*")
+# "NAME.old-PID" is a folder an export moved aside while replacing it.
+_RUN_PATTERN = re.compile(r"phase_\d+\.weights\.h5|" + zio.LEFTOVER.pattern)
+# What `tuning` writes at the top of a search directory (zoo never imports
+# tuning, so the names are listed here; tuning.results defines the same).
+SEARCH_FILE = "search.json"
+SEARCH_FILES = frozenset({SEARCH_FILE, "trials.csv", "best_hyperparameters.json", "report.html",
+                          "clock.json", LOCK_FILE})
+SEARCH_DIRS = frozenset({"kt", "best_run"})
+# A SavedModel folder (`model.export`, `tf.saved_model.save`).
+SAVED_MODEL_FILE = "saved_model.pb"
+SAVED_MODEL_NAMES = frozenset({SAVED_MODEL_FILE, "fingerprint.pb", "keras_metadata.pb",
+                               "variables", "assets", "assets.extra"})
+# Single-file exports (zoo.export): .keras, TFLite and ONNX.
+ARTIFACT_SUFFIXES = (".keras", ".tflite", ".onnx")
+_KIND_NAMES = {"run": "a run directory", "search": "a search directory",
+               "saved_model": "a SavedModel", "artifact": "an exported model file",
+               "folder": "a folder zoo did not write", "file": "a file zoo did not write",
+               "link": "a symbolic link"}
 # Sources whose argument is a path (zoo.data.PREFIXES, less tfds:NAME).
 _PATH_PREFIXES = ("folder", "npz", "csv", "fashion_mnist")
 
@@ -74,21 +92,46 @@ write_json = zio.write_json
 
 
 def read_json(path):
-    """The JSON object in `path`; a damaged or missing file raises `RunError` naming it."""
+    """The JSON object in `path`; a damaged, missing or non-object file raises `RunError` naming it.
+
+    Run files are read only as regular files inside the run (no link, FIFO
+    or device) of at most `zoo.io.MAX_JSON_BYTES`.
+    """
     try:
-        return zio.read_json(path)
+        value = zio.read_json(path)
     except FileNotFoundError:
         raise RunError(f"File not found: {path}") from None
     except ValueError as err:
         raise RunError(str(err)) from None
+    if not isinstance(value, dict):
+        raise RunError(f"File is damaged (it holds a JSON {type(value).__name__}, not an "
+                       f"object): {path}")
+    return value
+
+
+# history.csv has a row per epoch; a bigger file is not a run's.
+MAX_HISTORY_BYTES = 64 * 2 ** 20
 
 
 def read_history(path):
-    """history.csv as {column: [floats]} (empty dict if absent)."""
-    if not os.path.exists(path):
+    """history.csv as {column: [floats]} (empty dict if absent).
+
+    A row per epoch: a row whose epoch repeats one before it (an epoch
+    trained again after a kill) replaces that one, so the history has
+    neither gaps from the log nor repeats.
+    """
+    if not os.path.lexists(path):
         return {}
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with zio.open_regular(path, newline="", max_bytes=MAX_HISTORY_BYTES) as f:
+            rows = list(csv.DictReader(f))
+    except (ValueError, UnicodeDecodeError, csv.Error) as err:
+        raise RunError(f"{err}" if str(err).endswith(path) else
+                       f"File is damaged ({err}): {path}") from None
+    by_epoch = {}
+    for index, row in enumerate(rows):
+        by_epoch[row.get("epoch") if row.get("epoch") not in (None, "") else f"row{index}"] = row
+    rows = list(by_epoch.values())
     history = {}
     for row in rows:
         for key, value in row.items():
@@ -204,18 +247,25 @@ def _contents(run_dir):
     return [name for name in os.listdir(run_dir) if name != LOCK_FILE]
 
 
-# Locks this process holds, by absolute run directory: {path: open lock file}.
+# Locks this process holds, by absolute folder: {path: (fd of its .lock, .lock's inode)}.
 _LOCKS = {}
 
 
-def lock_run_dir(run_dir):
+def lock_run_dir(run_dir, *, argument="run_dir"):
     """Hold an exclusive lock on `run_dir` for this process (creates the folder).
 
-    A second process training into the same run directory fails at once
-    instead of corrupting the first one's files.  The lock is an `flock` on
-    run_dir/.lock, released by `unlock_run_dir` or when the process ends,
-    however it ends (kill -9 included).  Taking it again in the same process
-    is a no-op.
+    A second process writing the same run (or search) directory fails at
+    once instead of corrupting the first one's files.  The lock is an `flock`
+    on run_dir/.lock, released by `unlock_run_dir` (which removes the file)
+    or when the process ends, however it ends (kill -9 included).  Taking it
+    again in the same process is a no-op.  `.lock` is never written through
+    a link, and nothing is written to it before the lock is held.  Once held,
+    what writes killed midway left in a folder that holds a run or a search
+    is cleaned (`clean_leftovers`).
+
+    Args:
+        run_dir: the folder.
+        argument: its name in messages. Defaults to "run_dir".
 
     Returns:
         True if this call created `run_dir`.
@@ -225,35 +275,100 @@ def lock_run_dir(run_dir):
     run_dir = os.path.abspath(run_dir)
     if run_dir in _LOCKS:
         return False
+    received = f"Received: {argument}={run_dir!r}"
     created = not os.path.exists(run_dir)
+    path = os.path.join(run_dir, LOCK_FILE)
     try:
         os.makedirs(run_dir, exist_ok=True)
-        handle = open(os.path.join(run_dir, LOCK_FILE), "a+")
     except (NotADirectoryError, FileExistsError):
         blocker = _file_in_the_way(run_dir)
-        where = "run_dir exists and" if blocker == run_dir else f"{blocker} (a part of run_dir)"
-        raise RunError(f"run_dir cannot be created: {where} is a file, not a directory. "
-                       f"Received: run_dir={run_dir!r}") from None
+        where = f"{argument} exists and" if blocker == run_dir else \
+            f"{blocker} (a part of {argument})"
+        raise RunError(f"{argument} cannot be created: {where} is a file, not a directory. "
+                       f"{received}") from None
     except PermissionError:
-        raise RunError(f"run_dir cannot be written (permission denied). "
-                       f"Received: run_dir={run_dir!r}") from None
+        raise RunError(f"{argument} cannot be written (permission denied). {received}") from None
     except OSError as err:  # a read-only file system, a full disk ...
-        raise RunError(f"run_dir cannot be written ({err.strerror or err}). "
-                       f"Received: run_dir={run_dir!r}") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
-        raise RunError(f"run_dir is in use by {owner}; wait for it to finish or choose "
-                       f"another run_dir. Received: run_dir={run_dir!r}") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"process {os.getpid()}\n")
-    handle.flush()
-    _LOCKS[run_dir] = handle
+        raise RunError(f"{argument} cannot be written ({err.strerror or err}). "
+                       f"{received}") from None
+    for _ in range(100):  # another process may remove .lock between our open and flock
+        fd = _open_lock_file(path, argument, received)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunError(f"{argument} is in use by {owner}; wait for it to finish or choose "
+                           f"another {argument}. {received}") from None
+        inode = os.fstat(fd).st_ino
+        try:
+            current = os.stat(path, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == inode:
+            break
+        os.close(fd)  # the holder removed the file we locked: lock the new one
+    else:
+        raise RunError(f"{argument}/.lock keeps changing; another process is taking the "
+                       f"lock. {received}")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"process {os.getpid()}\n".encode())
+    _LOCKS[run_dir] = (fd, inode)
+    clean_leftovers(run_dir)
     return created
+
+
+def _open_lock_file(path, argument, received):
+    flags = (os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(path, flags, 0o644)
+    except PermissionError:
+        raise RunError(f"{argument} cannot be written (permission denied). {received}") from None
+    except OSError as err:
+        if os.path.islink(path):
+            raise RunError(f"{argument}/{LOCK_FILE} is a symbolic link (to "
+                           f"{os.path.realpath(path)}); zoo never writes through it. Remove "
+                           f"the link. {received}") from None
+        raise RunError(f"{argument} cannot be written ({err.strerror or err}). "
+                       f"{received}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RunError(f"{argument}/{LOCK_FILE} is not a regular file; remove it. {received}")
+    return fd
+
+
+def clean_leftovers(folder):
+    """Clean what writes killed midway left in a run or search directory whose lock we hold.
+
+    Temporary files ("NAME.partialPID...") and scratch exports (".partial-*")
+    are deleted, a folder moved aside while being replaced ("NAME.old-PID")
+    is deleted or, where NAME is missing, moved back (see
+    `zoo.io.remove_leftovers`).  Only the top of the folder and the
+    package's own subfolders are searched, and only in a folder that holds a
+    run (config.json) or a search (search.json): never a user's folder.
+    """
+    if not any(os.path.isfile(os.path.join(folder, marker))
+               for marker in (CONFIG_FILE, SEARCH_FILE)):
+        return []
+    removed = zio.remove_leftovers(folder, recursive=False)
+    for name in sorted(RUN_DIRS | SEARCH_DIRS):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            removed += zio.remove_leftovers(path)
+    return removed
+
+
+def holding_run_dir(function):
+    """Decorate a function of `run_dir` (its first argument) that changes a finished run:
+    it runs holding the run's lock (`held`), so it never races a trainer or another export."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(run_dir, *args, **kwargs):
+        with held(run_dir):
+            return function(run_dir, *args, **kwargs)
+    return wrapper
 
 
 def _file_in_the_way(path):
@@ -269,14 +384,41 @@ def _file_in_the_way(path):
 
 
 def unlock_run_dir(run_dir, *, remove_if_empty=False):
-    """Release this process's lock on `run_dir`; optionally remove a folder it left empty."""
+    """Release this process's lock on `run_dir` and remove its .lock; optionally remove a
+    folder it left empty."""
     run_dir = os.path.abspath(run_dir)
-    handle = _LOCKS.pop(run_dir, None)
-    if handle is None:
+    held = _LOCKS.pop(run_dir, None)
+    if held is None:
         return
-    handle.close()
+    fd, inode = held
+    path = os.path.join(run_dir, LOCK_FILE)
+    try:
+        # Removed while still locked, so no one can lock the old file after us.
+        if os.stat(path, follow_symlinks=False).st_ino == inode:
+            os.remove(path)
+    except OSError:
+        pass
+    os.close(fd)
     if remove_if_empty and os.path.isdir(run_dir) and not _contents(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def held(folder, *, argument="run_dir"):
+    """Hold `folder`'s lock for the block if it exists and this process does not hold it yet.
+
+    For commands that change an existing run (an export, an evaluation that
+    writes): a folder that does not exist is left to the command to refuse.
+    """
+    folder = os.path.abspath(folder)
+    if folder in _LOCKS or not os.path.isdir(folder):
+        yield
+        return
+    lock_run_dir(folder, argument=argument)
+    try:
+        yield
+    finally:
+        unlock_run_dir(folder)
 
 
 def foreign_files(run_dir):
@@ -312,18 +454,100 @@ def _inside(path, folder):
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def kind_of(path):
+    """What `path` holds as the package sees it: (kind, names zoo did not write there).
+
+    kind is None (nothing there), "empty" (a folder holding nothing but the
+    package's lock or leftovers), "run" (config.json), "search"
+    (search.json), "saved_model" (saved_model.pb), "artifact" (a .keras,
+    .tflite or .onnx file), "link", "file" (any other file) or "folder" (a
+    folder with none of those markers, every name in it foreign).
+    """
+    if not os.path.lexists(path):
+        return None, []
+    if os.path.islink(path):
+        return "link", []
+    if not os.path.isdir(path):
+        return ("artifact" if path.endswith(ARTIFACT_SUFFIXES) else "file"), []
+    names = sorted(os.listdir(path))
+    ours = [n for n in names if n == LOCK_FILE or zio.LEFTOVER.fullmatch(n)]
+    if len(ours) == len(names):
+        return "empty", []
+    if CONFIG_FILE in names:
+        return "run", foreign_files(path)
+    if SEARCH_FILE in names:
+        allowed = (SEARCH_FILES, SEARCH_DIRS)
+        kind = "search"
+    elif SAVED_MODEL_FILE in names:
+        allowed = (SAVED_MODEL_NAMES, SAVED_MODEL_NAMES)
+        kind = "saved_model"
+    else:
+        allowed, kind = (frozenset(), frozenset()), "folder"
+    foreign = []
+    for name in names:
+        full = os.path.join(path, name)
+        is_dir = os.path.isdir(full) and not os.path.islink(full)
+        if not ((name in allowed[1] if is_dir else name in allowed[0]) or name in ours):
+            foreign.append(name + ("/" if is_dir else ""))
+    return kind, foreign
+
+
+def check_replaceable(path, kinds, *, argument, keep=()):
+    """Refuse to delete or replace `path` unless it is the package's own and nothing else.
+
+    The one rule every `overwrite=True` (`--overwrite`) follows (train,
+    fine-tune, tune, export): `path` may be replaced only when it does not
+    exist, is empty, or is one of `kinds` (see `kind_of`) written by this
+    package and holding nothing else; never the working, home or root
+    directory or a folder above one, and never a path in `keep` or a folder
+    above one (the run being exported, the data being trained on).  Every
+    refusal names what would be lost.
+
+    Args:
+        path: what overwriting would delete.
+        kinds: the kinds it may be ("run", "search", "saved_model", "artifact").
+        argument: the argument's name in messages ("run_dir", "out", ...).
+        keep: (path, description) pairs that must survive, e.g.
+            (run_dir, "the run being exported"). Defaults to ().
+
+    Raises:
+        RunError: naming what would be lost.
+    """
+    path = os.path.abspath(path)
+    received = f"Received: {argument}={path!r}"
+    if not os.path.lexists(path):
+        return
+    protected = [(os.getcwd(), "the working directory"), (os.path.expanduser("~"),
+                 "the home directory"), ("/", "the root directory"), *keep]
+    for other, what in protected:
+        if other is None or not _inside(other, path):
+            continue
+        where = "is" if os.path.realpath(other) == os.path.realpath(path) else "holds"
+        raise RunError(f"{argument} {where} {what}, which overwrite=True (--overwrite) would "
+                       f"delete; choose another {argument}. {received}")
+    kind, foreign = kind_of(path)
+    if kind == "empty":
+        return
+    allowed = " or ".join(_KIND_NAMES[k] for k in kinds)
+    if kind not in kinds:
+        lost = f" ({_names(foreign)})" if foreign else ""
+        raise RunError(f"{argument} holds {_KIND_NAMES[kind]}{lost}, not {allowed}; "
+                       f"overwrite=True (--overwrite) would delete it. Choose another "
+                       f"{argument}. {received}")
+    if foreign:
+        raise RunError(f"{argument} holds files that zoo did not write ({_names(foreign)}); "
+                       f"overwrite=True would delete them. Move them out or choose another "
+                       f"{argument}. {received}")
+
+
 def _check_overwrite(run_dir, config):
-    """Refuse overwrite=True where emptying `run_dir` would delete the user's files."""
+    """Refuse overwrite=True where emptying `run_dir` would delete what is not the run's."""
     source = data_path(config.data)
     if source is not None and _inside(source, run_dir):
         raise RunError(f"The data is inside run_dir, which overwrite=True would empty "
                        f"first; move the data out or choose another run_dir. Received: "
                        f"data={config.data!r}, run_dir={run_dir!r}")
-    foreign = foreign_files(run_dir)
-    if foreign:
-        raise RunError(f"run_dir holds files that zoo did not write ({_names(foreign)}); "
-                       f"overwrite=True would delete them. Move them out or choose another "
-                       f"run_dir. Received: run_dir={run_dir!r}")
+    check_replaceable(run_dir, ("run",), argument="run_dir")
 
 
 def check_run_dir(run_dir, config, *, overwrite=False):
@@ -350,15 +574,19 @@ def check_run_dir(run_dir, config, *, overwrite=False):
     if os.path.abspath(run_dir) in (os.path.abspath(os.getcwd()), os.path.expanduser("~"), "/"):
         raise RunError(f"run_dir may not be the working, home or root directory (overwriting "
                        f"would delete it). Received: run_dir={run_dir!r}")
-    if not os.path.isdir(run_dir) or not _contents(run_dir):
+    if not os.path.isdir(run_dir) or kind_of(run_dir)[0] == "empty":
+        return False
+    if overwrite and os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
+        _check_overwrite(run_dir, config)
         return False
     if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
         # Never deleted, even with overwrite: it may hold the user's data.
-        raise RunError(f"run_dir is not empty and holds no run (no config.json); choose an "
-                       f"empty or new folder. Received: run_dir={run_dir!r}")
-    if overwrite:
-        _check_overwrite(run_dir, config)
-        return False
+        kind, foreign = kind_of(run_dir)
+        what = _KIND_NAMES[kind] + (f" ({_names(foreign)})" if foreign else "")
+        raise RunError(f"run_dir is not empty and holds no run (no config.json): it holds "
+                       f"{what}, which overwrite=True would delete; choose an empty or new "
+                       f"folder. Received: run_dir={run_dir!r}")
+    _check_links(run_dir)
     if is_finished(run_dir) and _failed(run_dir):
         raise RunError(f"run_dir holds a failed run ({_failed(run_dir)}); pass overwrite=True "
                        f"(--overwrite) to train it again. Received: run_dir={run_dir!r}")
@@ -379,6 +607,19 @@ def check_run_dir(run_dir, config, *, overwrite=False):
                        f"({', '.join(changed)} differ); resume it with the same arguments, "
                        f"or pass overwrite=True. Received: run_dir={run_dir!r}")
     return backup_state(run_dir) != "none"
+
+
+def _check_links(run_dir):
+    """Refuse a run directory where a run file or folder is a link (resume would write
+    through it, outside the run, or delete what it points at)."""
+    for top, dirs, files in os.walk(run_dir):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            if os.path.islink(path):
+                raise RunError(f"run_dir holds a symbolic link ({os.path.relpath(path, run_dir)} "
+                               f"-> {os.readlink(path)}); a run's files must be inside it, so it "
+                               f"is not resumed. Remove the link, or pass overwrite=True. "
+                               f"Received: run_dir={run_dir!r}")
 
 
 # Keras BackupAndRestore's files (double_checkpoint keeps the previous ones as *.bkp)
@@ -452,18 +693,26 @@ def backup_state(run_dir):
                    f"to start the run over. Received: run_dir={run_dir!r}")
 
 
+def empty_folder(folder):
+    """Delete everything in `folder` but its lock file (links themselves, never their targets).
+
+    Only after `check_replaceable` allowed it, with the folder's lock held.
+    """
+    for name in _contents(folder):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
 def claim_run_dir(run_dir, *, resumed):
     """Create `run_dir`, emptying it first unless resuming (`check_run_dir` allowed it).
 
     The lock file (see `lock_run_dir`) stays, so the lock is held throughout.
     """
     if not resumed and os.path.isdir(run_dir):
-        for name in _contents(run_dir):
-            path = os.path.join(run_dir, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
+        empty_folder(run_dir)
     if resumed and backup_state(run_dir) == "previous":
         backup = os.path.join(run_dir, BACKUP_DIR)
         for name in (BACKUP_WEIGHTS, BACKUP_METADATA):
@@ -550,6 +799,45 @@ def finish_run_dir(run_dir):
 # ------------------------------------------------------------------ loading
 
 
+# A .keras archive is stored uncompressed (Keras writes ZIP_STORED): members
+# that inflate to far more than the file's size are a zip bomb.  Keras's own
+# guard starts at 4 GiB per member; ours counts the whole archive.
+ZIP_EXPANSION_LIMIT = 20
+ZIP_FLOOR_BYTES = 64 * 2 ** 20
+
+
+def check_model_file(path, *, follow=False):
+    """Refuse a model file that is not a regular file, or a .keras zip that inflates too far.
+
+    Args:
+        path: a .keras (zip) or .h5 file.
+        follow: accept a symbolic link (a user's own file). Defaults to False.
+
+    Raises:
+        RunError: naming `path`.
+    """
+    import zipfile
+    try:
+        with zio.open_regular(path, "rb", follow=follow) as f:
+            size = os.fstat(f.fileno()).st_size
+            if not zipfile.is_zipfile(f):
+                return
+            try:
+                with zipfile.ZipFile(f) as archive:
+                    inflated = sum(info.file_size for info in archive.infolist())
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError):
+                raise RunError(f"Model file is damaged and cannot be loaded: {path}") from None
+    except FileNotFoundError:
+        raise RunError(f"File not found: {path}") from None
+    except RunError:
+        raise
+    except ValueError as err:
+        raise RunError(str(err)) from None
+    if inflated > ZIP_FLOOR_BYTES and inflated > ZIP_EXPANSION_LIMIT * max(size, 1):
+        raise RunError(f"Model file inflates to {inflated} bytes from {size} (more than "
+                       f"{ZIP_EXPANSION_LIMIT} times its size): a zip bomb, not loaded: {path}")
+
+
 def load_model(path):
     """`keras.saving.load_model` with every zoo custom object registered first.
 
@@ -559,12 +847,17 @@ def load_model(path):
     import keras
 
     import zoo.models.layers  # noqa: F401  (registers the zoo's custom objects)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise RunError(f"File not found: {path}")
+    check_model_file(path)
     try:
         return keras.saving.load_model(path)
     except (OSError, EOFError) as err:
         raise RunError(f"Model file is damaged and cannot be loaded ({err}): {path}") from None
+    except (KeyError, RecursionError, TypeError, AttributeError) as err:
+        # A member missing (config.json), nested too deep or of the wrong type.
+        raise RunError(f"Model file is damaged and cannot be loaded ({type(err).__name__}: "
+                       f"{str(err)[:200]}): {path}") from None
     except ValueError as err:
         message = str(err)
         if "zip" in message.lower() or "File not found" in message:
