@@ -429,3 +429,79 @@ def test_a_kill_between_the_backup_weights_and_their_metadata_resumes_faithfully
     from zoo import runs
     assert runs.backup_state(str(run_dir)) == "previous"
     _assert_resumes_as_if_never_stopped(run_dir, uninterrupted)
+
+
+# Above Linux's largest process id: a writer that is gone.
+_DEAD = 4194305
+
+
+def test_leftovers_of_killed_writes_are_cleaned_by_the_next_command(env, tmp_path):
+    """Temporary files of writes killed midway go once a command holds the run; a folder
+    moved aside while being replaced comes back where the new one never arrived."""
+    from zoo import runs
+    run_dir = tmp_path / "run"
+    shutil.copytree(env.run, run_dir)
+    leftovers = [f"metrics.json.partial{_DEAD}", f"model.partial{_DEAD}.keras",
+                 f"model_card.json.partial{_DEAD}", ".partial-x1y2",
+                 f"checkpoints/best.partial{_DEAD}.keras"]
+    for name in leftovers:
+        (run_dir / name).parent.mkdir(exist_ok=True)
+        (run_dir / name).write_text("half written")
+    live = f"history.csv.partial{os.getppid()}"  # a live writer's: kept
+    (run_dir / live).write_text("being written")
+    aside = run_dir / f"saved_model.old-{_DEAD}"
+    aside.mkdir()
+    (aside / "saved_model.pb").write_text("the old export")
+    assert runs.foreign_files(str(run_dir)) == []
+    with runs.held(str(run_dir)):  # what every command that writes a run does first
+        assert (run_dir / ".lock").exists()
+    assert not (run_dir / ".lock").exists()
+    assert not [n for n in leftovers if (run_dir / n).exists()]
+    assert (run_dir / live).exists()
+    assert (run_dir / "saved_model" / "saved_model.pb").read_text() == "the old export"
+    assert not aside.exists()
+
+
+def test_a_replaced_folder_is_there_at_every_moment(tmp_path):
+    """zoo.io.replace_folder swaps in one step; a swap killed midway is finished by the next."""
+    from zoo import io as zio
+    target = tmp_path / "saved_model"
+    for version in ("one", "two"):
+        new = tmp_path / f".partial-{version}"
+        new.mkdir()
+        (new / "saved_model.pb").write_text(version)
+        zio.replace_folder(str(new), str(target))
+        assert (target / "saved_model.pb").read_text() == version
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]
+    # Killed (where no atomic swap exists) after moving the old one aside: it comes back.
+    os.rename(target, tmp_path / f"saved_model.old-{_DEAD}")
+    zio.restore_moved_aside(str(target))
+    assert (target / "saved_model.pb").read_text() == "two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]
+
+
+def test_a_run_or_search_directory_in_use_is_refused(env, tmp_path, capsys):
+    """Another process holds the lock (a training, a search): tune and export refuse."""
+    import subprocess
+    import sys
+    search_dir, run_dir = tmp_path / "search", tmp_path / "run"
+    shutil.copytree(env.run, run_dir)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom zoo import runs\n"
+         "for p in sys.argv[1:]: runs.lock_run_dir(p)\nprint('locked', flush=True)\n"
+         "time.sleep(120)", str(search_dir), str(run_dir)],
+        stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for argv, fragment in (
+                (_tune(search_dir), f"directory is in use by process {holder.pid}"),
+                (["export", run_dir, "--overwrite"],
+                 f"run_dir is in use by process {holder.pid}")):
+            assert cli.main([str(a) for a in argv]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and fragment in err, err
+        assert sorted(p.name for p in search_dir.iterdir()) == [".lock"]
+        assert not (run_dir / "saved_model").exists()
+    finally:
+        holder.kill()
+        holder.wait()
