@@ -22,7 +22,7 @@ def _apply(augmenter, x, y, batch_size=4):
 
 def test_names():
     assert AUGMENTATIONS == ("flip", "crop", "rotation", "translation", "zoom", "contrast",
-                             "brightness", "mixup", "cutmix", "randaugment")
+                             "brightness", "mixup", "cutmix", "randaugment", "erasing")
 
 
 @pytest.mark.parametrize("names, match", [

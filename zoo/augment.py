@@ -9,7 +9,7 @@ batches (N, H, W, C) in `value_range` ([0, 1], what `zoo.data` produces).
 
 Keras's own preprocessing layers do the work where they exist (RandomFlip,
 RandomRotation, RandomTranslation, RandomZoom, RandomContrast,
-RandomBrightness, MixUp, CutMix, RandAugment); "crop" is the CIFAR recipe of
+RandomBrightness, MixUp, CutMix, RandAugment, RandomErasing); "crop" is the CIFAR recipe of
 He et al. 2015 (zero-pad 4 pixels, random crop back to H x W, a new offset per
 image), written here because keras.layers.RandomCrop draws one offset per
 batch and has no padding.  With "mixup"/"cutmix" the labels become soft
@@ -41,6 +41,8 @@ DESCRIPTIONS = {
     "mixup": "MixUp, alpha 0.2 (keras.layers.MixUp); soft labels",
     "cutmix": "CutMix, factor 1.0 (keras.layers.CutMix); soft labels",
     "randaugment": "RandAugment, 2 ops at magnitude 0.5 (keras.layers.RandAugment)",
+    "erasing": "random erasing / cutout: with probability 0.5 a rectangle of 2-33% of the "
+               "image filled with noise (Zhong et al. 2017; keras.layers.RandomErasing)",
 }
 AUGMENTATIONS = tuple(DESCRIPTIONS)
 SOFT_LABEL_AUGMENTATIONS = ("mixup", "cutmix")
@@ -119,6 +121,9 @@ class Augmenter:
             "randaugment": lambda s: layers.RandAugment(value_range=value_range, seed=s),
             "mixup": lambda s: layers.MixUp(alpha=0.2, seed=s),
             "cutmix": lambda s: layers.CutMix(factor=1.0, seed=s),
+            # factor (0.5, 0.5): each image is erased with probability 0.5, the paper's p.
+            "erasing": lambda s: layers.RandomErasing(factor=(0.5, 0.5), scale=(0.02, 0.33),
+                                                      value_range=value_range, seed=s),
         }
         self._image_ops = [(n, builders[n](seeds[n])) for n in names
                            if n not in SOFT_LABEL_AUGMENTATIONS]

@@ -23,7 +23,9 @@ def make_schedule(name, learning_rate, *, total_steps, warmup_fraction=0.05,
 
     Args:
         name: one of "constant", "step", "exponential", "cosine",
-            "warmup_cosine", "reduce_on_plateau" (a constant rate that the
+            "warmup_cosine", "one_cycle" (`OneCycle`: 30% warm-up from a
+            25th of the peak, then cosine down to 1e-4 of it),
+            "reduce_on_plateau" (a constant rate that the
             `ReduceLROnPlateau` callback from `standard_callbacks` lowers).
         learning_rate: initial (peak, for warmup_cosine) learning rate.
         total_steps: number of optimizer steps in the whole run.
@@ -53,9 +55,59 @@ def make_schedule(name, learning_rate, *, total_steps, warmup_fraction=0.05,
                                           decay_rate=final_fraction)
     if name == "cosine":
         return schedules.CosineDecay(learning_rate, decay_steps=total_steps)
+    if name == "one_cycle":
+        return OneCycle(learning_rate, total_steps)
     warmup = max(1, int(total_steps * warmup_fraction))
     return schedules.CosineDecay(0.0, decay_steps=max(1, total_steps - warmup),
                                  warmup_target=learning_rate, warmup_steps=warmup)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """One-cycle learning rate (Smith & Topin 2017): warm up, then anneal far below the start.
+
+    Linear from `peak / initial_divisor` up to `peak` over the first
+    `warmup_fraction` of the steps, then half a cosine down to
+    `peak * final_fraction` at `total_steps` (held there after).  Keras has
+    warm-up + cosine (`CosineDecay(warmup_target=...)`) but it warms up from a
+    fixed value and decays to `alpha * peak`, not the one-cycle shape
+    (starting at a fraction of the peak), hence this class.
+
+    Args:
+        peak: the highest learning rate.
+        total_steps: optimizer steps of the whole run.
+        warmup_fraction: share of the steps spent rising. Defaults to 0.3.
+        initial_divisor: the first rate is `peak / initial_divisor`. Defaults to 25.
+        final_fraction: the last rate is `peak * final_fraction`. Defaults to 1e-4.
+    """
+
+    def __init__(self, peak, total_steps, warmup_fraction=0.3, initial_divisor=25.0,
+                 final_fraction=1e-4):
+        self.peak = checks.positive_float("peak", peak)
+        self.total_steps = checks.positive_int("total_steps", total_steps)
+        self.warmup_fraction = checks.fraction("warmup_fraction", warmup_fraction)
+        self.initial_divisor = checks.positive_float("initial_divisor", initial_divisor)
+        if self.initial_divisor < 1:
+            raise ValueError(f"initial_divisor must be at least 1. "
+                             f"Received: initial_divisor={initial_divisor!r}")
+        self.final_fraction = checks.fraction("final_fraction", final_fraction)
+
+    def __call__(self, step):
+        from keras import ops
+
+        step = ops.cast(step, "float32")
+        warmup = max(1.0, float(int(self.total_steps * self.warmup_fraction)))
+        start = self.peak / self.initial_divisor
+        rising = start + (self.peak - start) * ops.minimum(step / warmup, 1.0)
+        progress = ops.clip((step - warmup) / max(1.0, self.total_steps - warmup), 0.0, 1.0)
+        final = self.peak * self.final_fraction
+        falling = final + (self.peak - final) * 0.5 * (1.0 + ops.cos(np.pi * progress))
+        return ops.where(step < warmup, rising, falling)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps,
+                "warmup_fraction": self.warmup_fraction,
+                "initial_divisor": self.initial_divisor, "final_fraction": self.final_fraction}
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -91,6 +143,8 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     keeps the rest (graph, profiling, epoch summaries).
     """
 
+    steps_per_execution_aware = True
+
     def __init__(self, log_dir, **kwargs):
         super().__init__(log_dir, update_freq="epoch", **kwargs)
 
@@ -101,7 +155,7 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
 def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="constant",
                        checkpoint=True, backup=True, backup_freq="epoch", csv_log=True,
                        tensorboard=True, terminate_on_nan=True, plateau_factor=0.1,
-                       plateau_patience=3, resume=False):
+                       plateau_patience=3, resume=False, ema=False):
     """The callbacks every `zoo.train` run uses.
 
     Args:
@@ -124,6 +178,9 @@ def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="co
         plateau_factor: ReduceLROnPlateau factor. Defaults to 0.1.
         plateau_patience: ReduceLROnPlateau patience. Defaults to 3.
         resume: continue history.csv rather than start it. Defaults to False.
+        ema: the optimizer keeps a moving average of the weights (`use_ema`):
+            validation, early stopping and the checkpoint use it (`EMAWeights`).
+            Defaults to False.
     """
     checks.choice("schedule", schedule, SCHEDULES)
     checks.positive_int("patience", patience, allow_none=True)
@@ -141,6 +198,9 @@ def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="co
         callbacks.append(keras.callbacks.BackupAndRestore(
             os.path.join(run_dir, "backup"), save_freq=backup_freq, double_checkpoint=True,
             delete_checkpoint=False))
+    averaged = EMAWeights() if ema else None
+    if averaged is not None:
+        callbacks.append(averaged)  # after the backup, before what judges the weights
     if patience and monitor:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, patience=patience, restore_best_weights=True))
@@ -158,6 +218,8 @@ def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="co
     if tensorboard:
         callbacks.append(EpochTensorBoard(os.path.join(run_dir, "logs"), profile_batch=0,
                                           write_graph=False))
+    if averaged is not None:
+        callbacks.append(EMAWeights.Finalize(averaged))  # after early stopping
     if backup:
         # Last, so that it restores the others' state after their on_train_begin reset it.
         callbacks.append(CallbackState(os.path.join(run_dir, "backup"), callbacks[:]))
@@ -196,6 +258,79 @@ class RemainingTime(keras.callbacks.Callback):
         if seconds >= self.min_seconds:
             self.print_fn(f"epoch {epoch + 1}/{total}: about {_duration(seconds)} left "
                           f"at this pace")
+
+
+class ExecutionProgbar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, never past the epoch's step count.
+
+    With `steps_per_execution=k`, Keras reports the last step an execution
+    could reach (begin + k - 1), so the last execution of an epoch whose step
+    count k does not divide reads e.g. "128/100" until the epoch's line is
+    finalised; this one stops at the epoch's steps.
+    """
+
+    def _update_progbar(self, batch, logs=None):
+        if self.target is not None:
+            batch = min(batch, self.target - 1)
+        super()._update_progbar(batch, logs)
+
+
+class EMAWeights(keras.callbacks.SwapEMAWeights):
+    """The moving average of the weights is what validation and the epoch-end callbacks see.
+
+    With an optimizer made with `use_ema=True`, Keras's `SwapEMAWeights`
+    swaps the averaged weights in for validation and (swap_on_epoch) for the
+    callbacks after it at the end of an epoch, and back at the next epoch's
+    start; `fit` then ends with `optimizer.finalize_variable_values`, which
+    writes the average into the model.  Two things are added here:
+
+    - place it after `BackupAndRestore`, so a backup holds the raw weights
+      with their average (a resumed run continues exactly) while early
+      stopping and the best checkpoint that follow it see the average;
+    - `EMAWeights.Finalize`, placed after early stopping: when training
+      stops early, Keras's callback does not prepare the final write, so the
+      weights early stopping restored would be replaced by the raw ones;
+      it makes the average equal to the model's weights then.
+    """
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=True)
+
+    def on_train_begin(self, logs=None):
+        self._ema_weights_in_model = False
+
+    class Finalize(keras.callbacks.Callback):
+        """See `EMAWeights`: the last callback of a run with an averaged model."""
+
+        def __init__(self, ema):
+            super().__init__()
+            self.ema = ema
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.model.stop_training and self.ema._ema_weights_in_model:
+                # Keras's own last-epoch step (SwapEMAWeights.on_epoch_end).
+                self.ema._finalize_ema_values()
+
+
+def needs_every_batch(callback):
+    """Whether `callback` has batch hooks written for one step per call.
+
+    Keras's own callbacks count batches under `steps_per_execution` (they are
+    called once per execution with the execution's last step); a callback
+    from elsewhere that overrides a training batch hook is taken to want
+    every batch, unless it sets `steps_per_execution_aware = True`.
+    """
+    if getattr(callback, "steps_per_execution_aware", False):
+        return False
+    base = keras.callbacks.Callback
+    for hook in ("on_batch_begin", "on_batch_end", "on_train_batch_begin",
+                 "on_train_batch_end"):
+        method = getattr(type(callback), hook, None)
+        if method is None or method is getattr(base, hook):
+            continue
+        if not getattr(method, "__module__", "").startswith("keras."):
+            return True
+    return False
 
 
 def _duration(seconds):

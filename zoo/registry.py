@@ -26,7 +26,8 @@ INPUT_POLICIES = ("resize", "data")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 LOSSES = ("mse", "mae", "binary_crossentropy", "categorical_crossentropy",
           "sparse_categorical_crossentropy")
-SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine", "reduce_on_plateau")
+SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine", "one_cycle",
+             "reduce_on_plateau")
 
 _REGISTRY = {}
 
@@ -50,6 +51,16 @@ class Recipe:
         augment: augmentation names applied to the training split. Defaults to ().
         early_stopping_patience: epochs without improvement before stopping,
             or None to disable. Defaults to 10.
+        steps_per_execution: training steps per call into TensorFlow (Keras's
+            `compile(steps_per_execution=...)`): a positive integer, or "auto"
+            (`zoo.training.choose_steps_per_execution`). Defaults to "auto".
+        ema_momentum: keep an exponential moving average of the weights
+            (Keras optimizers' `use_ema=True, ema_momentum=...`), which
+            validation, the checkpoints, evaluation and export use; None for
+            none. Defaults to None.
+        tta: test-time augmentation of image classifiers: the test accuracy is
+            also measured on the average of the image's and its horizontal
+            mirror's predictions (`test_tta_accuracy`). Defaults to False.
     """
 
     optimizer: str = "adam"
@@ -63,6 +74,9 @@ class Recipe:
     label_smoothing: float = 0.0
     augment: tuple = ()
     early_stopping_patience: Optional[int] = 10
+    steps_per_execution: object = "auto"
+    ema_momentum: Optional[float] = None
+    tta: bool = False
 
     def __post_init__(self):
         checks.choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -77,6 +91,19 @@ class Recipe:
         checks.fraction("label_smoothing", self.label_smoothing)
         checks.positive_int("early_stopping_patience", self.early_stopping_patience,
                             allow_none=True)
+        if self.steps_per_execution != "auto" and (
+                isinstance(self.steps_per_execution, bool)
+                or not isinstance(self.steps_per_execution, int)
+                or self.steps_per_execution < 1):
+            raise ValueError(f"steps_per_execution must be a positive integer or 'auto'. "
+                             f"Received: steps_per_execution={self.steps_per_execution!r}")
+        if self.ema_momentum is not None:
+            checks.fraction("ema_momentum", self.ema_momentum)
+            if not 0.0 < self.ema_momentum < 1.0:
+                raise ValueError(f"ema_momentum must be between 0 and 1 (exclusive), e.g. "
+                                 f"0.99. Received: ema_momentum={self.ema_momentum!r}")
+        if not isinstance(self.tta, bool):
+            raise TypeError(f"tta must be True or False. Received: tta={self.tta!r}")
         object.__setattr__(self, "augment", tuple(self.augment))
 
     def replace(self, **changes):
@@ -198,7 +225,8 @@ class ModelSpec:
                 raise ValueError(
                     f"Unknown argument(s) {unknown} for model '{self.name}'. "
                     f"Allowed: {sorted(self.arguments)}")
-        return self.builder(**kwargs)
+        checks.builder_arguments(self.name, kwargs)
+        return checks.build_within_limits(self.name, self.builder, kwargs)
 
     def space_point(self, hp):
         """(builder kwargs, recipe overrides) of the spec's search space at `hp`.
@@ -464,6 +492,6 @@ def custom_spec(name, *, input_shape, task="classification", input_kind=None, ba
                      recipe=base.recipe if base else Recipe(), backbone=False)
 
 
-def build(name, **kwargs):
+def build(name, /, **kwargs):
     """Build the registered model `name` (uncompiled) with builder kwargs."""
     return get_spec(name).build(**kwargs)

@@ -33,6 +33,7 @@ import sys
 from typing import Optional
 
 from zoo import checks, plots, runs
+from zoo import io as zio
 from zoo.registry import LOSSES, OPTIMIZERS, SCHEDULES, ModelSpec, Recipe, custom_spec, get_spec
 from zoo.runs import load_run  # noqa: F401  (public here too: `zoo.training.load_run`)
 from zoo.tasks import get_hooks, output_width
@@ -54,26 +55,32 @@ class TrainResult:
 # --------------------------------------------------------------- compile recipe
 
 
-def make_optimizer(name, learning_rate, *, momentum=0.9, weight_decay=0.0):
-    """A Keras optimizer by name (see `OPTIMIZERS`)."""
+def make_optimizer(name, learning_rate, *, momentum=0.9, weight_decay=0.0, ema_momentum=None):
+    """A Keras optimizer by name (see `OPTIMIZERS`).
+
+    `ema_momentum` (a number in (0, 1), or None) makes it keep an exponential
+    moving average of the weights (Keras's `use_ema=True`), which `fit`
+    writes into the model at its end.
+    """
     import keras
     checks.choice("optimizer", name, OPTIMIZERS)
     decay = weight_decay or None
+    average = {} if ema_momentum is None else {"use_ema": True, "ema_momentum": ema_momentum}
     optimizers = keras.optimizers
     if name == "sgd":
-        return optimizers.SGD(learning_rate, weight_decay=decay)
+        return optimizers.SGD(learning_rate, weight_decay=decay, **average)
     if name in ("momentum", "nesterov"):
         return optimizers.SGD(learning_rate, momentum=momentum, nesterov=name == "nesterov",
-                              weight_decay=decay)
+                              weight_decay=decay, **average)
     if name == "adam":
-        return optimizers.Adam(learning_rate, weight_decay=decay)
+        return optimizers.Adam(learning_rate, weight_decay=decay, **average)
     if name == "adamw":
-        return optimizers.AdamW(learning_rate, weight_decay=weight_decay or 0.004)
+        return optimizers.AdamW(learning_rate, weight_decay=weight_decay or 0.004, **average)
     if name == "rmsprop":
-        return optimizers.RMSprop(learning_rate, momentum=momentum, weight_decay=decay)
+        return optimizers.RMSprop(learning_rate, momentum=momentum, weight_decay=decay, **average)
     if name == "adagrad":
-        return optimizers.Adagrad(learning_rate, weight_decay=decay)
-    return optimizers.Adadelta(learning_rate, weight_decay=decay)
+        return optimizers.Adagrad(learning_rate, weight_decay=decay, **average)
+    return optimizers.Adadelta(learning_rate, weight_decay=decay, **average)
 
 
 def compile_model(model, spec, recipe=None, *, steps_per_epoch=1, epochs=None, loss=None,
@@ -100,7 +107,8 @@ def compile_model(model, spec, recipe=None, *, steps_per_epoch=1, epochs=None, l
     total_steps = max(1, int(steps_per_epoch) * int(epochs or recipe.epochs))
     learning_rate = make_schedule(recipe.schedule, recipe.learning_rate, total_steps=total_steps)
     optimizer = make_optimizer(recipe.optimizer, learning_rate, momentum=recipe.momentum,
-                               weight_decay=recipe.weight_decay)
+                               weight_decay=recipe.weight_decay,
+                               ema_momentum=recipe.ema_momentum)
     loss, metrics = hooks.loss_and_metrics(hooks.loss_name(spec, model, loss or recipe.loss),
                                            model, recipe=recipe)
     hooks.compile(model, optimizer=optimizer, loss=loss, metrics=metrics, recipe=recipe,
@@ -162,17 +170,89 @@ class Plan:
                 kwargs.setdefault(key, value)
         return kwargs
 
-    def data(self, *, batch_size=None, augment=None):
-        """The plan's `DataBundle`, re-batched / re-augmented from the same validated arrays."""
+    def data(self, *, batch_size=None, augment=None, fresh=False):
+        """The one place pipelines are made: the plan's `DataBundle`, or new ones over its split.
+
+        The source is indexed and split once (in `plan`); this re-batches /
+        re-augments that same validated split (arrays, or the file index of
+        a streamed source) without reading or validating the source again.
+
+        Args:
+            batch_size: Defaults to the plan's.
+            augment: augmentation names. Defaults to the recipe's.
+            fresh: new `tf.data` objects even when batch size and augmentation
+                are the plan's: a reshuffling pipeline's order depends on how
+                often that object was iterated, so each tuning trial takes
+                fresh ones. Defaults to False.
+        """
         batch_size = batch_size or self.bundle.batch_size
         augment = self.recipe.augment if augment is None else tuple(augment)
-        if batch_size == self.bundle.batch_size and tuple(augment) == tuple(self.recipe.augment):
+        if (not fresh and batch_size == self.bundle.batch_size
+                and tuple(augment) == tuple(self.recipe.augment)):
             return self.bundle
         return load_data(self.spec, self.config.data, hooks=self.hooks, batch_size=batch_size,
                          seed=self.seed, input_shape=tuple(self.bundle.input_shape),
                          augment=augment, classes=self.config.classes,
                          options=self.data_options, splits=self.bundle.arrays,
                          one_hot=self.bundle.one_hot_labels)
+
+    def record_split(self):
+        """Write the split manifest (and any skipped images) into the run directory.
+
+        Only streamed sources (`folder:`, `tfrecord:`) have one: which files
+        (or records) are in each split, so a resumed run, `zoo evaluate` and
+        an export see exactly the examples the run started with.
+        """
+        if self.run_dir is None:
+            return
+        write_split_manifest(self.run_dir, self.bundle.arrays, source=self.config.data,
+                             seed=self.seed)
+
+
+SPLIT_FILE = "split.json"
+SKIPPED_FILE = "skipped_images.txt"
+
+
+def write_split_manifest(run_dir, splits, *, source, seed):
+    """split.json (and skipped_images.txt) of a streamed source's split; nothing for arrays."""
+    from zoo.splits import IndexSplits
+    if not isinstance(splits, IndexSplits):
+        return
+    names = ("train", "validation", "test")
+    manifest = {"source": source, "seed": seed, **splits.manifest(),
+                "files": {name: splits.names(name) for name in names}}
+    runs.write_json(os.path.join(run_dir, SPLIT_FILE), manifest)
+    skipped = getattr(splits.index, "skipped", None)
+    if skipped:
+        zio.write_text(os.path.join(run_dir, SKIPPED_FILE),
+                       "".join(f"{path}\t{why}\n" for path, why in skipped))
+
+
+def check_split_manifest(run_dir, splits, *, source, what="resume"):
+    """Refuse a streamed source whose split differs from the one `run_dir` recorded.
+
+    Names what changed (files added or removed, by split) so the user can
+    restore the folder, or start a new run.
+    """
+    from zoo.splits import IndexSplits
+    path = os.path.join(run_dir, SPLIT_FILE)
+    if not isinstance(splits, IndexSplits) or not os.path.exists(path):
+        return
+    recorded = zio.read_json(path, max_bytes=512 * 2 ** 20)
+    current = splits.manifest()
+    if recorded.get("hashes") == current["hashes"]:
+        return
+    from zoo.images import describe_change
+    changes = []
+    for name in ("train", "validation", "test"):
+        before = (recorded.get("files") or {}).get(name, [])
+        change = describe_change(before, splits.names(name))
+        if change or recorded["hashes"].get(name) != current["hashes"][name]:
+            changes.append(f"{name}: {change or 'a different selection'}")
+    raise ValueError(f"The data changed since the run started, so it cannot {what} on the same "
+                     f"examples ({'; '.join(changes)}); the run's split is recorded in {path}. "
+                     f"Restore the data, or start a new run (overwrite=True, --overwrite). "
+                     f"Received: data={source!r}")
 
 
 def load_data(spec, data="digits", *, hooks=None, options=None, splits=None, **kwargs):
@@ -230,8 +310,8 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
          strategy=None, deterministic=False, jit_compile=None, mixed_precision=None,
          task="classification", base_model=None, config_extra=None, run_dir=None,
          overwrite=False, validation_split=0.1, test_split=0.2, per_replica_batch=None,
-         scale_lr=False):
-    """Validate arguments, resolve the task hooks once, load the data once.
+         scale_lr=False, skip_bad_images=False, cache=None):
+    """Validate arguments, resolve the task hooks once, index and split the data once.
 
     Args:
         model_or_name: registered name or an uncompiled `keras.Model`.
@@ -261,10 +341,16 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
             the recipe's batch size are the global batch, split evenly).
         scale_lr: linear scaling rule: learning rate x global batch / the
             recipe's batch size. Defaults to False.
+        skip_bad_images: `folder:` images that cannot be decoded are left out
+            (listed in the run directory's skipped_images.txt) instead of
+            failing on the first. Defaults to False.
+        cache: a folder for `tf.data`'s disk cache of decoded examples
+            (`folder:`, `tfrecord:`). Defaults to None.
 
     Returns:
         A `Plan`.
     """
+    data_options = _stream_options(data_options, skip_bad_images=skip_bad_images, cache=cache)
     # ---- validation, before TensorFlow is imported
     spec, user_model = _resolve_model(model_or_name, task=task, base_model=base_model)
     recipe_asked = _check_recipe(spec, recipe, epochs=epochs, batch_size=batch_size,
@@ -302,8 +388,23 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
                     jit_compile=jit_compile, mixed_precision=mixed_precision,
                     user_model=user_model, run_dir=run_dir, resumed=resumed,
                     data_options=dict(data_options or {}))
+    if resumed:
+        check_split_manifest(run_dir, bundle.arrays, source=config.data)
     _record_data(run_plan)
     return run_plan
+
+
+def _stream_options(data_options, *, skip_bad_images, cache):
+    """`data_options` with the streaming switches added (they are recorded with the run)."""
+    if not isinstance(skip_bad_images, bool):
+        raise TypeError(f"skip_bad_images must be True or False. Received: "
+                        f"skip_bad_images={skip_bad_images!r}")
+    options = dict(data_options or {})
+    if skip_bad_images:
+        options["skip_bad_images"] = True
+    if cache is not None:
+        options["cache"] = os.fspath(cache)
+    return options or data_options
 
 
 def _run_config(spec, user_model, data, *, model_kwargs, recipe, seed, data_options, classes,
@@ -532,6 +633,8 @@ def build_model(run_plan, *, model_kwargs=None, recipe=None, model=None, epochs=
 
     recipe = recipe or run_plan.recipe
     bundle = bundle or run_plan.bundle
+    if recipe.tta:
+        _check_tta(run_plan.spec, bundle)
     previous_policy = keras.config.dtype_policy().name
     if run_plan.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
@@ -552,8 +655,67 @@ def build_model(run_plan, *, model_kwargs=None, recipe=None, model=None, epochs=
     return model
 
 
+# "auto" steps per execution: at most this many, and no more than fit in
+# EXECUTION_MACS multiply-adds (a few seconds of this 2-core CPU), so that the
+# progress bar and batch-level backups still move every few seconds.
+MAX_STEPS_PER_EXECUTION = 32
+EXECUTION_MACS = 1e11
+
+
+def choose_steps_per_execution(model, *, batch_size, steps_per_epoch=None, callbacks=(),
+                               asked="auto", custom_loop=False):
+    """Training steps per call into TensorFlow (`compile(steps_per_execution=...)`).
+
+    Small models are bound by the per-step overhead of `fit` (a call from
+    Python into the graph, callbacks, metric reads): running 32 steps per
+    call nearly doubles an MLP's or LeNet-5's steps/s on a CPU, and convnets,
+    bound by compute, lose nothing.  The rule for "auto":
+
+    - 1 where a callback needs every batch (`zoo.callbacks.needs_every_batch`:
+      batch hooks not written for steps_per_execution) or under the custom
+      multi-worker loop (it runs one step per call);
+    - else `MAX_STEPS_PER_EXECUTION` (32), lowered so that one execution
+      stays under `EXECUTION_MACS` multiply-adds (`zoo.flops.count_macs` per
+      example, at least the parameter count, times the batch), e.g. 19 for a
+      ResNet-20 at batch 128 on 32x32 images;
+    - never more than the epoch's steps.
+
+    An integer `asked` is used as is (at most the epoch's steps); Keras then
+    calls the batch hooks once per execution, with its last step's index.
+    """
+    from zoo.callbacks import needs_every_batch
+
+    if custom_loop:
+        return 1
+    if asked != "auto":
+        steps = int(asked)
+    elif any(needs_every_batch(c) for c in callbacks):
+        return 1
+    else:
+        from zoo.flops import count_macs
+
+        per_example = 0
+        for count in (model.count_params, lambda: count_macs(model)):
+            try:
+                per_example = max(per_example, int(count()))
+            except (ValueError, TypeError, AttributeError, IndexError):
+                pass  # an unbuilt or subclassed model: what can be counted stands in
+        steps = int(EXECUTION_MACS // max(1, per_example * int(batch_size)))
+        steps = max(1, min(MAX_STEPS_PER_EXECUTION, steps))
+    if steps_per_epoch:
+        steps = min(steps, int(steps_per_epoch))
+    return max(1, steps)
+
+
+def _set_steps_per_execution(model, steps):
+    if getattr(model, "steps_per_execution", 1) != steps:
+        model.steps_per_execution = steps
+        # Keras reads it when it traces these: trace them again.
+        model.train_function = model.test_function = model.predict_function = None
+
+
 def fit(run_plan, model, *, run_dir=None, epochs=None, callbacks=None, resume=False, verbose="auto",
-        backup_freq="epoch", bundle=None, recipe=None, initial_epoch=0):
+        backup_freq="epoch", bundle=None, recipe=None, initial_epoch=0, steps_per_execution=None):
     """Train `model` on the plan's data with the shared callbacks.
 
     With a `run_dir`, the full standard set writes into it (best checkpoint,
@@ -573,16 +735,24 @@ def fit(run_plan, model, *, run_dir=None, epochs=None, callbacks=None, resume=Fa
         bundle: the data (e.g. `run_plan.data(batch_size=...)`); defaults to `run_plan.bundle`.
         recipe: the recipe the model was compiled with; defaults to `run_plan.recipe`.
         initial_epoch: Keras `initial_epoch`. Defaults to 0.
+        steps_per_execution: a positive integer or "auto" (see
+            `choose_steps_per_execution`); defaults to the recipe's.
 
     Returns:
-        The Keras `History`.
+        The Keras `History`; `model.steps_per_execution` holds the steps per
+        execution used.
     """
-    from zoo.callbacks import standard_callbacks
+    from zoo.callbacks import ExecutionProgbar, standard_callbacks
     from zoo.distribute import is_chief, uses_custom_loop
 
     recipe = recipe or run_plan.recipe
     bundle = bundle or run_plan.bundle
     epochs = checks.positive_int("epochs", epochs, allow_none=True) or recipe.epochs
+    asked = recipe.steps_per_execution if steps_per_execution is None else steps_per_execution
+    if asked != "auto" and (isinstance(asked, bool) or not isinstance(asked, numbers.Integral)
+                            or asked < 1):
+        raise ValueError(f"steps_per_execution must be a positive integer or 'auto'. "
+                         f"Received: steps_per_execution={asked!r}")
     strategy = model.distribute_strategy  # the one the model was built under
     # Faithful resume: the training pipeline reshuffles from its seed once per
     # iterator.  With steps_per_epoch given (the pipeline's own batch count),
@@ -601,13 +771,17 @@ def fit(run_plan, model, *, run_dir=None, epochs=None, callbacks=None, resume=Fa
     run_callbacks = standard_callbacks(run_dir, monitor=run_plan.hooks.monitor,
                                        patience=recipe.early_stopping_patience,
                                        schedule=recipe.schedule, backup_freq=backup_freq,
-                                       resume=resume)
+                                       resume=resume,
+                                       ema=bool(getattr(model.optimizer, "use_ema", False)))
     if run_dir is not None:
         run_callbacks += run_plan.hooks.callbacks(model, bundle, run_dir)
     run_callbacks += list(callbacks or [])
     if verbose not in (0, "0", False):
         from zoo.callbacks import RemainingTime
-        run_callbacks.append(RemainingTime())
+        run_callbacks += [RemainingTime(), ExecutionProgbar()]
+    _set_steps_per_execution(model, choose_steps_per_execution(
+        model, batch_size=bundle.batch_size, steps_per_epoch=steps_per_epoch,
+        callbacks=run_callbacks, asked=asked, custom_loop=uses_custom_loop(strategy)))
     if uses_custom_loop(strategy):
         # Keras 3 fit fails under MultiWorkerMirroredStrategy (keras-team/keras
         # issue 20585) and TPUStrategy (issue 19448). Once fixed, switching
@@ -621,14 +795,66 @@ def fit(run_plan, model, *, run_dir=None, epochs=None, callbacks=None, resume=Fa
                      initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch)
 
 
-def evaluate_model(run_plan, model, *, bundle=None):
-    """Test-split metrics, prefixed "test_", plus the task's own metrics."""
+def _check_tta(spec, bundle):
+    """Test-time augmentation (a horizontal flip) needs an image classifier."""
+    shape = tuple(bundle.input_shape or ())
+    if spec.task != "classification" or spec.input_kind != "image" or len(shape) != 3:
+        raise ValueError(f"tta (test-time augmentation by a horizontal flip) applies to image "
+                         f"classifiers with (height, width, channels) inputs; model "
+                         f"'{spec.name}' is a {spec.task} model of {spec.input_kind} inputs "
+                         f"{shape}. Received: tta=True")
+
+
+def tta_accuracy(model, dataset):
+    """Accuracy of the average of each image's and its horizontal mirror's class probabilities.
+
+    Args:
+        model: a classifier of (N, H, W, C) images (softmax, sigmoid or logits head).
+        dataset: batches of (images, labels[, weights]); labels are class ids or one-hot.
+    """
+    import keras
+    import numpy as np
+    from keras import ops
+
+    from zoo.tasks import _outputs_logits
+
+    logits = _outputs_logits(model)
+    correct = total = 0
+    for batch in dataset:
+        images, labels = batch[0], np.asarray(batch[1])
+        views = [model(images, training=False), model(ops.flip(images, axis=2), training=False)]
+        if logits:
+            views = [keras.activations.sigmoid(v) if v.shape[-1] == 1 else
+                     keras.activations.softmax(v) for v in views]
+        probabilities = np.asarray(ops.convert_to_numpy((views[0] + views[1]) / 2.0))
+        if probabilities.shape[-1] == 1:
+            predicted = (probabilities[:, 0] > 0.5).astype("int64")
+        else:
+            predicted = probabilities.argmax(axis=-1)
+        if labels.ndim > 1 and labels.shape[-1] > 1:
+            labels = labels.argmax(axis=-1)
+        correct += int((predicted == labels.reshape(-1).astype("int64")).sum())
+        total += len(predicted)
+    return correct / max(1, total)
+
+
+def evaluate_model(run_plan, model, *, bundle=None, tta=None):
+    """Test-split metrics, prefixed "test_", plus the task's own metrics.
+
+    With `tta` (default: the recipe's), an image classifier also reports
+    `test_tta_accuracy` (`tta_accuracy`: the image and its mirror averaged).
+    """
     bundle = bundle or run_plan.bundle
+    tta = run_plan.recipe.tta if tta is None else tta
+    if tta:
+        _check_tta(run_plan.spec, bundle)
     metrics = {}
     if (getattr(model, "compiled_loss", None) is not None
             or getattr(model, "loss", None) is not None):
         values = model.evaluate(bundle.test, verbose=0, return_dict=True)
         metrics = {f"test_{k}": float(v) for k, v in values.items()}
+    if tta:
+        metrics["test_tta_accuracy"] = tta_accuracy(model, bundle.test)
     metrics.update({k: (float(v) if isinstance(v, (int, float)) else v)
                     for k, v in run_plan.hooks.evaluate(model, bundle).items()})
     return metrics
@@ -772,6 +998,8 @@ def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimiz
         with get_strategy(run_plan.strategy).scope():
             model = build_model(run_plan)
         run.claim(run_plan.config, resumed=run_plan.resumed)
+        if run.chief:
+            run_plan.record_split()
         fitted = fit(run_plan, model, run_dir=run_dir, callbacks=callbacks,
                      resume=run_plan.resumed, verbose=verbose, backup_freq=backup_freq)
         model, history, metrics = finish_run(run_plan, model, run, fitted=fitted, export=export)
@@ -800,6 +1028,8 @@ def evaluate(run_dir, data=None, *, batch_size=None):
                        classes=config.classes, options=config.data_options,
                        one_hot=config.loss == "categorical_crossentropy")
     _check_labels_fit_run(config, bundle, source)
+    if source == config.data:
+        check_split_manifest(run_dir, bundle.arrays, source=source, what="be evaluated")
     run_plan = Plan(spec=spec, hooks=hooks, recipe=Recipe(**{
         **config.recipe, "augment": tuple(config.recipe.get("augment", ()))}),
         bundle=bundle, config=config, model_kwargs=dict(config.model_kwargs), seed=config.seed)
