@@ -505,3 +505,31 @@ def test_a_run_or_search_directory_in_use_is_refused(env, tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("name, kwargs, fragment", [
+    ("mlp", {"hidden_units": [4_000_000_000]},
+     "would have 300,000,000,010 parameters (1,118 GiB of float32 weights), more than the "
+     "limit of 2,147,483,648; use a smaller hidden_units"),
+    ("conv_autoencoder", {"latent_dim": 2 ** 31}, "use a smaller latent_dim"),
+    ("perceptron", {"input_shape": (100000, 100000, 3)},
+     "input_shape holds 30000000000 values per example, more than the limit"),
+    ("lstm_classifier", {"num_layers": 10 ** 9}, "num_layers may be at most 2000"),
+    ("transformer_classifier", {"num_layers": 10 ** 7}, "num_layers may be at most 2000"),
+    ("mlp", {"hidden_units": [8] * 200_000}, "hidden_units has 200000 entries"),
+    ("mlp", {"l1": 1e30}, "l1 must be a number in [0.0, 1.0]. Received: l1=1e+30"),
+    ("mlp", {"name": ""}, "name must be a non-empty string"),
+    ("lenet5", {"classifier_activation": "nope"},
+     "(Could not interpret activation function identifier: nope). Received: "
+     "classifier_activation='nope'"),
+    ("mlp", {"hidden_units": 0.5}, "Received: hidden_units=0.5"),
+])
+def test_builder_arguments_beyond_memory_or_unnamed_are_refused(name, kwargs, fragment):
+    """Refused before any weight is allocated, naming the argument (no ResourceExhaustedError)."""
+    with pytest.raises((ValueError, TypeError)) as info:
+        zoo.build(name, **kwargs)
+    assert fragment in str(info.value)
+
+
+def test_build_takes_the_models_own_name_argument():
+    assert zoo.build("mlp", name="x", hidden_units=(4,)).name == "x"
