@@ -173,13 +173,16 @@ def _check_unfreeze(unfreeze, stages):
 def _peek(data, *, classes, options, size, seed, validation_split, test_split):
     """(channels, height, num_classes) of the data, as `zoo.data.load` will see it."""
     from zoo import data as zdata
+    from zoo.registry import custom_spec
     zdata.check_data_argument(data)
-    train, test, names = zdata.read_source(data, image_size=(size, size) if size else None,
-                                           options=options)
-    splits = zdata.make_splits(train, test, task="classification", class_names=names, seed=seed,
-                               validation_split=validation_split, test_split=test_split,
-                               classes=classes)
-    shape = zdata.example_shape(splits.x_train)
+    # Indexed, not decoded, for a folder or TFRecords (zoo.images caches the pass).
+    splits = zdata.source_splits(
+        custom_spec("finetune_peek", task="classification",
+                    input_shape=(size or 64, size or 64, 3)),
+        data, input_shape=(size, size, 3) if size else None, options=options, seed=seed,
+        validation_split=validation_split, test_split=test_split, classes=classes)
+    shape = (tuple(splits.image_shape) if isinstance(splits, zdata.IndexSplits)
+             else zdata.example_shape(splits.x_train))
     if len(shape) == 2:
         shape = shape + (1,)
     if len(shape) != 3:
@@ -449,6 +452,8 @@ def _start(source, data, settings, run, *, channels, num_classes, name, tf_strat
     state = None if overwrite else _interrupted_state(run.run_dir, settings)
     resumed = bool(run_plan.resumed or state)
     run.claim(run_plan.config, resumed=resumed)
+    if run.chief:
+        run_plan.record_split()
     done = state["completed_phases"] if state else 0
     if done:
         model.load_weights(os.path.join(run.run_dir, state["weights"]))
@@ -590,14 +595,21 @@ def probe_head(model, run_plan, *, seed=0, max_examples=PROBE_MAX_EXAMPLES):
         # Keras 3's predict under these strategies is what fit cannot do either.
         return {"skipped": f"strategy {run_plan.config.strategy}"}
     if len(x) > max_examples:
-        keep = np.random.default_rng(seed).choice(len(x), max_examples, replace=False)
-        x, y = x[np.sort(keep)], y[np.sort(keep)]
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), max_examples, replace=False))
+        x, y = x[keep], y[keep]
     present = np.unique(y)
     if len(present) < 2:
         return {"skipped": "fewer than 2 classes in the training split"}
     features = keras.Model(model.inputs, model.get_layer("avg_pool").output)
-    dataset = zdata.pipeline(x, None, batch_size=run_plan.bundle.batch_size,
-                             input_shape=tuple(model.input_shape[1:]))
+    if isinstance(arrays, zdata.IndexSplits):
+        # A streamed source: x holds example ids; only these are decoded.
+        chosen = dataclasses.replace(arrays, x_train=x, y_train=y.astype("int32"))
+        dataset = zdata.index_pipeline(chosen, "train", batch_size=run_plan.bundle.batch_size,
+                                       input_shape=tuple(model.input_shape[1:]))
+        dataset = dataset.map(lambda inputs, _: inputs)
+    else:
+        dataset = zdata.pipeline(x, None, batch_size=run_plan.bundle.batch_size,
+                                 input_shape=tuple(model.input_shape[1:]))
     feats = np.asarray(features.predict(dataset, verbose=0), dtype="float64")
     from sklearn.linear_model import LogisticRegression
     probe = LogisticRegression(max_iter=1000).fit(feats, y)

@@ -125,27 +125,17 @@ class ZooHyperModel(kt.HyperModel):
     def bundle(self, recipe, model=None):
         """The trial's data at `recipe`'s batch size and augmentation (`model`: unused here).
 
-        Pipelines are made from the plan's validated arrays (the data is read
-        and validated once per search) with `zoo.training.load_data`, the
-        call `Plan.data` makes, but always as fresh `tf.data` objects for
-        each trial (`new_trial`): a reshuffling pipeline's order depends on
-        how often that object was iterated before, so reusing one across
-        trials would make a trial's result depend on the trials before it
-        (and a resumed search differ from an uninterrupted one).
+        Pipelines come from `Plan.data` over the plan's validated split (the
+        data is indexed and validated once per search), always as fresh
+        `tf.data` objects for each trial (`new_trial`): a reshuffling
+        pipeline's order depends on how often that object was iterated
+        before, so reusing one across trials would make a trial's result
+        depend on the trials before it (and a resumed search differ from an
+        uninterrupted one).
         """
         key = (int(recipe.batch_size), tuple(recipe.augment))
         if key not in self._bundles:
-            from zoo import training
-            plan = self.plan
-            arrays = plan.bundle.arrays
-            # `Plan.data` re-reads `config.data`, which is "<arrays>" for in-memory data.
-            data = plan.config.data if plan.config.data != "<arrays>" else (arrays.x_train,
-                                                                             arrays.y_train)
-            self._bundles[key] = training.load_data(
-                plan.spec, data, hooks=plan.hooks, batch_size=key[0], seed=plan.seed,
-                input_shape=tuple(plan.bundle.input_shape), augment=key[1],
-                classes=plan.config.classes, options=plan.data_options, splits=arrays,
-                one_hot=plan.bundle.one_hot_labels)
+            self._bundles[key] = self.plan.data(batch_size=key[0], augment=key[1], fresh=True)
         return self._bundles[key]
 
     def new_trial(self):

@@ -109,7 +109,8 @@ def add_training_arguments(parser, *, recipe=True, distribute=True):
     """
     parser.add_argument("--data", default="digits",
                         help="digits (default, offline), mnist, fashion_mnist, cifar10, "
-                             "cifar100, tfds:NAME, folder:PATH, npz:PATH, csv:PATH")
+                             "cifar100, tfds:NAME, folder:PATH, tfrecord:GLOB, npz:PATH, "
+                             "csv:PATH")
     if recipe:
         parser.add_argument("--epochs", type=positive_int)
         parser.add_argument("--batch-size", type=positive_int)
@@ -131,7 +132,12 @@ def add_training_arguments(parser, *, recipe=True, distribute=True):
     if distribute:
         add_distribute_arguments(parser)
     group = parser.add_argument_group("data options (by task)")
+    from zoo.data import SWITCH_OPTIONS
     for option, help_text in _task_data_options().items():
+        if option in SWITCH_OPTIONS:  # e.g. --skip-bad-images: no value
+            group.add_argument(f"--{option.replace('_', '-')}", dest=option, help=help_text,
+                               action="store_const", const=True, default=None)
+            continue
         group.add_argument(f"--{option.replace('_', '-')}", dest=option, help=help_text,
                            type=positive_int if option in _INT_OPTIONS else str)
 

@@ -1,10 +1,16 @@
-"""Named datasets -> validated, split arrays -> `tf.data` pipelines.
+"""Named datasets -> a validated, split index -> `tf.data` pipelines.
 
-`load(spec, data)` is the one entry point.  Every source first becomes numpy
-arrays, split and validated by `zoo.splits` (non-empty, finite, labels in
-range) and checked against the model's input shape before TensorFlow sees
-them; then each split becomes a pipeline: scale, resize to the model input,
-cache, shuffle (training only), batch, augment (training only), prefetch.
+`load(spec, data)` is the one entry point.  A source becomes an index first:
+the image sources that can be large (`folder:`, `tfrecord:`) become file
+paths or record ids plus labels (`zoo.images`), split and validated by
+`zoo.splits` without decoding an image, and every example is decoded and
+resized inside a parallel `tf.data` map, so memory stays flat whatever the
+folder's size.  A user's `tf.data.Dataset` and `tfds:` splits are used as
+streams (`zoo.streams`).  The small named sets, `npz:` and `csv:` are read
+into numpy arrays (they fit in memory), split and validated the same way.
+Each split then becomes a pipeline: scale, resize to the model input,
+shuffle (training only; by index for streamed sources), batch, augment
+(training only), prefetch; `options["cache"]` adds a `tf.data` disk cache.
 Files are parsed by `zoo.readers` (CSV, prepared TFDS datasets).
 
 Sources (`data=`):
@@ -15,7 +21,9 @@ Sources (`data=`):
                         (the Debian package dataset-fashion-mnist installs one)
     fashion_mnist:DIR   an IDX folder
     tfds:NAME           a prepared TensorFlow Datasets dataset (no download)
-    folder:PATH         one sub-folder of images per class
+    folder:PATH         one sub-folder of images per class (streamed)
+    tfrecord:GLOB       image-classification TFRecord shards (`image/encoded`,
+                        `image/class/label`), streamed
     npz:PATH            arrays x, y (or x_train, y_train, x_test, y_test)
     csv:PATH            numeric feature columns and a label column
     (x, y)              arrays from Python
@@ -31,7 +39,7 @@ import numpy as np
 
 from zoo import checks
 from zoo.readers import DataUnavailableError, read_feature_csv, read_tfds
-from zoo.splits import ArraySplits, make_splits
+from zoo.splits import ArraySplits, IndexSplits, make_splits  # noqa: F401 (ArraySplits: API)
 
 FASHION_MNIST_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
                        "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
@@ -47,7 +55,10 @@ KERAS_DATASETS = {
                  "cifar-100-python.tar.gz, renamed to that name"),
 }
 NAMED_SOURCES = ("digits", *KERAS_DATASETS)
-PREFIXES = ("tfds", "folder", "npz", "csv", "fashion_mnist")
+PREFIXES = ("tfds", "folder", "tfrecord", "npz", "csv", "fashion_mnist")
+# Images from a folder or TFRecords decode to this size for a model that
+# takes its input shape from the data (`input_policy == "data"`).
+DEFAULT_IMAGE_SIZE = (64, 64)
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 
 
@@ -59,7 +70,7 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+from zoo.images import IMAGE_EXTENSIONS  # noqa: E402,F401 (listed here since before zoo.images)
 
 
 @dataclasses.dataclass
@@ -80,10 +91,23 @@ class DataBundle:
     # Labels are one-hot vectors (asked for, or soft labels from MixUp/CutMix):
     # the loss must then be categorical rather than sparse.
     one_hot_labels: bool = False
+    # Unbatched (input, label) pipelines of each split, decoded and sized as
+    # the model receives them, in split order, without augmentation: bounded
+    # samples (export inputs, the probe head) take from these.
+    examples: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def splits(self):
+        """The validated split (`ArraySplits`, or `IndexSplits` for a streamed source)."""
+        return self.arrays
 
     def take_inputs(self, split="test", n=8):
         """The first `n` inputs of a split exactly as the model receives them."""
         import numpy as np
+        if split in self.examples:
+            # Bounded: n examples are decoded, not a whole batch of a big split.
+            xs = [np.asarray(item[0])[None] for item in self.examples[split].take(n)]
+            return np.concatenate(xs)
         dataset = getattr(self, split)
         xs = []
         for batch in dataset:
@@ -250,44 +274,6 @@ def _load_tfds(name):
     return stack(train), (stack(test) if test is not None else None), class_names
 
 
-def _load_folder(path, image_size):
-    import keras
-    if not os.path.isdir(path):
-        raise ValueError(f"Image folder does not exist. Received: data='folder:{path}'")
-    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-    if not classes:
-        raise ValueError(f"Image folder has no class sub-folders. Received: data='folder:{path}'")
-    ds = keras.utils.image_dataset_from_directory(
-        path, labels="inferred", label_mode="int", batch_size=None, shuffle=False,
-        image_size=image_size, class_names=classes, verbose=False)
-    import tensorflow as tf
-    try:
-        pairs = [(np.asarray(x), int(y)) for x, y in ds]
-    except tf.errors.OpError as err:
-        bad = _undecodable_image(getattr(ds, "file_paths", []))
-        what = f"{bad} cannot be decoded as an image" if bad else \
-            f"an image cannot be decoded ({err.message.splitlines()[0]})"
-        raise ValueError(f"Image folder: {what}; remove or replace it. "
-                         f"Received: data='folder:{path}'") from None
-    if not pairs:
-        raise ValueError(f"Image folder contains no images ({', '.join(IMAGE_EXTENSIONS)}). "
-                         f"Received: data='folder:{path}'")
-    x = np.stack([p[0] for p in pairs]).astype("uint8")
-    y = np.array([p[1] for p in pairs], "int32")
-    return (x, y), None, classes
-
-
-def _undecodable_image(paths):
-    """The first of `paths` TensorFlow cannot decode as an image, or None."""
-    import tensorflow as tf
-    for path in paths:
-        try:
-            tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
-        except tf.errors.OpError:
-            return path
-    return None
-
-
 def _load_npz(path):
     if not os.path.isfile(path):
         raise ValueError(f"File does not exist. Received: data='npz:{path}'")
@@ -329,8 +315,9 @@ def read_source(data, *, image_size=None, options=None):
         return train, test, FASHION_MNIST_CLASSES
     if prefix == "tfds":
         return _load_tfds(rest)
-    if prefix == "folder":
-        return _load_folder(rest, image_size or (64, 64))
+    if prefix in ("folder", "tfrecord"):
+        raise ValueError(f"{prefix}: sources stream from disk; use zoo.data.source_splits. "
+                         f"Received: data={data!r}")
     if prefix == "npz":
         return _load_npz(rest)
     x, y, class_names = read_feature_csv(rest, options.get("label_column"))
@@ -379,24 +366,9 @@ def check_compatible(spec, data_shape, input_shape):
 # ------------------------------------------------------------------------- pipeline
 
 
-def pipeline(x, y, *, batch_size, input_shape=None, shuffle=False, seed=0, augmenter=None,
-             one_hot_classes=None, image=True):
-    """A batched `tf.data` pipeline over arrays: scale, resize, cache, shuffle, batch, prefetch.
-
-    Args:
-        x: inputs; uint8 images are scaled to [0, 1].
-        y: targets, or None for input-only data.
-        batch_size: batch size.
-        input_shape: the model's (H, W, C) to resize / tile channels to (images only).
-        shuffle: reshuffle every epoch (training). Defaults to False.
-        seed: shuffle and augmentation seed. Defaults to 0.
-        augmenter: callable (images, labels) -> (images, labels) on batches. Defaults to None.
-        one_hot_classes: one-hot encode integer labels to this many classes. Defaults to None.
-        image: apply image scaling/resizing. Defaults to True.
-    """
+def _prepare(input_shape, one_hot_classes, image):
+    """The per-example map: scale uint8 to [0, 1], resize / tile channels, one-hot labels."""
     import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else (x,))
 
     def prepare(*item):
         inputs = item[0]
@@ -416,9 +388,20 @@ def pipeline(x, y, *, batch_size, input_shape=None, shuffle=False, seed=0, augme
             target = tf.one_hot(tf.cast(target, tf.int32), one_hot_classes)
         return inputs, target
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).cache()
-    if shuffle:
-        ds = ds.shuffle(min(len(x), 10_000), seed=seed, reshuffle_each_iteration=True)
+    return prepare
+
+
+def _shard_policy(ds, policy):
+    """Multi-worker sharding: FILE where each worker can read its own files, else DATA."""
+    import tensorflow as tf
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = getattr(
+        tf.data.experimental.AutoShardPolicy, policy)
+    return ds.with_options(options)
+
+
+def _batched(ds, *, batch_size, seed, augmenter):
+    import tensorflow as tf
     ds = ds.batch(batch_size)
     if augmenter is not None:
         # Each batch's augmentation is seeded from its own number, drawn from a
@@ -434,7 +417,119 @@ def pipeline(x, y, *, batch_size, input_shape=None, shuffle=False, seed=0, augme
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-GENERIC_OPTIONS = {"label_column": "CSV column holding the label (default: the last)"}
+def pipeline(x, y, *, batch_size, input_shape=None, shuffle=False, seed=0, augmenter=None,
+             one_hot_classes=None, image=True, cache=None):
+    """A batched `tf.data` pipeline over arrays: scale, resize, cache, shuffle, batch, prefetch.
+
+    Args:
+        x: inputs; uint8 images are scaled to [0, 1].
+        y: targets, or None for input-only data.
+        batch_size: batch size.
+        input_shape: the model's (H, W, C) to resize / tile channels to (images only).
+        shuffle: reshuffle every epoch (training). Defaults to False.
+        seed: shuffle and augmentation seed. Defaults to 0.
+        augmenter: callable (images, labels) -> (images, labels) on batches. Defaults to None.
+        one_hot_classes: one-hot encode integer labels to this many classes. Defaults to None.
+        image: apply image scaling/resizing. Defaults to True.
+        cache: a file prefix for `tf.data`'s disk cache; None caches in
+            memory (the arrays are in memory already). Defaults to None.
+    """
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else (x,))
+    ds = ds.map(_prepare(input_shape, one_hot_classes, image),
+                num_parallel_calls=tf.data.AUTOTUNE).cache(cache or "")
+    if shuffle:
+        ds = ds.shuffle(min(len(x), 10_000), seed=seed, reshuffle_each_iteration=True)
+    return _shard_policy(_batched(ds, batch_size=batch_size, seed=seed, augmenter=augmenter),
+                         "DATA")
+
+
+def index_examples(splits, split, *, input_shape=None, one_hot_classes=None, shuffle=False,
+                   seed=0):
+    """Unbatched (image, label) examples of one split of an `IndexSplits`, decoded lazily.
+
+    Folder images: the paths (and labels) are sliced, shuffled by index when
+    `shuffle` (every epoch anew, seeded: memory holds paths, not images), then
+    read, decoded and resized in a parallel, order-keeping map.  TFRecords:
+    the shards are read in order (interleaved, order kept), each record
+    numbered across the shards, and the split's records kept by that number;
+    `shuffle` then shuffles the shard order every epoch and a 10,000-record
+    buffer.
+    """
+    import tensorflow as tf
+    from zoo import images
+
+    ids, labels = splits.split(split)
+    index = splits.index
+    decode = images.decoder(splits.image_shape[:2], splits.image_shape[-1])
+    prepare = _prepare(input_shape, one_hot_classes, True)
+    if isinstance(index, images.ImageIndex):
+        paths = np.array([os.path.join(index.root, p) for p in index.paths[ids]], dtype=object)
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        if shuffle:
+            ds = ds.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
+        return ds.map(lambda path, label: prepare(decode(tf.io.read_file(path)), label),
+                      num_parallel_calls=tf.data.AUTOTUNE), "DATA"
+    # Record number -> this split's label, -1 for records of other splits.
+    label_of = np.full(len(index.labels), -1, "int32")
+    label_of[ids] = labels
+    label_of = tf.constant(label_of)
+    starts = np.cumsum([0] + list(index.counts))[:-1].astype("int64")
+    files = tf.data.Dataset.from_tensor_slices((index.files, starts))
+    if shuffle:
+        files = files.shuffle(len(index.files), seed=seed, reshuffle_each_iteration=True)
+    feature = {images.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
+    ds = files.interleave(
+        lambda file, start: tf.data.TFRecordDataset(file).enumerate(start),
+        cycle_length=min(len(index.files), 8), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+    ds = ds.map(lambda number, record: (record, tf.gather(label_of, number)))
+    ds = ds.filter(lambda record, label: label >= 0)
+    if shuffle:
+        ds = ds.shuffle(min(len(ids), 10_000), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda record, label: prepare(
+        decode(tf.io.parse_single_example(record, feature)[images.IMAGE_KEY]), label),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    return ds, ("FILE" if len(index.files) > 1 else "DATA")
+
+
+def index_pipeline(splits, split, *, batch_size, input_shape=None, shuffle=False, seed=0,
+                   augmenter=None, one_hot_classes=None, cache=None):
+    """A batched pipeline over one split of an `IndexSplits` (see `index_examples`).
+
+    Args:
+        splits: the `IndexSplits`.
+        split: "train", "validation" or "test".
+        batch_size / input_shape / shuffle / seed / augmenter / one_hot_classes:
+            as in `pipeline`.
+        cache: a file prefix for `tf.data`'s disk cache of the decoded
+            examples (later epochs, tuning trials skip decoding); the shuffle
+            then runs after the cache over a 10,000-example buffer. Defaults
+            to None (decode every epoch; memory stays flat).
+    """
+    import tensorflow as tf
+    ds, policy = index_examples(splits, split, input_shape=input_shape,
+                                one_hot_classes=one_hot_classes,
+                                shuffle=shuffle and cache is None, seed=seed)
+    if cache is not None:
+        ds = ds.cache(cache)
+        if shuffle:
+            ds = ds.shuffle(min(len(splits.split(split)[0]), 10_000), seed=seed,
+                            reshuffle_each_iteration=True)
+    return _shard_policy(_batched(ds, batch_size=batch_size, seed=seed, augmenter=augmenter),
+                         policy)
+
+
+GENERIC_OPTIONS = {
+    "label_column": "CSV column holding the label (default: the last)",
+    "skip_bad_images": "folder: leave out files that cannot be decoded (listed in the run "
+                       "directory) instead of failing on the first",
+    "cache": "a folder for tf.data's disk cache of decoded examples (folder:, tfrecord:), so "
+             "later epochs and tuning trials skip decoding",
+}
+# Data options that are switches (no value on the command line).
+SWITCH_OPTIONS = ("skip_bad_images",)
 
 
 def check_options(spec, options, allowed=None):
@@ -453,6 +548,65 @@ def check_options(spec, options, allowed=None):
         raise ValueError(f"Unknown data option(s) {unknown} for model '{spec.name}'. "
                          f"Allowed: {sorted(allowed)}")
     return options
+
+
+def _image_size(spec, input_shape):
+    """The size images of a folder or TFRecords decode to: the model's, or 64x64."""
+    if spec.input_kind == "image" and spec.input_policy == "resize":
+        return tuple((input_shape or spec.input_shape)[:2])
+    if input_shape is not None and len(input_shape) == 3:
+        return tuple(input_shape[:2])
+    return DEFAULT_IMAGE_SIZE
+
+
+def _check_stream_options(options, data):
+    skip = options.get("skip_bad_images", False)
+    if not isinstance(skip, bool):
+        raise TypeError(f"skip_bad_images must be True or False. Received: "
+                        f"skip_bad_images={skip!r}")
+    cache = options.get("cache")
+    if cache is not None:
+        if not isinstance(cache, (str, os.PathLike)) or not str(cache):
+            raise TypeError(f"cache must be a folder path. Received: cache={cache!r}")
+        if os.path.exists(cache) and not os.path.isdir(cache):
+            raise ValueError(f"cache must be a folder, not a file. Received: cache={cache!r}")
+
+
+def source_splits(spec, data, *, input_shape=None, options=None, seed=0, validation_split=0.1,
+                  test_split=0.2, classes=None):
+    """The validated split of a generic source: `IndexSplits` (streamed) or `ArraySplits`.
+
+    `folder:` and `tfrecord:` are indexed (`zoo.images`) and split on the
+    index; nothing is decoded but the header pass (folder) or the label pass
+    (TFRecords), both cached.  Every other source is read into arrays.
+    """
+    from zoo import images
+    from zoo.splits import index_splits
+
+    options = options or {}
+    task = "classification" if spec.task == "classification" else "regression"
+    fractions = dict(seed=seed, validation_split=validation_split, test_split=test_split,
+                     classes=classes)
+    if isinstance(data, str) and data.partition(":")[0] in ("folder", "tfrecord"):
+        if task != "classification":
+            raise ValueError(f"Model '{spec.name}' ({spec.task}) cannot train on labelled image "
+                             f"files. Received: data={data!r}")
+        prefix, _, rest = data.partition(":")
+        size = _image_size(spec, input_shape)
+        if prefix == "folder":
+            index = images.index_folder(rest, skip_bad_images=options.get("skip_bad_images",
+                                                                          False))
+            if classes is None:
+                images.check_class_counts(index.counts, index.class_names, f"data={data!r}")
+            return index_splits(index, image_shape=(*size, 3), class_names=index.class_names,
+                                **fractions)
+        index = images.index_records(rest)
+        return index_splits(index, image_shape=(*size, 3), **fractions)
+    image_size = None
+    if spec.input_kind == "image" and spec.input_policy == "resize":
+        image_size = tuple((input_shape or spec.input_shape)[:2])
+    train, test, class_names = read_source(data, image_size=image_size, options=options)
+    return make_splits(train, test, task=task, class_names=class_names, **fractions)
 
 
 def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None,
@@ -476,20 +630,25 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
             split. Defaults to 0.2.
         augment: augmentation names for the training split. Defaults to ().
         classes: keep only these labels, relabelled 0..k-1. Defaults to None.
-        options: source options (label_column, or a task's options). Defaults to None.
+        options: source options (label_column, skip_bad_images, cache, or a
+            task's options). Defaults to None.
         one_hot: one-hot encode labels (categorical losses). Defaults to False.
-        splits: `ArraySplits` already read by a task's reader. Defaults to None.
+        splits: `ArraySplits` / `IndexSplits` already read (a task's reader,
+            or a plan re-batching its data); `data` is then only named.
+            Defaults to None.
         allowed_options: option names accepted; defaults to `GENERIC_OPTIONS`.
     """
     from zoo.registry import get_spec
 
     spec = get_spec(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
     checks.positive_int("batch_size", batch_size)
-    check_data_argument(data)
+    if splits is None:
+        check_data_argument(data)
     if isinstance(augment, str):
         raise TypeError(f"augment must be a list of augmentation names, not a string. "
                         f"Received: augment={augment!r}")
     options = check_options(spec, options, allowed_options)
+    _check_stream_options(options, data)
     from zoo import augment as augment_module
     if augment:
         unknown_aug = [a for a in augment if a not in augment_module.AUGMENTATIONS]
@@ -498,15 +657,11 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
                              f"{list(augment_module.AUGMENTATIONS)}")
 
     if splits is None:
-        image_size = None
-        if spec.input_kind == "image" and spec.input_policy == "resize":
-            image_size = tuple((input_shape or spec.input_shape)[:2])
-        train, test, class_names = read_source(data, image_size=image_size, options=options)
-        task = "classification" if spec.task == "classification" else "regression"
-        splits = make_splits(train, test, task=task, class_names=class_names, seed=seed,
-                             validation_split=validation_split, test_split=test_split,
-                             classes=classes)
-    data_shape = example_shape(splits.x_train)
+        splits = source_splits(spec, data, input_shape=input_shape, options=options, seed=seed,
+                               validation_split=validation_split, test_split=test_split,
+                               classes=classes)
+    streamed = isinstance(splits, IndexSplits)
+    data_shape = tuple(splits.image_shape) if streamed else example_shape(splits.x_train)
     if spec.input_kind == "image" and len(data_shape) == 2:
         splits = dataclasses.replace(
             splits, x_train=splits.x_train[..., None], x_val=splits.x_val[..., None],
@@ -522,16 +677,37 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
     soft = bool(getattr(augmenter, "soft_labels", False))
     one_hot_classes = splits.num_classes if (one_hot or soft) and splits.num_classes else None
     is_image = spec.input_kind == "image"
-    make = lambda x, y, **kw: pipeline(  # noqa: E731
-        x, y, batch_size=batch_size, input_shape=model_shape if is_image else None,
-        seed=seed, one_hot_classes=one_hot_classes, image=is_image, **kw)
+    shape = model_shape if is_image else None
+    cache = options.get("cache")
+    names = ("train", "validation", "test")
+    if streamed:
+        key = splits.manifest()["hashes"]
+        make = lambda name, **kw: index_pipeline(  # noqa: E731
+            splits, name, batch_size=batch_size, input_shape=shape, seed=seed,
+            one_hot_classes=one_hot_classes,
+            cache=_cache_file(cache, name, (key[name], shape, one_hot_classes)), **kw)
+        examples = {name: index_examples(splits, name, input_shape=shape,
+                                         one_hot_classes=one_hot_classes)[0] for name in names}
+    else:
+        make = lambda name, **kw: pipeline(  # noqa: E731
+            *splits.split(name), batch_size=batch_size, input_shape=shape, seed=seed,
+            one_hot_classes=one_hot_classes, image=is_image, **kw)
+        examples = {}
     return DataBundle(
-        train=make(splits.x_train, splits.y_train, shuffle=True, augmenter=augmenter),
-        validation=make(splits.x_val, splits.y_val),
-        test=make(splits.x_test, splits.y_test),
+        train=make("train", shuffle=True, augmenter=augmenter),
+        validation=make("validation"), test=make("test"),
         input_shape=tuple(model_shape), num_classes=splits.num_classes,
         class_names=splits.class_names, source=describe_source(data),
-        num_examples={"train": len(splits.x_train), "validation": len(splits.x_val),
-                      "test": len(splits.x_test)},
+        num_examples={name: len(splits.split(name)[0]) for name in names},
         batch_size=batch_size, arrays=splits, extras=dict(splits.extras),
-        one_hot_labels=bool(one_hot_classes))
+        one_hot_labels=bool(one_hot_classes), examples=examples)
+
+
+def _cache_file(folder, split, what):
+    """The `tf.data` cache file of a split (None: no disk cache), named by what it holds."""
+    if folder is None:
+        return None
+    os.makedirs(folder, exist_ok=True)
+    import hashlib
+    tag = hashlib.sha256(repr(what).encode()).hexdigest()[:12]
+    return os.path.join(folder, f"{split}-{tag}")

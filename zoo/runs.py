@@ -52,7 +52,8 @@ RESUME_KEYS = ("model", "data", "model_kwargs", "recipe", "seed", "data_options"
 # may be deleted by overwrite=True; anything else is the user's.
 RUN_FILES = frozenset({
     CONFIG_FILE, METRICS_FILE, HISTORY_FILE, MODEL_FILE, CARD_FILE, SAMPLE_FILE, LOCK_FILE,
-    "curves.png", "latent_space.png", "finetune_state.json", "model.tflite", "model.onnx"})
+    "curves.png", "latent_space.png", "finetune_state.json", "model.tflite", "model.onnx",
+    "split.json", "skipped_images.txt"})
 RUN_DIRS = frozenset({"checkpoints", BACKUP_DIR, "logs", "saved_model", "export", "samples"})
 # phase_N.weights.h5 (fine-tuning); "x.partial<pid>..." and ".partial-..." are
 # what an atomic write or an export killed midway leaves behind.

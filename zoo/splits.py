@@ -41,6 +41,64 @@ class ArraySplits:
         return getattr(self, f"x_{key}"), getattr(self, f"y_{key}")
 
 
+@dataclasses.dataclass
+class IndexSplits(ArraySplits):
+    """Splits of a source that streams from disk: `x_*` are example ids, never pixels.
+
+    The ids index `index` (a `zoo.images.ImageIndex`: `index.paths[id]`; a
+    `zoo.images.RecordIndex`: the id-th record across the sorted shards);
+    `y_*` are the (possibly relabelled) class ids; `image_shape` is the
+    (height, width, channels) each example is decoded to.
+    """
+
+    index: object = None
+    image_shape: tuple = ()
+
+    def manifest(self):
+        """What identifies this split: source listing, sizes, and per-split hashes."""
+        from zoo.images import manifest_hash
+        return {"listing": self.index.listing,
+                "counts": {name: int(len(self.split(name)[0]))
+                           for name in ("train", "validation", "test")},
+                "hashes": {name: manifest_hash(self.names(name))
+                           for name in ("train", "validation", "test")}}
+
+    def names(self, split):
+        """The examples of `split` by name: relative paths, or "FILE#RECORD" of TFRecords."""
+        ids = self.split(split)[0]
+        paths = getattr(self.index, "paths", None)
+        if paths is not None:
+            return [str(p) for p in paths[ids]]
+        starts = np.cumsum([0] + list(self.index.counts))
+        file_of = np.searchsorted(starts, ids, side="right") - 1
+        return [f"{self.index.files[f].rsplit('/', 1)[-1]}#{int(i - starts[f])}"
+                for f, i in zip(file_of, ids)]
+
+
+def index_splits(index, *, image_shape, class_names=None, seed=0, validation_split=0.1,
+                 test_split=0.2, classes=None):
+    """`make_splits` on an index: ids and labels are split, nothing is decoded.
+
+    Args:
+        index: a `zoo.images.ImageIndex` or `RecordIndex` (has `labels`).
+        image_shape: (height, width, channels) examples decode to.
+        class_names: names of the class ids. Defaults to None.
+        seed / validation_split / test_split / classes: as in `make_splits`.
+    """
+    ids = np.arange(len(index.labels), dtype="int64")
+    splits = make_splits((ids, index.labels), None, task="classification",
+                         class_names=class_names, seed=seed, validation_split=validation_split,
+                         test_split=test_split, classes=classes)
+    fields = {f.name: getattr(splits, f.name) for f in dataclasses.fields(splits)}
+    # Each split in file order: reads are sequential, and the order is the
+    # same whatever train_test_split's permutation was.
+    for key in ("train", "val", "test"):
+        order = np.argsort(fields[f"x_{key}"], kind="stable")
+        fields[f"x_{key}"] = fields[f"x_{key}"][order]
+        fields[f"y_{key}"] = fields[f"y_{key}"][order]
+    return IndexSplits(**fields, index=index, image_shape=tuple(image_shape))
+
+
 def validate_xy(x, y, *, what, task="classification", num_classes=None, texts=False):
     """Check one split: non-empty, matching lengths, finite, labels in range.
 

@@ -1,0 +1,178 @@
+"""Sources that stream from disk: image folders and TFRecords as an index, decoded in tf.data."""
+
+import os
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo import data, images, training
+from zoo import io as zio
+from zoo.splits import IndexSplits
+
+CLASSES = ("cat", "dog", "owl")
+PER_CLASS = 10
+
+
+def _encode(value, kind):
+    import tensorflow as tf
+    pixels = np.full((16, 16, 3), value, np.uint8)
+    return (tf.io.encode_png(pixels) if kind == "png" else tf.io.encode_jpeg(pixels)).numpy()
+
+
+def _image_folder(root):
+    """PER_CLASS 16x16 images per class, alternately PNG and JPEG, each one flat grey value."""
+    for c, name in enumerate(CLASSES):
+        os.makedirs(root / name, exist_ok=True)
+        for i in range(PER_CLASS):
+            kind = "png" if i % 2 else "jpg"
+            (root / name / f"{i:02d}.{kind}").write_bytes(_encode(8 * (c * PER_CLASS + i), kind))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def index_cache(tmp_path, monkeypatch):
+    """The header / label pass cache in a fresh KERAS_HOME for each test."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    return tmp_path / "keras_home" / "zoo_index"
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return _image_folder(tmp_path / "images")
+
+
+def test_folder_is_an_index_and_decodes_in_the_pipeline(folder):
+    bundle = data.load("lenet5", f"folder:{folder}", batch_size=4, input_shape=(40, 40, 3))
+    splits = bundle.arrays
+    assert isinstance(splits, IndexSplits)
+    # The split holds example ids, never pixels.
+    assert splits.x_train.dtype == np.int64 and splits.x_train.ndim == 1
+    assert bundle.class_names == list(CLASSES)
+    assert sum(bundle.num_examples.values()) == len(CLASSES) * PER_CLASS
+    x, y = next(iter(bundle.train))
+    assert x.shape == (4, 40, 40, 3) and 0.0 <= float(np.min(x)) <= float(np.max(x)) <= 1.0
+    # Every example once across the three splits, each with its folder's label.
+    seen = {}
+    for split in (bundle.train, bundle.validation, bundle.test):
+        for xb, yb in split:
+            for image, label in zip(xb.numpy(), yb.numpy()):
+                value = int(round(float(image.mean()) * 255 / 8))
+                seen[value] = int(label)
+    assert sorted(seen) == list(range(len(CLASSES) * PER_CLASS))
+    assert all(label == value // PER_CLASS for value, label in seen.items())
+    assert bundle.take_inputs("test", 3).shape == (3, 40, 40, 3)
+
+
+def test_training_order_is_per_epoch_deterministic(folder):
+    def orders(bundle, epochs=2):
+        return [np.concatenate([y.numpy() * 1000 + np.round(x.numpy().mean((1, 2, 3)) * 255)
+                                for x, y in bundle.train]) for _ in range(epochs)]
+
+    first = orders(data.load("lenet5", f"folder:{folder}", batch_size=5, seed=3))
+    again = orders(data.load("lenet5", f"folder:{folder}", batch_size=5, seed=3))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], first[1])  # reshuffled every epoch
+
+
+def test_streaming_train_records_and_checks_its_split(folder, tmp_path):
+    run_dir = tmp_path / "run"
+    result = zoo.train("lenet5", data=f"folder:{folder}", epochs=1, batch_size=8,
+                       run_dir=str(run_dir), verbose=0, export=False)
+    manifest = zio.read_json(str(run_dir / training.SPLIT_FILE))
+    assert manifest["counts"] == result.bundle.num_examples
+    assert sorted(sum(manifest["files"].values(), [])) == sorted(
+        f"{c}/{f}" for c in CLASSES for f in os.listdir(folder / c))
+    samples = np.load(run_dir / "export_inputs.npz")["inputs"]
+    assert samples.shape == (min(8, manifest["counts"]["test"]), 32, 32, 3)
+    assert "test_accuracy" in zoo.evaluate(str(run_dir))
+    # A changed folder is noticed and named, not silently evaluated on other examples.
+    (folder / "dog" / "new.png").write_bytes(_encode(3, "png"))
+    with pytest.raises(ValueError, match=r"data changed since the run started.*dog/new\.png"):
+        zoo.evaluate(str(run_dir))
+
+
+def test_corrupt_image_is_named_in_one_line_and_can_be_skipped(folder, tmp_path, index_cache):
+    (folder / "owl" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (folder / "cat" / "cut.jpg").write_bytes(_encode(7, "jpg")[:60])  # truncated download
+    with pytest.raises(ValueError) as err:
+        data.load("lenet5", f"folder:{folder}")
+    message = str(err.value)
+    assert "\n" not in message and "cat/cut.jpg cannot be decoded as an image" in message
+    assert "1 more bad file" in message and "skip_bad_images=True" in message
+    run_dir = tmp_path / "run"
+    zoo.train("lenet5", data=f"folder:{folder}", epochs=1, run_dir=str(run_dir), verbose=0,
+              export=False, skip_bad_images=True)
+    skipped = (run_dir / training.SKIPPED_FILE).read_text().splitlines()
+    assert [line.split("\t")[0] for line in skipped] == ["cat/cut.jpg", "owl/broken.jpg"]
+    assert sum(zio.read_json(str(run_dir / "config.json"))["num_examples"].values()) == 30
+
+
+def test_header_pass_is_cached_by_the_folder_listing(folder, monkeypatch, index_cache):
+    images.index_folder(str(folder))
+    assert len(os.listdir(index_cache)) == 1
+
+    def no_second_pass(path):
+        raise AssertionError(f"header pass ran again on {path}")
+    monkeypatch.setattr(images, "image_problem", no_second_pass)
+    images.index_folder(str(folder))  # same listing: the cached result
+    (folder / "cat" / "extra.png").write_bytes(_encode(1, "png"))
+    with pytest.raises(AssertionError, match="header pass ran again"):
+        images.index_folder(str(folder))  # a new listing: checked again
+
+
+def test_class_problems_come_from_the_index(folder):
+    os.makedirs(folder / "empty")
+    with pytest.raises(ValueError, match=r"\['empty'\] hold no decodable images"):
+        data.load("lenet5", f"folder:{folder}")
+    bundle = data.load("lenet5", f"folder:{folder}", classes=[0, 3],
+                       test_split=0.3)
+    assert bundle.class_names == ["cat", "owl"] and bundle.num_classes == 2
+    with pytest.raises(ValueError, match="do not occur in the data"):
+        data.load("lenet5", f"folder:{folder}", classes=[0, 2],
+                  test_split=0.3)
+
+
+def _write_shards(root, shards=3, per_shard=10, num_classes=3):
+    import tensorflow as tf
+    os.makedirs(root, exist_ok=True)
+    n = 0
+    for s in range(shards):
+        with tf.io.TFRecordWriter(str(root / f"train-{s:05d}-of-{shards:05d}")) as writer:
+            for _ in range(per_shard):
+                feature = {
+                    images.IMAGE_KEY: tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[_encode(8 * n, "png")])),
+                    images.LABEL_KEY: tf.train.Feature(
+                        int64_list=tf.train.Int64List(value=[n % num_classes])),
+                }
+                example = tf.train.Example(features=tf.train.Features(feature=feature))
+                writer.write(example.SerializeToString())
+                n += 1
+    return n
+
+
+def test_tfrecord_shards_stream_and_split_by_record(tmp_path):
+    total = _write_shards(tmp_path / "shards")
+    bundle = data.load("lenet5", f"tfrecord:{tmp_path / 'shards'}/train-*", batch_size=4)
+    assert isinstance(bundle.arrays, IndexSplits) and bundle.num_classes == 3
+    assert bundle.arrays.index.counts == [10, 10, 10]
+    seen = []
+    for split in (bundle.train, bundle.validation, bundle.test):
+        for xb, yb in split:
+            values = np.round(xb.numpy().mean((1, 2, 3)) * 255 / 8).astype(int)
+            assert (values % 3 == yb.numpy()).all()
+            seen.extend(values.tolist())
+    assert sorted(seen) == list(range(total))
+    assert bundle.train.options().experimental_distribute.auto_shard_policy.name == "FILE"
+    with pytest.raises(ValueError, match="No TFRecord files match"):
+        data.load("lenet5", f"tfrecord:{tmp_path}/nothing-*")
+
+
+def test_tfrecord_without_the_label_feature_is_refused(tmp_path):
+    import tensorflow as tf
+    path = tmp_path / "plain.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(b"not an example")
+    with pytest.raises(ValueError, match="is not a TFRecord file of image examples"):
+        data.load("lenet5", f"tfrecord:{path}")
