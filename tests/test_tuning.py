@@ -6,6 +6,7 @@ Small shapes and tiny in-memory data throughout; every search is 1-3 epochs.
 import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -586,3 +587,139 @@ def test_chief_and_two_workers_run_distinct_trials(tmp_path):
                                            "zoo_trial.json"))) for i in "0123"]
     assert {r["tuner_id"] for r in records} <= {"tuner0", "tuner1"}
     assert len({json.dumps(r["hyperparameters"], sort_keys=True) for r in records}) == 4
+
+
+# ------------------------------------------------------------------ several models, time budget
+
+
+def test_model_names_take_lists_and_globs_without_tensorflow():
+    from tuning.searcher import SearchError, model_names
+    assert model_names("mlp") == ["mlp"]
+    assert model_names("lenet5, mlp,lenet5") == ["lenet5", "mlp"]
+    assert model_names(["resnet2*", "mlp"]) == ["resnet20", "mlp"]
+    with pytest.raises(SearchError, match="No registered model matches 'nothing\\*'"):
+        model_names("nothing*")
+    with pytest.raises(SearchError, match="empty entry"):
+        model_names("mlp,,lenet5")
+    with pytest.raises(ValueError, match="Unknown model name"):
+        model_names("mlp,lenet6")
+
+
+@pytest.mark.parametrize("value, seconds", [(3600, 3600.0), ("3600s", 3600.0), ("90m", 5400.0),
+                                            ("1h", 3600.0), ("1h30m", 5400.0), ("2.5s", 2.5)])
+def test_time_budget_durations(value, seconds):
+    from tuning.budget import parse_duration
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("bad", ["1y", "h", "", "-5", 0, True, "1h and more", [60]])
+def test_bad_time_budget_names_the_argument(bad):
+    from tuning.budget import parse_duration
+    with pytest.raises(ValueError, match=f"time_budget must be a positive duration.*"
+                                         f"Received: time_budget={re.escape(repr(bad))}"):
+        parse_duration(bad)
+
+
+def _record(model, seconds, epochs, score=0.5, status="completed", reason=None):
+    return {"model": model, "seconds": seconds, "epochs_run": epochs, "epochs": epochs,
+            "score": score, "status": status, "direction": "max", "reason": reason}
+
+
+def test_clock_estimates_from_finished_trials_and_keeps_the_retrain(tmp_path):
+    from tuning import budget
+    clock = budget.Clock(str(tmp_path), 100.0, retrain=True, started=0.0)  # long spent
+    assert clock.remaining() < 0 and "spent" in clock.stop_reason({}, ["mlp"])
+    clock = budget.Clock(str(tmp_path), 100.0, retrain=True)
+    records = {"0": _record("mlp", 10.0, 2, score=0.9), "1": _record("lenet5", 40.0, 2, 0.8)}
+    # The best trial (mlp, 5 s an epoch, 2 epochs) is kept for the retrain.
+    assert clock.reserve(records) == pytest.approx(1.1 * 10 + budget.RETRAIN_OVERHEAD_S)
+    assert budget.trial_seconds_per_epoch(records, "lenet5") == 20.0
+    assert clock.skip_reason(records, "mlp", 2) is None
+    assert "lenet5" in clock.skip_reason(records, "lenet5", 5)  # 100 s > ~74 s left
+    assert clock.stop_reason(records, ["mlp", "lenet5"], min_epochs=2) is None
+    assert "quickest model" in clock.stop_reason(records, ["mlp", "lenet5"], min_epochs=20)
+    # Three trials in a row that did not fit end the search too.
+    skips = {str(i): _record("lenet5", 0, 0, status="skipped", reason=budget.SKIP_REASON)
+             for i in range(2, 5)}
+    assert "last 3 trials" in clock.stop_reason({**records, **skips}, ["mlp", "lenet5"])
+    # Spent time carries over to the next session through clock.json.
+    clock.save()
+    assert budget.Clock(str(tmp_path), 100.0).spent() >= clock.spent() - 1.0
+    assert budget.Clock(str(tmp_path)).left_for_trials(records) is None  # no budget
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    """mlp and lenet5 searched together on 8x8 images: 3 trials of 1 epoch."""
+    directory = tmp_path_factory.mktemp("multi") / "s"
+    return search(directory, "mlp,lenet5", images(), max_trials=3, time_budget="10m",
+                  report=True)
+
+
+def test_several_models_make_the_model_a_hyperparameter(two_models):
+    import keras_tuner as kt
+    rows = two_models.rows
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows), rows
+    # Trials 0 and 1: each model's registered recipe, in the order given.
+    assert [r["model"] for r in rows[:2]] == ["mlp", "lenet5"]
+    assert rows[0]["hp"]["mlp/learning_rate"] == zoo.get_spec("mlp").recipe.learning_rate
+    assert rows[1]["hp"]["lenet5/learning_rate"] == zoo.get_spec("lenet5").recipe.learning_rate
+    for r in rows:  # only the chosen model's space is active in a trial
+        assert r["hp"]["model"] == r["model"]
+        assert all(k == "model" or k.startswith(r["model"] + "/") for k in r["hp"]), r["hp"]
+        assert r["recipe"] and r["clock"] is not None
+    assert rows[0]["params"] < rows[1]["params"]  # mlp (8 hidden units) < lenet5
+    with open(os.path.join(two_models.directory, "trials.csv")) as f:
+        table = list(csv.DictReader(f))
+    assert [r["model"] for r in table][:2] == ["mlp", "lenet5"]
+    assert all(float(r["clock"]) > 0 for r in table)
+    report = open(os.path.join(two_models.directory, "report.html")).read()
+    assert "wall clock" in report
+    # The space: one choice, each model's hyperparameters conditional on it.
+    config = json.load(open(os.path.join(two_models.directory, "search.json")))
+    space = {h["name"]: h for h in config["space"]}
+    assert space["model"]["values"] == ["mlp", "lenet5"]
+    hp = kt.HyperParameters()
+    two_models.tuner.hypermodel.declare_hyperparameters(hp)
+    assert hp.values["model"] == "mlp" and "lenet5/learning_rate" not in hp.values
+    assert config["call"]["model"] == ["mlp", "lenet5"] and config["call"]["time_budget"] == 600
+
+
+def test_retrain_best_of_several_models_trains_the_best_trials_model(two_models, tmp_path):
+    import tuning
+    best = next(r for r in two_models.rows if r["trial_id"] == two_models.best_trial_id)
+    run = tuning.retrain_best(two_models.directory, run_dir=str(tmp_path / "run"), epochs=1,
+                              data=images(), export=False, verbose=0)
+    config = json.load(open(os.path.join(run.run_dir, "config.json")))
+    assert config["model"] == best["model"]
+    assert config["tuning"]["trial_id"] == best["trial_id"]
+
+
+def test_time_budget_stops_starting_trials_and_resumes_with_the_rest(tmp_path):
+    from tuning import budget
+    kwargs = tiny_mlp(max_trials=200, max_epochs=1)
+    # A budget is no part of a search's identity: the first session (an hour) is
+    # interrupted in its first trial, the same search resumed with 4 s in all.
+    with pytest.raises(KeyboardInterrupt):
+        search(tmp_path / "a", callbacks=[Interrupt(at=Interrupt.epochs[0] + 1)],
+               time_budget="1h", **kwargs)
+    spent = json.load(open(tmp_path / "a" / budget.CLOCK_FILE))["spent_s"]
+    assert spent > 0
+    result = search(tmp_path / "a", time_budget=4, **kwargs)
+    assert result.resumed and result.stop_message is None
+    # The budget ended the search long before its 200 trials; the clock went on from
+    # the interrupted session's time.
+    assert 1 <= len(result.rows) < 200
+    assert json.load(open(tmp_path / "a" / budget.CLOCK_FILE))["spent_s"] > spent
+    config = json.load(open(tmp_path / "a" / "search.json"))
+    assert config["status"] == "finished" and config["call"]["time_budget"] == 4
+
+
+def test_cli_models_and_time_budget_errors(capsys):
+    from zoo import cli
+    assert cli.main(["tune", "--models", "mlp,lenet5", "--time-budget", "5y"]) == 2
+    assert "--time-budget must be a positive duration" in capsys.readouterr().err
+    assert cli.main(["tune", "mlp", "--models", "lenet5"]) == 2
+    assert "one of the two" in capsys.readouterr().err
+    assert cli.main(["tune", "--models", "nothing*"]) == 2
+    assert "No registered model matches" in capsys.readouterr().err

@@ -32,6 +32,9 @@ SKIP_REASON = "time_budget"
 # The search stops after this many skips in a row: the oracle keeps proposing
 # trials that no longer fit (say Hyperband's long rounds).
 MAX_SKIPS = 3
+# Seconds a retrain spends besides its epochs: test evaluation, model.keras and
+# the SavedModel export (3-10 s for the small models on this 2-core CPU).
+RETRAIN_OVERHEAD_S = 15.0
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)")
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 
@@ -84,16 +87,19 @@ class Clock:
             Defaults to False.
         retrain_epochs: epochs of that retrain, or None for the best trial's own.
             Defaults to None.
+        started: `time.time()` when this session began (the search's set-up
+            counts too). Defaults to now.
     """
 
-    def __init__(self, directory, budget_s=None, *, retrain=False, retrain_epochs=None):
+    def __init__(self, directory, budget_s=None, *, retrain=False, retrain_epochs=None,
+                 started=None):
         self.directory = directory
         self.budget_s = budget_s
         self.retrain = retrain
         self.retrain_epochs = retrain_epochs
         previous = zio.read_json(os.path.join(directory, CLOCK_FILE), default=None) or {}
         self._before = float(previous.get("spent_s", 0.0))
-        self._start = time.time()
+        self._start = time.time() if started is None else started
 
     def spent(self):
         """Seconds the search has run, earlier processes included."""
@@ -114,7 +120,8 @@ class Clock:
     def reserve(self, records):
         """Seconds kept for retraining the best finished trial (0 without `retrain`).
 
-        Its seconds per epoch times its epochs, plus a tenth for evaluation and export.
+        A tenth more than its seconds per epoch times its epochs, plus
+        RETRAIN_OVERHEAD_S for evaluation and export.
         """
         if not self.retrain:
             return 0.0
@@ -125,7 +132,7 @@ class Clock:
         reverse = done[0].get("direction", "max") == "max"
         best = sorted(done, key=lambda r: r["score"], reverse=reverse)[0]
         epochs = self.retrain_epochs or best.get("epochs") or best["epochs_run"]
-        return 1.1 * float(best["seconds"]) / best["epochs_run"] * epochs
+        return 1.1 * float(best["seconds"]) / best["epochs_run"] * epochs + RETRAIN_OVERHEAD_S
 
     def left_for_trials(self, records):
         """Seconds a new trial may use: what is left less the retrain's reserve (None: no budget)."""

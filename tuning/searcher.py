@@ -644,6 +644,7 @@ def search(model=None, data="digits", *, models=None, tuner="hyperband", objecti
         SearchError (a ValueError): bad input, before anything is written.
         SearchFailed: the search stopped after max_consecutive_failed_trials.
     """
+    started = time.time()  # the budget counts the set-up (data, plans) too
     if (model is None) == (models is None):
         raise SearchError(f"search takes the model(s) as model= or models=, one of the two. "
                           f"Received: model={model!r}, models={models!r}")
@@ -663,7 +664,7 @@ def search(model=None, data="digits", *, models=None, tuner="hyperband", objecti
         return None
     return _run(prepared, verbose=verbose, callbacks=callbacks, tensorboard=tensorboard,
                 report=report, workers=workers, oracle=oracle, isolate=isolate,
-                chief=role == "chief")
+                chief=role == "chief", started=started)
 
 
 def _check_processes(prepared, *, role, workers, isolate, oracle, callbacks):
@@ -712,11 +713,12 @@ def _run(prepared, **kwargs):
 
 
 def _run_locked(prepared, *, verbose, callbacks, tensorboard, report, workers=0, oracle=None,
-                isolate=False, chief=False):
+                isolate=False, chief=False, started=None):
     resumed = os.path.exists(os.path.join(prepared.directory, results.PROJECT, "oracle.json"))
     prepared.write_search_file(status="running")
     prepared.clock = budget_module.Clock(prepared.directory, prepared.config["time_budget"],
-                                         retrain=prepared.config["retrain_best"])
+                                         retrain=prepared.config["retrain_best"],
+                                         started=started)
     prepared.clock.save()
     _announce(prepared, verbose)
     tuner = None

@@ -22,10 +22,11 @@ Every override is checked against the declared space before any trial runs.
 Importing this module does not import TensorFlow.
 """
 
-import json
 import math
 import numbers
 import os
+
+from zoo import io as zio
 
 # Optimizers the training space chooses among (with the recipe's own).
 OPTIMIZER_CHOICES = ("adam", "adamw", "rmsprop", "nesterov")
@@ -105,13 +106,12 @@ def declare_training_space(hp, recipe, *, skip=(), grid=False, monitor="val_loss
 
 def load_space_file(path):
     """The overrides in a JSON file (an object of name -> value / list / range)."""
-    try:
-        with open(path) as f:
-            overrides = json.load(f)
+    try:  # a regular file of at most 10 MB (no FIFO, device or deep nesting): zoo.io
+        overrides = zio.read_json(path, follow=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"Search space file not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise SpaceError(f"Search space file is not valid JSON ({err}): {path}") from None
+    except ValueError as err:
+        raise SpaceError(f"Search space file cannot be used: {err}") from None
     if not isinstance(overrides, dict):
         raise SpaceError(f"A search space file holds a JSON object of hyperparameter name -> "
                          f"value, list of values, or {{\"min\": .., \"max\": ..}}: {path}")

@@ -71,6 +71,7 @@ class _ZooOracle:
     zoo_stop_message = None
     zoo_budget_message = None
     zoo_clock = None
+    zoo_min_epochs = 1  # the fewest epochs a new trial trains (Hyperband: 1)
 
     def default_values(self, model=None):
         """The space's default point; `model`: that value of the "model" choice."""
@@ -100,7 +101,7 @@ class _ZooOracle:
             records = results.read_records(self._project_dir)
         models = [m for m in self.model_choices() if m is not None] or [
             next((r.get("model") for r in records.values() if r.get("model")), None)]
-        return clock.stop_reason(records, models)
+        return clock.stop_reason(records, models, min_epochs=self.zoo_min_epochs)
 
     def populate_space(self, trial_id):
         if self.zoo_stop_message or self.zoo_budget_message:
@@ -606,6 +607,8 @@ def make_tuner(prepared, *, verbose=1, callbacks=None, tensorboard=True, worker=
     clock = prepared.clock or budget.Clock(prepared.directory, config.get("time_budget"),
                                            retrain=bool(config.get("retrain_best")))
     oracle.zoo_clock = clock
+    if not TABLE[config["tuner"]].oracle_sets_epochs:
+        oracle.zoo_min_epochs = config["max_epochs"]
     settings = TunerSettings(clock=clock, 
         tuner=config["tuner"], seed=config["seed"], max_epochs=config["max_epochs"],
         max_params=config["max_params"], max_trials=config["budget"]["trials"],

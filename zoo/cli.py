@@ -319,6 +319,11 @@ def cmd_list(args):
             gmacs = f"{float(r['gmacs']):.4g}" if r.get("gmacs") else "-"
             measured = (f"{float(r['test_accuracy']):.4f} on {r['dataset']} after "
                         f"{r['epochs']} epochs" if r.get("test_accuracy") else "-")
+            if r.get("test_accuracy") and r.get("train_seconds"):
+                measured += f" in {float(r['train_seconds']):.0f} s"
+            if r.get("baseline_test_accuracy"):  # benchmarks/results_table.py
+                measured += (f"; plain Keras {float(r['baseline_test_accuracy']):.4f} "
+                             f"({r['baseline_epochs']} epochs, same wall clock)")
             line += f"  {gmacs:>9} GMACs  {measured}"
         else:
             line += f"  {s.description}"
