@@ -49,6 +49,7 @@ def env(tmp_path_factory):
              x_test=rng.normal(size=(20, 6)).astype("float32"), y_test=np.arange(20) % 3)
     np.savez(d.data / "labels50.npz", x=rng.random((100, 64)).astype("float32"),
              y=np.arange(100) % 50)
+    (d.data / "deep_space.json").write_text("[" * 100000 + "]" * 100000)
     (d.data / "empty_label.csv").write_text("a,b,label\n1,2,0\n3,4,1\n5,6,\n7,8,1\n")
     (d.data / "ragged.csv").write_text("a,b,label\n1,2,0\n3,4,1,9\n5,6,1\n")
     from PIL import Image
@@ -326,6 +327,22 @@ CASES = [
     ("resume_history_is_a_symlink",
      lambda e: _resume_dir(e.hostile["resume_history_link"]),
      "run_dir holds a symbolic link (history.csv -> "),
+    ("tune_space_is_a_device",
+     lambda e: _tune(_fresh(e, "space"), "--space", "/dev/zero"),
+     "File is a device, not a regular file; it is not read: /dev/zero"),
+    ("tune_space_nested_deeply",
+     lambda e: _tune(_fresh(e, "space"), "--space", e.data / "deep_space.json"),
+     "File is damaged (JSON nested too deeply)"),
+    ("finetune_sha256_without_weights",
+     lambda e: ["finetune", "resnet20", "--out", _fresh(e, "sha"), "--weights-sha256", "a" * 64,
+                "--epochs", "1"],
+     "weights_sha256 checks a weights file (--weights FILE.h5); it does not apply to "
+     "weights=None"),
+    ("finetune_search_overwrite_users_folder",
+     lambda e: ["finetune", "resnet20", "--tune", "2", "--out", e.users, "--overwrite",
+                "--epochs", "1"],
+     "directory holds a folder zoo did not write (notes.txt, thesis.tex), not a search "
+     "directory"),
     ("resume_backup_is_a_symlink",
      lambda e: _resume_dir(e.hostile["resume_backup_link"]),
      "run_dir holds a symbolic link (backup -> "),

@@ -520,6 +520,13 @@ def resolve(backbone, *, weights=None, weights_sha256=None, preprocessing=None):
             or any(digit not in "0123456789abcdef" for digit in weights_sha256.lower())):
         raise ValueError(f"weights_sha256 must be 64 hexadecimal digits. "
                          f"Received: weights_sha256={weights_sha256!r}")
+    if weights_sha256 is not None and next(
+            (k for k in WEIGHT_KINDS if weights is not None and k.claims(weights)),
+            None) is not WeightsFile:
+        # Never silently unchecked: Keras checks ImageNet files itself, a run is ours.
+        raise ValueError(f"weights_sha256 checks a weights file (--weights FILE.h5); it does "
+                         f"not apply to weights={weights!r}. Received: "
+                         f"weights_sha256={weights_sha256!r}")
     if not isinstance(backbone, (str, os.PathLike)):
         raise TypeError(f"backbone must be a name or a run directory. "
                         f"Received: backbone={backbone!r}")

@@ -190,6 +190,8 @@ def tune_finetune(backbone, data="digits", *, tuner="random", max_trials=6, obje
     short = os.path.basename(os.path.normpath(source.name)).replace("keras:", "").lower()
     directory = os.path.abspath(directory or os.path.join("runs", "tuning", f"{short}_finetune"))
 
+    if overwrite:  # KerasTuner's overwrite deletes the folder: only a search of ours
+        runs.check_replaceable(directory, ("search",), argument="directory")
     stages = len(source.stages)
     hp = kt.HyperParameters()
     finetune_space(hp, stages=stages)  # declares the space, so grid and bayesian know it

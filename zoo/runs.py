@@ -65,6 +65,10 @@ SEARCH_FILE = "search.json"
 SEARCH_FILES = frozenset({SEARCH_FILE, "trials.csv", "best_hyperparameters.json", "report.html",
                           "clock.json", LOCK_FILE})
 SEARCH_DIRS = frozenset({"kt", "best_run"})
+# A KerasTuner project folder (transfer.tune_finetune's search directory).
+KERAS_TUNER_FILE = "oracle.json"
+_KERAS_TUNER_PATTERN = re.compile(r"oracle\.json|tuner\d*\.json|trial_\w+|finetune_trials\.json|"
+                                  + zio.LEFTOVER.pattern)
 # A SavedModel folder (`model.export`, `tf.saved_model.save`).
 SAVED_MODEL_FILE = "saved_model.pb"
 SAVED_MODEL_NAMES = frozenset({SAVED_MODEL_FILE, "fingerprint.pb", "keras_metadata.pb",
@@ -478,6 +482,9 @@ def kind_of(path):
         return "run", foreign_files(path)
     if SEARCH_FILE in names:
         allowed = (SEARCH_FILES, SEARCH_DIRS)
+        kind = "search"
+    elif KERAS_TUNER_FILE in names:  # a KerasTuner project (transfer.tune_finetune)
+        allowed = ([n for n in names if _KERAS_TUNER_PATTERN.fullmatch(n)],) * 2
         kind = "search"
     elif SAVED_MODEL_FILE in names:
         allowed = (SAVED_MODEL_NAMES, SAVED_MODEL_NAMES)
