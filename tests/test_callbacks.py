@@ -125,3 +125,105 @@ def test_remaining_time_is_the_pace_so_far_times_the_epochs_left():
                      "epoch 6/10: about 3 min left at this pace"]
     assert [_duration(s) for s in (45, 89, 90, 3000, 7500)] == [
         "45 s", "89 s", "2 min", "50 min", "2 h 05 min"]
+
+
+def test_one_cycle_rises_then_anneals_far_below_the_start():
+    import keras
+
+    schedule = make_schedule("one_cycle", LR, total_steps=100)  # 30 steps up, 70 down
+    values = [_at(schedule, step) for step in range(0, 121, 10)]
+    assert values[0] == pytest.approx(LR / 25, rel=1e-5)
+    assert values[3] == pytest.approx(LR, rel=1e-5)  # the peak at 30% of the steps
+    assert all(a < b for a, b in zip(values[:3], values[1:4]))  # rising
+    assert all(a > b for a, b in zip(values[3:10], values[4:11]))  # falling
+    assert values[10] == pytest.approx(LR * 1e-4, rel=1e-3) == values[12]  # held at the end
+    assert _at(schedule, 65) == pytest.approx(LR * (1 + 1e-4) / 2, rel=1e-4)  # cosine midpoint
+    restored = keras.optimizers.schedules.deserialize(
+        keras.optimizers.schedules.serialize(schedule))
+    assert type(restored).__name__ == "OneCycle" and _at(restored, 42) == _at(schedule, 42)
+    with pytest.raises(ValueError, match="warmup_fraction must be a number in"):
+        type(schedule)(LR, 100, warmup_fraction=1.5)
+
+
+def test_batch_callbacks_written_for_one_step_are_told_apart():
+    import keras
+
+    from zoo.callbacks import EpochTensorBoard, needs_every_batch
+
+    class PerBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    class PerEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            pass
+
+    class Aware(PerBatch):
+        steps_per_execution_aware = True
+
+    assert needs_every_batch(PerBatch())
+    assert not needs_every_batch(PerEpoch()) and not needs_every_batch(Aware())
+    keras_own = [keras.callbacks.TerminateOnNaN(), keras.callbacks.ProgbarLogger(),
+                 keras.callbacks.BackupAndRestore("unused", save_freq=5),
+                 EpochTensorBoard("unused")]
+    assert not any(needs_every_batch(c) for c in keras_own)
+
+
+def test_progress_bar_stops_at_the_epochs_steps():
+    from zoo.callbacks import ExecutionProgbar
+
+    progbar = ExecutionProgbar()
+    progbar.set_params({"verbose": 2, "epochs": 1, "steps": 10})
+    progbar.on_epoch_begin(0)
+    progbar.on_train_batch_end(7)  # steps 0-7 of an execution of 8
+    assert progbar.seen == 8
+    progbar.on_train_batch_end(15)  # Keras reports 15 for the last execution's 2 steps
+    assert progbar.seen == 10
+
+
+def _ema_fit(tmp_path, callbacks=(), **kwargs):
+    import keras
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 20)).astype("float32")
+    y = rng.integers(0, 4, size=256)  # random labels: early stopping ends the run
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(4, activation="softmax")])
+    model.compile(keras.optimizers.Adam(use_ema=True, ema_momentum=0.9),
+                  "sparse_categorical_crossentropy")
+    from zoo.callbacks import finalize_last
+    callbacks = finalize_last(standard_callbacks(str(tmp_path), tensorboard=False, ema=True,
+                                                 **kwargs) + list(callbacks))
+    history = model.fit(x, y, validation_split=0.25, epochs=100, verbose=0,
+                        callbacks=callbacks).history
+    return model, history, model.evaluate(x[192:], y[192:], verbose=0)
+
+
+def test_ema_weights_are_what_early_stopping_and_the_checkpoint_keep(tmp_path):
+    import keras
+
+    model, history, loss = _ema_fit(tmp_path, patience=2)
+    best = int(np.argmin(history["val_loss"]))
+    assert len(history["val_loss"]) == best + 3 < 100
+    # Validation measured the average; early stopping kept the best epoch's
+    # average, and the best checkpoint holds the same weights.
+    assert loss == pytest.approx(history["val_loss"][best], rel=1e-5)
+    restored = keras.saving.load_model(tmp_path / "checkpoints" / "best.keras")
+    for saved, kept in zip(restored.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(saved, kept, atol=1e-6)
+
+
+def test_ema_weights_stay_when_another_callback_stops_training(tmp_path):
+    import keras
+
+    class StopAfterTwo(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = epoch == 1
+
+    model, history, loss = _ema_fit(tmp_path, [StopAfterTwo()], patience=None, backup=False,
+                                    checkpoint=False, csv_log=False)
+    assert len(history["val_loss"]) == 2
+    assert loss == pytest.approx(history["val_loss"][-1], rel=1e-5)  # the average, not the raw
+    for average, weight in zip(model.optimizer._model_variables_moving_average,
+                               model.trainable_weights):
+        np.testing.assert_allclose(np.asarray(average), np.asarray(weight), atol=1e-6)

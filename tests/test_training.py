@@ -271,3 +271,105 @@ def test_mixup_trains_on_soft_labels_with_a_categorical_loss(tmp_path):
         _train(tmp_path, name="lenet5", augment=("blur",), overwrite=True)
     # A bad argument found while loading data must not cost the existing run.
     assert open(os.path.join(result.run_dir, "metrics.json")).read() == before
+
+
+class _Batches:
+    """Records (epoch, batch) of every on_train_batch_end call."""
+
+    def __new__(cls, aware):
+        import keras
+
+        class Batches(keras.callbacks.Callback):
+            steps_per_execution_aware = aware
+
+            def __init__(self):
+                super().__init__()
+                self.seen = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.seen.append((self.epoch, batch))
+
+        return Batches()
+
+
+def test_steps_per_execution_auto_and_batch_callbacks(tmp_path):
+    kwargs = dict(epochs=2, model_kwargs={"hidden_units": (16,)}, overwrite=True)
+    plain = _train(tmp_path, **kwargs)
+    steps = plain.bundle.train.cardinality().numpy()  # 41 batches of 32 on digits
+    assert plain.model.steps_per_execution == min(32, steps)
+    assert plain.history["epoch"] == [0.0, 1.0]
+    # A callback with batch hooks of its own sees every batch (auto becomes 1) ...
+    every = _Batches(aware=False)
+    result = _train(tmp_path, callbacks=[every], **kwargs)
+    assert result.model.steps_per_execution == 1
+    assert every.seen == [(e, b) for e in (0, 1) for b in range(steps)]
+    # ... unless it counts executions itself: then Keras calls it once per execution
+    # with the execution's last step (the last one as if it were full).
+    aware = _Batches(aware=True)
+    recipe = zoo.registry.get_spec("mlp").recipe.replace(steps_per_execution=16)
+    result = _train(tmp_path, callbacks=[aware], recipe=recipe, **kwargs)
+    assert result.model.steps_per_execution == 16
+    last = [b for b in range(15, steps + 15, 16)]
+    assert aware.seen == [(e, b) for e in (0, 1) for b in last]
+    with pytest.raises(ValueError, match="steps_per_execution must be a positive integer or "
+                                         "'auto'. Received: steps_per_execution=0"):
+        training.fit(_mlp_plan(), result.model, steps_per_execution=0)
+
+
+def _mlp_plan():
+    return training.plan("mlp", data="digits", epochs=1, model_kwargs={"hidden_units": (16,)})
+
+
+def test_steps_per_execution_rule_follows_the_compute_per_step():
+    import keras
+
+    small = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    big = keras.Sequential([keras.Input((64, 64, 64)),
+                            keras.layers.Conv2D(64, 3, padding="same")])  # 151M MACs / image
+    choose = training.choose_steps_per_execution
+    assert choose(small, batch_size=128) == training.MAX_STEPS_PER_EXECUTION
+    assert choose(small, batch_size=128, steps_per_epoch=5) == 5
+    assert choose(big, batch_size=128) == int(training.EXECUTION_MACS // (151_257_088 * 128))
+    assert choose(big, batch_size=1024) == 1
+    assert choose(small, batch_size=128, asked=7) == 7
+    assert choose(small, batch_size=128, custom_loop=True) == 1
+
+
+def test_ema_weights_are_evaluated_saved_and_reloaded(tmp_path):
+    from zoo.registry import get_spec
+
+    recipe = get_spec("mlp").recipe.replace(ema_momentum=0.9)
+    result = _train(tmp_path, epochs=2, recipe=recipe, model_kwargs={"hidden_units": (16,)})
+    model = result.model
+    assert model.optimizer.use_ema
+    # fit wrote the average into the model (finalize_variable_values)
+    for average, weight in zip(model.optimizer._model_variables_moving_average,
+                               model.trainable_weights):
+        np.testing.assert_allclose(np.asarray(average), np.asarray(weight), atol=1e-6)
+    # ... which the last validation measured, evaluation used and model.keras holds
+    validation = model.evaluate(result.bundle.validation, verbose=0, return_dict=True)
+    assert validation["loss"] == pytest.approx(result.history["val_loss"][-1], rel=1e-5)
+    saved = zoo.runs.load_model(os.path.join(result.run_dir, "model.keras"))
+    for a, b in zip(saved.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    again = training.evaluate(result.run_dir)
+    assert again["test_accuracy"] == pytest.approx(result.metrics["test_accuracy"])
+
+
+def test_tta_averages_the_image_and_its_mirror(digits_lenet_run):
+    model = digits_lenet_run.model
+    test = digits_lenet_run.bundle.test
+    x = np.concatenate([np.asarray(b[0]) for b in test])
+    y = np.concatenate([np.asarray(b[1]) for b in test])
+    both = model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)
+    expected = float(np.mean(both.argmax(-1) == y))
+    assert training.tta_accuracy(model, test) == pytest.approx(expected)
+    run_plan = training.plan("lenet5", data="digits", epochs=1)
+    metrics = training.evaluate_model(run_plan, model, tta=True)
+    assert metrics["test_tta_accuracy"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="tta .* applies to image classifiers"):
+        training.evaluate_model(_mlp_plan(), model, tta=True)

@@ -219,7 +219,8 @@ def standard_callbacks(run_dir, *, monitor="val_loss", patience=10, schedule="co
         callbacks.append(EpochTensorBoard(os.path.join(run_dir, "logs"), profile_batch=0,
                                           write_graph=False))
     if averaged is not None:
-        callbacks.append(EMAWeights.Finalize(averaged))  # after early stopping
+        # After early stopping; `zoo.training.fit` moves it after the others too.
+        callbacks.append(EMAWeights.Finalize(averaged))
     if backup:
         # Last, so that it restores the others' state after their on_train_begin reset it.
         callbacks.append(CallbackState(os.path.join(run_dir, "backup"), callbacks[:]))
@@ -287,10 +288,12 @@ class EMAWeights(keras.callbacks.SwapEMAWeights):
     - place it after `BackupAndRestore`, so a backup holds the raw weights
       with their average (a resumed run continues exactly) while early
       stopping and the best checkpoint that follow it see the average;
-    - `EMAWeights.Finalize`, placed after early stopping: when training
-      stops early, Keras's callback does not prepare the final write, so the
-      weights early stopping restored would be replaced by the raw ones;
-      it makes the average equal to the model's weights then.
+    - `EMAWeights.Finalize`, the last callback (`finalize_last`): when something
+      stops training before its last epoch (a time budget, a user's
+      callback), Keras's callback does not prepare the final write and the
+      raw weights would end in the model; it makes the average equal to the
+      model's (averaged) weights then.  Early stopping's best weights are
+      averaged ones too: it reads them while the average is swapped in.
     """
 
     def __init__(self):
@@ -310,6 +313,14 @@ class EMAWeights(keras.callbacks.SwapEMAWeights):
             if self.model.stop_training and self.ema._ema_weights_in_model:
                 # Keras's own last-epoch step (SwapEMAWeights.on_epoch_end).
                 self.ema._finalize_ema_values()
+
+
+def finalize_last(callbacks):
+    """`callbacks` with `EMAWeights.Finalize` moved to the end (it must see `stop_training`
+    as every other callback left it)."""
+    callbacks = list(callbacks)
+    last = [c for c in callbacks if isinstance(c, EMAWeights.Finalize)]
+    return [c for c in callbacks if not isinstance(c, EMAWeights.Finalize)] + last
 
 
 def needs_every_batch(callback):

@@ -742,7 +742,7 @@ def fit(run_plan, model, *, run_dir=None, epochs=None, callbacks=None, resume=Fa
         The Keras `History`; `model.steps_per_execution` holds the steps per
         execution used.
     """
-    from zoo.callbacks import ExecutionProgbar, standard_callbacks
+    from zoo.callbacks import ExecutionProgbar, finalize_last, standard_callbacks
     from zoo.distribute import is_chief, uses_custom_loop
 
     recipe = recipe or run_plan.recipe
@@ -779,6 +779,7 @@ def fit(run_plan, model, *, run_dir=None, epochs=None, callbacks=None, resume=Fa
     if verbose not in (0, "0", False):
         from zoo.callbacks import RemainingTime
         run_callbacks += [RemainingTime(), ExecutionProgbar()]
+    run_callbacks = finalize_last(run_callbacks)
     _set_steps_per_execution(model, choose_steps_per_execution(
         model, batch_size=bundle.batch_size, steps_per_epoch=steps_per_epoch,
         callbacks=run_callbacks, asked=asked, custom_loop=uses_custom_loop(strategy)))
