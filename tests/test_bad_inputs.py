@@ -550,3 +550,30 @@ def test_builder_arguments_beyond_memory_or_unnamed_are_refused(name, kwargs, fr
 
 def test_build_takes_the_models_own_name_argument():
     assert zoo.build("mlp", name="x", hidden_units=(4,)).name == "x"
+
+
+def test_a_kill_before_the_epochs_row_leaves_no_gap_in_the_history(env, uninterrupted, tmp_path):
+    """Killed after epoch 2's backup but before its history.csv row (during the best
+    checkpoint, say): resume from the previous backup; the history has every epoch once."""
+    run_dir = tmp_path / "killed"
+    shutil.copytree(env.interrupted, run_dir)
+    history = (run_dir / "history.csv").read_text().splitlines(True)
+    (run_dir / "history.csv").write_text("".join(history[:-1]))
+    from zoo import runs
+    assert runs.backup_state(str(run_dir)) == "previous"
+    _assert_resumes_as_if_never_stopped(run_dir, uninterrupted)
+    epochs = [line.split(",")[0] for line in (run_dir / "history.csv").read_text().splitlines()]
+    assert epochs == ["epoch", "0", "1", "2"]
+
+
+def test_a_kill_after_the_epochs_row_leaves_no_repeat_in_the_history(env, uninterrupted,
+                                                                       tmp_path):
+    """history.csv got a row the backup never did (epoch 3 logged, then killed): the
+    resumed epoch is logged once."""
+    run_dir = tmp_path / "killed"
+    shutil.copytree(env.interrupted, run_dir)
+    with open(run_dir / "history.csv", "a") as f:
+        f.write("2,0.5,1.5,0.5,1.5\r\n")
+    _assert_resumes_as_if_never_stopped(run_dir, uninterrupted)
+    epochs = [line.split(",")[0] for line in (run_dir / "history.csv").read_text().splitlines()]
+    assert epochs == ["epoch", "0", "1", "2"]

@@ -26,6 +26,7 @@ writes the finished run inside it.
 import contextlib
 import csv
 import dataclasses
+import io
 import json
 import os
 import re
@@ -690,6 +691,12 @@ def backup_state(run_dir):
         # weights may be an epoch ahead of the metadata; the *.bkp pair agrees.
         if previous == epoch and _weights_readable(weights + ".bkp"):
             return "previous"
+        # Killed after the backup but before history.csv got the epoch's row
+        # (the checkpoint and the log come after the backup): resume from the
+        # previous backup, so that no epoch is missing from the history.
+        rows = len(read_history(os.path.join(run_dir, HISTORY_FILE)).get("epoch", []))
+        if rows < epoch and previous == rows and _weights_readable(weights + ".bkp"):
+            return "previous"
         return "latest"
     rows = len(read_history(os.path.join(run_dir, HISTORY_FILE)).get("epoch", []))
     if (damaged is None and previous is not None and previous == rows
@@ -699,6 +706,35 @@ def backup_state(run_dir):
     raise RunError(f"run_dir holds an interrupted run whose backup is damaged ({damaged} "
                    f"cannot be read), so it cannot resume; pass overwrite=True (--overwrite) "
                    f"to start the run over. Received: run_dir={run_dir!r}")
+
+
+def trim_history(path, epochs):
+    """Keep history.csv's rows of the first `epochs` epochs, once each (a resume logs the rest).
+
+    A kill after an epoch's row was logged but before its backup repeats that
+    epoch on resume; without this, history.csv would hold it twice.
+    """
+    if not os.path.isfile(path) or os.path.islink(path):
+        return
+    with zio.open_regular(path, newline="", max_bytes=MAX_HISTORY_BYTES) as f:
+        table = list(csv.reader(f))
+    if not table or "epoch" not in table[0]:
+        return
+    column = table[0].index("epoch")
+    kept = {}
+    for row in table[1:]:
+        try:
+            epoch = int(float(row[column]))
+        except (IndexError, ValueError):
+            continue
+        if epoch < epochs:
+            kept[epoch] = row
+    rows = [table[0]] + [kept[e] for e in sorted(kept)]
+    if rows == table:
+        return
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)  # "\r\n", as Keras's CSVLogger writes
+    zio.write_text(path, text.getvalue(), newline="")
 
 
 def empty_folder(folder):
@@ -725,6 +761,8 @@ def claim_run_dir(run_dir, *, resumed):
         backup = os.path.join(run_dir, BACKUP_DIR)
         for name in (BACKUP_WEIGHTS, BACKUP_METADATA):
             shutil.copyfile(os.path.join(backup, name + ".bkp"), os.path.join(backup, name))
+    if resumed:
+        trim_history(os.path.join(run_dir, HISTORY_FILE), completed_epochs(run_dir))
     os.makedirs(run_dir, exist_ok=True)
 
 
