@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from zoo import cli
+from zoo import cli, startup
 
 ZOO = [sys.executable, "-m", "zoo.cli"]
 ENV = {**os.environ, "ZOO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -22,12 +22,14 @@ def test_train_export_and_serve_with_plain_tensorflow(tmp_path):
                            "--out", str(run_dir), "--verbose", "0"],
                           capture_output=True, text=True, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_no_startup_noise(proc.stderr)
     assert "test accuracy:" in proc.stdout
     assert f"SavedModel: {run_dir / 'saved_model'}" in proc.stdout
 
     proc = subprocess.run([*ZOO, "export", str(run_dir), "--format", "saved_model", "--out",
                            str(tmp_path / "served")], capture_output=True, text=True, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_no_startup_noise(proc.stderr)
     assert "max abs diff vs Keras" in proc.stdout
 
     # saved_model_cli, shipped with TensorFlow, runs the signature too.
@@ -47,6 +49,54 @@ def test_train_export_and_serve_with_plain_tensorflow(tmp_path):
     np.testing.assert_allclose(served, model.predict(x, verbose=0), atol=1e-5)
 
     assert cli.main(["evaluate", str(run_dir)]) == 0
+
+
+def _assert_no_startup_noise(stderr):
+    for line in stderr.splitlines():
+        assert not startup.is_noise(line), line
+        assert "InitializeLog" not in line and "oneDNN" not in line, line
+
+
+# A stand-in `tensorflow` package that prints as the real one does while it
+# loads (two known start-up lines), then a real error and a Python line.
+_FAKE_TENSORFLOW = """
+import os, sys
+os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written "
+            b"to STDERR\\n"
+            b"I0000 00:00:1796412360.927007    5260 port.cc:153] oneDNN custom operations are "
+            b"on. You may see slightly different numerical results\\n"
+            b"E0000 00:00:1796412360.927007    5260 real.cc:1] a real failure\\n")
+print("a line of the user's own", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_start_up_lines_are_filtered_real_errors_kept(tmp_path, debug):
+    (tmp_path / "tensorflow").mkdir()
+    (tmp_path / "tensorflow" / "__init__.py").write_text(_FAKE_TENSORFLOW)
+    env = {**ENV, "PYTHONPATH": str(tmp_path), "ZOO_DEBUG": "1" if debug else "0"}
+    code = ("from zoo import startup\n"
+            "startup.quiet_tensorflow(startup.debug_requested())\n"
+            "import tensorflow\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert "E0000 00:00:1796412360.927007    5260 real.cc:1] a real failure" in lines
+    assert "a line of the user's own" in lines
+    assert any("oneDNN" in line for line in lines) == debug
+    assert any("InitializeLog" in line for line in lines) == debug
+
+
+def test_missing_tensorflow_is_one_line_naming_the_extras(tmp_path):
+    code = ("import sys\n"
+            "sys.modules['tensorflow'] = None  # as if not installed\n"
+            "from zoo import cli\n"
+            f"sys.exit(cli.main(['train', 'mlp', '--out', {str(tmp_path / 'run')!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "TensorFlow is not installed" in proc.stderr
+    assert "zoo-keras[cpu]" in proc.stderr and "zoo-keras[gpu]" in proc.stderr
 
 
 def _run(argv, capsys):

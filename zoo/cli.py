@@ -22,7 +22,7 @@ import json
 import os
 import sys
 
-from zoo import checks
+from zoo import checks, startup
 from zoo.registry import LOSSES, OPTIMIZERS, SCHEDULES, TASKS
 
 EXIT_USAGE = 2  # user errors (argparse uses 2 too); uncaught internal errors exit 1
@@ -160,6 +160,47 @@ def training_options(args):
     return kwargs
 
 
+def _steps_per_execution(text):
+    if text == "auto":
+        return text
+    try:
+        return checks.positive_int("steps_per_execution", int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', "
+                                         f"got {text!r}") from None
+
+
+def _open_fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+def add_recipe_option_arguments(parser):
+    """`zoo train`'s flags for the recipe's training options (speed, averaging, smoothing)."""
+    group = parser.add_argument_group("training options (recipe fields)")
+    group.add_argument("--steps-per-execution", type=_steps_per_execution, metavar="N|auto",
+                       help="training steps per call into TensorFlow (default auto: 32 for "
+                            "small models, 1 with callbacks that need every batch)")
+    group.add_argument("--label-smoothing", type=_open_fraction, metavar="E",
+                       help="label smoothing of categorical losses, e.g. 0.1")
+    group.add_argument("--ema", type=_open_fraction, metavar="MOMENTUM", dest="ema_momentum",
+                       help="exponential moving average of the weights (e.g. 0.999), used "
+                            "for validation, checkpoints, evaluation and export")
+    group.add_argument("--tta", action="store_true", default=None,
+                       help="also report test_tta_accuracy: image and mirror averaged")
+
+
+def recipe_option_changes(args):
+    """The recipe fields `add_recipe_option_arguments` flags set (absent flags: none)."""
+    names = ("steps_per_execution", "label_smoothing", "ema_momentum", "tta")
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
 def _integer(text):
     try:
         return int(text)
@@ -213,7 +254,8 @@ def build_parser():
         prog="zoo", description="Keras model zoo: list, train, tune, fine-tune, evaluate and "
                                 "export models.")
     parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error")
+                        help="show the full traceback of an error and all of TensorFlow's log "
+                             "(ZOO_DEBUG=1 does too)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     listing = sub.add_parser("list", help="list registered models")
@@ -235,6 +277,7 @@ def build_parser():
     training = sub.add_parser("train", help="train a model and write a run directory")
     training.add_argument("name")
     add_training_arguments(training)
+    add_recipe_option_arguments(training)
     training.add_argument("--out", help="run directory (default runs/NAME)")
     training.add_argument("--overwrite", action="store_true",
                           help="replace an existing run directory")
@@ -363,8 +406,10 @@ def cmd_train(args):
     if code is not None:
         return code
     from zoo.training import print_summary, train
+    changes = recipe_option_changes(args)
+    recipe = get_spec(args.name).recipe.replace(**changes) if changes else None
     result = train(args.name, run_dir=args.out, overwrite=args.overwrite,
-                   model_kwargs=dict(args.arg), export=not args.no_export,
+                   model_kwargs=dict(args.arg), export=not args.no_export, recipe=recipe,
                    **training_options(args))
     _explain_stop(result)
     print_summary(result)
@@ -419,14 +464,6 @@ COMMANDS = {"list": cmd_list, "info": cmd_info, "train": cmd_train, "evaluate": 
             "export": cmd_export}
 
 
-def _quiet_tensorflow():
-    """Keep TensorFlow's start-up log lines out of the CLI's output (before it loads)."""
-    # 3 also hides C++ "E0000" lines that successful runs print (grappler's
-    # remapper, oneDNN notes); real failures still surface as Python errors.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-
 def _is_user_error(err):
     """Errors that are the user's to fix (one line) rather than a bug (traceback)."""
     from zoo.data import DataUnavailableError
@@ -437,10 +474,12 @@ def _is_user_error(err):
 
 
 def main(argv=None):
-    _quiet_tensorflow()
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # imports no TensorFlow
     args.argv = list(argv) if argv is not None else sys.argv[1:]
+    args.debug = startup.debug_requested(args.debug)
+    startup.quiet_tensorflow(debug=args.debug)
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
@@ -455,6 +494,12 @@ def main(argv=None):
               f"command is run again", file=sys.stderr)
         return 130
     except Exception as err:
+        if startup.tensorflow_missing(err) and not args.debug:
+            print(f"zoo {args.command}: error: {startup.MISSING_TENSORFLOW}", file=sys.stderr)
+            return EXIT_USAGE
+        if getattr(err, "exit_code", None) == 0 and not args.debug:
+            print(f"zoo {args.command}: {err}")  # e.g. zoo.runs.RunFinished: already done
+            return 0
         if args.debug or not _is_user_error(err):
             raise
         message = " ".join(str(err).split()) or type(err).__name__
