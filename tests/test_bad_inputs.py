@@ -314,7 +314,8 @@ CASES = [
      "File is damaged (it holds a JSON list, not an object)"),
     ("metrics_json_a_list_train",
      lambda e: _train(e.hostile["metrics_list"], *MLP),
-     "already holds a finished run"),
+     "run_dir holds a finished run whose metrics.json is damaged (File is damaged (it holds "
+     "a JSON list, not an object)"),
     ("config_json_nested_deeply",
      lambda e: ["evaluate", e.hostile["config_deep"]],
      "File is damaged (JSON nested too deeply)"),
@@ -577,3 +578,20 @@ def test_a_kill_after_the_epochs_row_leaves_no_repeat_in_the_history(env, uninte
     _assert_resumes_as_if_never_stopped(run_dir, uninterrupted)
     epochs = [line.split(",")[0] for line in (run_dir / "history.csv").read_text().splitlines()]
     assert epochs == ["epoch", "0", "1", "2"]
+
+
+def test_the_same_command_on_its_finished_run_is_done(env, tmp_path, capsys):
+    """Re-run after a kill that came once the run had finished (say while the backup was
+    removed): done, exit 0, nothing changed, the finished run's stray backup cleaned."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(env.run, run_dir)
+    (run_dir / "backup").mkdir()
+    (run_dir / "backup" / "latest.weights.h5").write_text("half removed")
+    before = (run_dir / "model.keras").read_bytes()
+    argv = ["train", "mlp", "--out", str(run_dir), "--arg", "hidden_units=[8]", "--epochs", "1",
+            "--verbose", "0", "--no-export"]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "done: run_dir already holds a finished run of this very call" in out
+    assert (run_dir / "model.keras").read_bytes() == before
+    assert not (run_dir / "backup").exists() and not (run_dir / ".lock").exists()

@@ -88,6 +88,16 @@ class RunError(ValueError):
     """A run directory cannot be used as asked (missing, unfinished, damaged)."""
 
 
+class RunFinished(RunError):
+    """The run directory already holds this very run, finished: nothing is left to do.
+
+    The command line answers it as done (exit 0): what a user re-running a
+    command that was killed after the run finished expects.
+    """
+
+    exit_code = 0
+
+
 # ------------------------------------------------------------------ atomic files
 
 
@@ -358,6 +368,11 @@ def clean_leftovers(folder):
                for marker in (CONFIG_FILE, SEARCH_FILE)):
         return []
     removed = zio.remove_leftovers(folder, recursive=False)
+    backup = os.path.join(folder, BACKUP_DIR)
+    if is_finished(folder) and not _failed(folder) and os.path.isdir(backup) \
+            and not os.path.islink(backup):
+        shutil.rmtree(backup, ignore_errors=True)  # killed while `finish_run_dir` removed it
+        removed.append(backup)
     for name in sorted(RUN_DIRS | SEARCH_DIRS):
         path = os.path.join(folder, name)
         if os.path.isdir(path) and not os.path.islink(path):
@@ -600,6 +615,18 @@ def check_run_dir(run_dir, config, *, overwrite=False):
         raise RunError(f"run_dir holds a failed run ({_failed(run_dir)}); pass overwrite=True "
                        f"(--overwrite) to train it again. Received: run_dir={run_dir!r}")
     if is_finished(run_dir):
+        try:
+            read_json(os.path.join(run_dir, METRICS_FILE))
+        except RunError as err:
+            raise RunError(f"run_dir holds a finished run whose {METRICS_FILE} is damaged "
+                           f"({err}); pass overwrite=True (--overwrite) to train it again. "
+                           f"Received: run_dir={run_dir!r}") from None
+    if is_finished(run_dir) and _same_run(run_dir, config):
+        raise RunFinished(f"done: run_dir already holds a finished run of this very call "
+                          f"(the same model, data, arguments, recipe and seed); nothing to do. Pass "
+                          f"overwrite=True (--overwrite) to train it again. Received: "
+                          f"run_dir={run_dir!r}")
+    if is_finished(run_dir):
         raise RunError(f"run_dir already holds a finished run; pass overwrite=True "
                        f"(--overwrite) to replace it or choose another run_dir. Received: "
                        f"run_dir={run_dir!r}")
@@ -616,6 +643,16 @@ def check_run_dir(run_dir, config, *, overwrite=False):
                        f"({', '.join(changed)} differ); resume it with the same arguments, "
                        f"or pass overwrite=True. Received: run_dir={run_dir!r}")
     return backup_state(run_dir) != "none"
+
+
+def _same_run(run_dir, config):
+    """Whether `run_dir`'s model.keras and config.json are those of `config`'s run."""
+    try:
+        previous = read_config(run_dir)
+    except RunError:
+        return False
+    return (os.path.isfile(os.path.join(run_dir, MODEL_FILE))
+            and previous.resume_view() == config.resume_view())
 
 
 def _check_links(run_dir):
