@@ -371,5 +371,7 @@ def test_tta_averages_the_image_and_its_mirror(digits_lenet_run):
     run_plan = training.plan("lenet5", data="digits", epochs=1)
     metrics = training.evaluate_model(run_plan, model, tta=True)
     assert metrics["test_tta_accuracy"] == pytest.approx(expected)
-    with pytest.raises(ValueError, match="tta .* applies to image classifiers"):
-        training.evaluate_model(_mlp_plan(), model, tta=True)
+    vectors = _mlp_plan()
+    vectors.bundle.input_shape = (64,)
+    with pytest.raises(ValueError, match="tta .* applies to classifiers of .* images"):
+        training.evaluate_model(vectors, model, tta=True)

@@ -111,6 +111,11 @@ def compile_model(model, spec, recipe=None, *, steps_per_epoch=1, epochs=None, l
                                ema_momentum=recipe.ema_momentum)
     loss, metrics = hooks.loss_and_metrics(hooks.loss_name(spec, model, loss or recipe.loss),
                                            model, recipe=recipe)
+    if recipe.label_smoothing and type(loss).__name__ == "SparseCategoricalCrossentropy":
+        # Keras's sparse loss has no label_smoothing: the zoo's own has (zoo.losses).
+        from zoo.losses import SmoothedSparseCategoricalCrossentropy
+        loss = SmoothedSparseCategoricalCrossentropy(
+            recipe.label_smoothing, from_logits=loss.get_config()["from_logits"])
     hooks.compile(model, optimizer=optimizer, loss=loss, metrics=metrics, recipe=recipe,
                   jit_compile=jit_compile)
     return model
@@ -799,11 +804,11 @@ def fit(run_plan, model, *, run_dir=None, epochs=None, callbacks=None, resume=Fa
 def _check_tta(spec, bundle):
     """Test-time augmentation (a horizontal flip) needs an image classifier."""
     shape = tuple(bundle.input_shape or ())
-    if spec.task != "classification" or spec.input_kind != "image" or len(shape) != 3:
-        raise ValueError(f"tta (test-time augmentation by a horizontal flip) applies to image "
-                         f"classifiers with (height, width, channels) inputs; model "
-                         f"'{spec.name}' is a {spec.task} model of {spec.input_kind} inputs "
-                         f"{shape}. Received: tta=True")
+    if spec.task != "classification" or len(shape) != 3:
+        raise ValueError(f"tta (test-time augmentation by a horizontal flip) applies to "
+                         f"classifiers of (height, width, channels) images; model "
+                         f"'{spec.name}' is a {spec.task} model of inputs shaped {shape}. "
+                         f"Received: tta=True")
 
 
 def tta_accuracy(model, dataset):
