@@ -375,3 +375,23 @@ def test_tta_averages_the_image_and_its_mirror(digits_lenet_run):
     vectors.bundle.input_shape = (64,)
     with pytest.raises(ValueError, match="tta .* applies to classifiers of .* images"):
         training.evaluate_model(vectors, model, tta=True)
+
+
+def test_label_smoothing_applies_to_integer_labels():
+    import keras
+
+    from zoo.losses import SmoothedSparseCategoricalCrossentropy
+
+    labels = np.array([0, 2, 1, 2])
+    logits = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    smoothed = SmoothedSparseCategoricalCrossentropy(0.1, from_logits=True)
+    expected = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)(
+        np.eye(3)[labels], logits)
+    assert float(smoothed(labels[:, None], logits)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(smoothed(labels, logits)) == pytest.approx(float(expected), rel=1e-6)
+    run_plan = _mlp_plan()
+    model = training.build_model(run_plan, recipe=run_plan.recipe.replace(label_smoothing=0.1))
+    assert isinstance(model.loss, SmoothedSparseCategoricalCrossentropy)
+    assert model.loss.label_smoothing == pytest.approx(0.1)
+    plain = training.build_model(run_plan)
+    assert type(plain.loss).__name__ == "SparseCategoricalCrossentropy"
