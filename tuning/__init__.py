@@ -6,6 +6,12 @@
     result.rows                          # the leaderboard, one dict per trial
     run = tuning.retrain_best(result.directory)   # an ordinary, exportable run directory
 
+    # The model as a hyperparameter, within a wall-clock budget (retrain included):
+    result = tuning.search(models=["lenet5", "resnet20", "wrn16_4"], data="fashion_mnist",
+                           tuner="random", max_trials=100, max_epochs=10, time_budget="1h",
+                           retrain_best=True)
+    run = result.retrain()
+
 A trial trains exactly as `zoo train` does (`zoo.training.build_model` and
 `fit`: same data pipeline, recipe compile and callbacks); the data is loaded
 once per search.  The space is the spec's own `search_space` plus a shared
@@ -16,7 +22,8 @@ resume after a crash without losing or repeating trials; failed trials are
 recorded and the search goes on.
 
 Modules: `searcher` (the API), `oracles` (the table of tuners), `hypermodel`
-(`ZooHyperModel`), `space` (training space, overrides), `tuners` (KerasTuner
+(`ZooHyperModel`, `MultiHyperModel`), `space` (training space, overrides),
+`budget` (the time budget's clock and trial estimates), `tuners` (KerasTuner
 oracles and tuner with the fixes), `trial` (one trial's record, callbacks
 and result), `results` (trials.csv, report.html; no TensorFlow),
 `distributed` (chief and workers), `errors`, `cli` (`zoo tune`).

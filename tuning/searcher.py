@@ -775,10 +775,11 @@ def _announce(prepared, verbose):
         _say(verbose, f"time budget: {config['time_budget']:.0f} s ({spent:.0f} s spent)"
                       f"{', keeping time for the retrain' if config['retrain_best'] else ''}")
     for key, (space_default, registered) in prepared.hypermodel.pinned.items():
-        _say(verbose, f"note: the search space of '{prepared.spec.name}' defaults {key} to "
+        owner, short = (key.split("/", 1) if len(names) > 1 else (prepared.spec.name, key))
+        _say(verbose, f"note: the search space of '{owner}' defaults {short} to "
                       f"{results.format_value(space_default)} but the registered model uses "
-                      f"{results.format_value(registered)}; trial 0 trains the registered "
-                      f"model")
+                      f"{results.format_value(registered)}; its first trial trains the "
+                      f"registered model")
 
 
 # ------------------------------------------------------------------ reading a search back
