@@ -176,3 +176,61 @@ def test_tfrecord_without_the_label_feature_is_refused(tmp_path):
         writer.write(b"not an example")
     with pytest.raises(ValueError, match="is not a TFRecord file of image examples"):
         data.load("lenet5", f"tfrecord:{path}")
+
+
+def _generator_dataset(n, counter, offset=0):
+    """Unknown cardinality: examples made on demand, counted as they are made."""
+    import tensorflow as tf
+
+    def examples():
+        for i in range(offset, offset + n):
+            counter[0] += 1
+            yield np.full((8, 8, 1), i % 250, np.uint8), np.int64(i % 3)
+    return tf.data.Dataset.from_generator(examples, output_signature=(
+        tf.TensorSpec((8, 8, 1), tf.uint8), tf.TensorSpec((), tf.int64)))
+
+
+def test_user_dataset_is_streamed_not_materialized():
+    made = [0]
+    ds = _generator_dataset(60, made)
+    assert int(ds.cardinality()) < 0  # unknown: nothing to count but the stream itself
+    bundle = data.load("mlp", ds, batch_size=16)
+    assert made[0] == 60  # one label pass
+    assert isinstance(bundle.arrays, IndexSplits) and bundle.arrays.x_train.dtype == np.int64
+    assert bundle.num_classes == 3 and sum(bundle.num_examples.values()) == 60
+    assert bundle.input_shape == (8, 8, 1)
+    seen = [int(x) for xb, _ in bundle.train for x in xb.numpy()[:, 0, 0, 0]]
+    assert made[0] == 120  # the epoch read the stream again, nothing was kept
+    assert len(seen) == bundle.num_examples["train"] == len(set(seen))
+
+
+def test_user_datasets_as_train_validation_test():
+    made = [0]
+    train, val, test = (_generator_dataset(n, made, offset) for n, offset in
+                        ((45, 0), (9, 100), (12, 200)))
+    bundle = data.load("mlp", (train, val, test), batch_size=8)
+    assert bundle.num_examples == {"train": 45, "validation": 9, "test": 12}
+    assert sorted(int(x) for xb, _ in bundle.test
+                  for x in xb.numpy()[:, 0, 0, 0]) == list(range(200, 212))
+    two = data.load("mlp", (_generator_dataset(50, made), _generator_dataset(9, made, 100)))
+    assert two.num_examples["validation"] == 9 and two.num_examples["test"] == 10
+    with pytest.raises(ValueError, match="must have integer class ids"):
+        import tensorflow as tf
+        data.load("mlp", tf.data.Dataset.from_tensor_slices((np.zeros((9, 4)), np.zeros(9))))
+
+
+def test_streamed_user_dataset_trains(tmp_path):
+    result = zoo.train("mlp", data=_generator_dataset(60, [0]), epochs=2, batch_size=16,
+                       run_dir=str(tmp_path / "run"), verbose=0, export=False)
+    assert len(result.history["loss"]) == 2 and "test_accuracy" in result.metrics
+
+
+def test_tfds_streams_with_a_sliced_validation_split():
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=30):
+        bundle = data.load("lenet5", "tfds:mnist", batch_size=8)
+        assert isinstance(bundle.arrays, IndexSplits)
+        assert bundle.arrays.index.roles == ("train", "validation", "test")
+        assert bundle.num_examples == {"train": 27, "validation": 3, "test": 30}
+        x, _ = next(iter(bundle.train))
+        assert x.shape == (8, 32, 32, 1)

@@ -146,10 +146,14 @@ def check_data_argument(data):
                          f"or an (x, y) tuple of arrays.")
     if isinstance(data, tuple) and len(data) == 2:
         return
+    from zoo.streams import is_stream
+    if is_stream(data):
+        return
     if type(data).__name__ in ("DatasetV2", "_TensorSliceDataset") or hasattr(data, "element_spec"):
         return
-    raise TypeError(f"data must be a dataset name, an (x, y) tuple or a tf.data.Dataset. "
-                    f"Received: data of type {type(data).__name__}")
+    raise TypeError(f"data must be a dataset name, an (x, y) tuple, a tf.data.Dataset or a "
+                    f"(train, validation[, test]) tuple of them. Received: data of type "
+                    f"{type(data).__name__}")
 
 
 def _offline():
@@ -290,21 +294,15 @@ def _load_npz(path):
     return train, test, None
 
 
-def _materialize(dataset):
-    pairs = [(np.asarray(a), np.asarray(b)) for a, b in dataset.as_numpy_iterator()]
-    if not pairs:
-        raise ValueError("data is an empty tf.data.Dataset.")
-    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-
-
 def read_source(data, *, image_size=None, options=None):
     """Raw arrays of a source: ((x, y), (x_test, y_test) or None, class_names)."""
     check_data_argument(data)
     options = options or {}
+    from zoo.streams import is_stream
+    if is_stream(data):
+        raise ValueError("tf.data.Dataset sources are streamed; use zoo.data.source_splits.")
     if isinstance(data, tuple):
         return (np.asarray(data[0]), np.asarray(data[1])), None, None
-    if not isinstance(data, str):
-        return _materialize(data), None, None
     if data == "digits":
         return _load_digits()
     if data in KERAS_DATASETS:
@@ -377,6 +375,8 @@ def _prepare(input_shape, one_hot_classes, image):
                 inputs = tf.cast(inputs, tf.float32) / 255.0
             inputs = tf.cast(inputs, tf.float32)
             if input_shape is not None and len(input_shape) == 3:
+                if inputs.shape.rank == 2:
+                    inputs = inputs[..., None]  # grayscale examples of a stream
                 if tuple(inputs.shape[:2]) != tuple(input_shape[:2]):
                     inputs = tf.image.resize(inputs, input_shape[:2])
                 if inputs.shape[-1] == 1 and input_shape[-1] != 1:
@@ -446,7 +446,7 @@ def pipeline(x, y, *, batch_size, input_shape=None, shuffle=False, seed=0, augme
 
 
 def index_examples(splits, split, *, input_shape=None, one_hot_classes=None, shuffle=False,
-                   seed=0):
+                   seed=0, image=True):
     """Unbatched (image, label) examples of one split of an `IndexSplits`, decoded lazily.
 
     Folder images: the paths (and labels) are sliced, shuffled by index when
@@ -458,12 +458,14 @@ def index_examples(splits, split, *, input_shape=None, one_hot_classes=None, shu
     buffer.
     """
     import tensorflow as tf
-    from zoo import images
+    from zoo import images, streams
 
     ids, labels = splits.split(split)
     index = splits.index
+    prepare = _prepare(input_shape, one_hot_classes, image)
+    if isinstance(index, streams.StreamIndex):
+        return _stream_examples(splits, ids, labels, prepare, shuffle=shuffle, seed=seed), "DATA"
     decode = images.decoder(splits.image_shape[:2], splits.image_shape[-1])
-    prepare = _prepare(input_shape, one_hot_classes, True)
     if isinstance(index, images.ImageIndex):
         paths = np.array([os.path.join(index.root, p) for p in index.paths[ids]], dtype=object)
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
@@ -494,8 +496,34 @@ def index_examples(splits, split, *, input_shape=None, one_hot_classes=None, shu
     return ds, ("FILE" if len(index.files) > 1 else "DATA")
 
 
+def _stream_examples(splits, ids, labels, prepare, *, shuffle, seed):
+    """A user's dataset or TFDS parts, numbered as they stream, keeping this split's examples.
+
+    Only the parts holding some of `ids` are read; the shuffle is a seeded
+    10,000-example buffer redrawn every epoch (the stream's own order is the
+    user's or TFDS's, read with `shuffle_files=False`).
+    """
+    import tensorflow as tf
+    index = splits.index
+    label_of = np.full(len(index.labels), -1, "int32")
+    label_of[ids] = labels
+    label_of = tf.constant(label_of)
+    starts = np.cumsum([0] + list(index.counts))
+    ds = None
+    for part, start, end in zip(index.datasets, starts[:-1], starts[1:]):
+        if not ((ids >= start) & (ids < end)).any():
+            continue
+        numbered = part.enumerate(int(start))
+        ds = numbered if ds is None else ds.concatenate(numbered)
+    ds = ds.map(lambda number, item: (item[0], tf.gather(label_of, number)))
+    ds = ds.filter(lambda inputs, label: label >= 0)
+    if shuffle:
+        ds = ds.shuffle(min(len(ids), 10_000), seed=seed, reshuffle_each_iteration=True)
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def index_pipeline(splits, split, *, batch_size, input_shape=None, shuffle=False, seed=0,
-                   augmenter=None, one_hot_classes=None, cache=None):
+                   augmenter=None, one_hot_classes=None, cache=None, image=True):
     """A batched pipeline over one split of an `IndexSplits` (see `index_examples`).
 
     Args:
@@ -510,7 +538,7 @@ def index_pipeline(splits, split, *, batch_size, input_shape=None, shuffle=False
     """
     import tensorflow as tf
     ds, policy = index_examples(splits, split, input_shape=input_shape,
-                                one_hot_classes=one_hot_classes,
+                                one_hot_classes=one_hot_classes, image=image,
                                 shuffle=shuffle and cache is None, seed=seed)
     if cache is not None:
         ds = ds.cache(cache)
@@ -587,6 +615,16 @@ def source_splits(spec, data, *, input_shape=None, options=None, seed=0, validat
     task = "classification" if spec.task == "classification" else "regression"
     fractions = dict(seed=seed, validation_split=validation_split, test_split=test_split,
                      classes=classes)
+    from zoo import streams
+    from zoo.splits import stream_splits
+    if streams.is_stream(data) or (isinstance(data, str) and data.startswith("tfds:")):
+        if task != "classification":
+            raise ValueError(f"Model '{spec.name}' ({spec.task}) cannot train on a labelled "
+                             f"stream. Received: data={describe_source(data)!r}")
+        index = (streams.index_datasets(data) if streams.is_stream(data) else
+                 streams.index_tfds(data.partition(":")[2], validation_split=validation_split))
+        return stream_splits(index, image_shape=index.element_shape,
+                             class_names=index.class_names, **fractions)
     if isinstance(data, str) and data.partition(":")[0] in ("folder", "tfrecord"):
         if task != "classification":
             raise ValueError(f"Model '{spec.name}' ({spec.task}) cannot train on labelled image "
@@ -662,7 +700,9 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
                                classes=classes)
     streamed = isinstance(splits, IndexSplits)
     data_shape = tuple(splits.image_shape) if streamed else example_shape(splits.x_train)
-    if spec.input_kind == "image" and len(data_shape) == 2:
+    if spec.input_kind == "image" and len(data_shape) == 2 and streamed:
+        data_shape = data_shape + (1,)  # `_prepare` adds the channel axis per example
+    elif spec.input_kind == "image" and len(data_shape) == 2:
         splits = dataclasses.replace(
             splits, x_train=splits.x_train[..., None], x_val=splits.x_val[..., None],
             x_test=splits.x_test[..., None])
@@ -684,9 +724,9 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
         key = splits.manifest()["hashes"]
         make = lambda name, **kw: index_pipeline(  # noqa: E731
             splits, name, batch_size=batch_size, input_shape=shape, seed=seed,
-            one_hot_classes=one_hot_classes,
+            one_hot_classes=one_hot_classes, image=is_image,
             cache=_cache_file(cache, name, (key[name], shape, one_hot_classes)), **kw)
-        examples = {name: index_examples(splits, name, input_shape=shape,
+        examples = {name: index_examples(splits, name, input_shape=shape, image=is_image,
                                          one_hot_classes=one_hot_classes)[0] for name in names}
     else:
         make = lambda name, **kw: pipeline(  # noqa: E731

@@ -99,6 +99,48 @@ def index_splits(index, *, image_shape, class_names=None, seed=0, validation_spl
     return IndexSplits(**fields, index=index, image_shape=tuple(image_shape))
 
 
+def stream_splits(index, *, image_shape, class_names=None, seed=0, validation_split=0.1,
+                  test_split=0.2, classes=None):
+    """`IndexSplits` of a `zoo.streams.StreamIndex`: its parts' roles decide what is carved.
+
+    One part ("all"): train, validation and test are carved from it as by
+    `index_splits`.  ("all", "validation"): the given validation part is
+    kept; test is carved from the first part (`test_split`).  ("train",
+    "validation", "test"): each part is its split, validated and relabelled
+    the same way.
+    """
+    roles = tuple(index.roles)
+    if roles == ("all",):
+        return index_splits(index, image_shape=image_shape, class_names=class_names, seed=seed,
+                            validation_split=validation_split, test_split=test_split,
+                            classes=classes)
+    starts = np.cumsum([0] + list(index.counts))
+    parts = [(np.arange(starts[i], starts[i + 1], dtype="int64"),
+              index.labels[starts[i]:starts[i + 1]]) for i in range(len(roles))]
+    if roles == ("all", "validation"):
+        # make_splits carves its "validation" from train and keeps the given
+        # part as "test": carve by test_split, then swap the two roles.
+        splits = make_splits(parts[0], parts[1], class_names=class_names, seed=seed,
+                             validation_split=test_split, test_split=test_split,
+                             classes=classes)
+        fields = {f.name: getattr(splits, f.name) for f in dataclasses.fields(splits)}
+        fields.update(x_val=splits.x_test, y_val=splits.y_test, x_test=splits.x_val,
+                      y_test=splits.y_val)
+    else:
+        (x, y), val, test = parts
+        for what, (xs, ys) in zip(("train", "validation", "test"), parts):
+            validate_xy(xs, ys, what=what)
+        _, _, val, _, _ = _class_ids(x, y, val, classes, class_names)
+        x, y, test, names, num_classes = _class_ids(x, y, test, classes, class_names)
+        for what, (xs, ys) in (("validation", val), ("test", test)):
+            validate_xy(xs, ys, what=what, num_classes=num_classes)
+        _check_classes_present(y, what="train split")
+        fields = dict(x_train=x, y_train=y, x_val=val[0], y_val=val[1], x_test=test[0],
+                      y_test=test[1], class_names=list(names) if names else None,
+                      num_classes=num_classes)
+    return IndexSplits(**fields, index=index, image_shape=tuple(image_shape))
+
+
 def validate_xy(x, y, *, what, task="classification", num_classes=None, texts=False):
     """Check one split: non-empty, matching lengths, finite, labels in range.
 
