@@ -715,6 +715,19 @@ def test_time_budget_stops_starting_trials_and_resumes_with_the_rest(tmp_path):
     assert config["status"] == "finished" and config["call"]["time_budget"] == 4
 
 
+def test_every_model_of_a_search_is_checked_before_anything_is_written(tmp_path):
+    import tuning
+    with pytest.raises(ValueError, match="'perceptron' has one sigmoid output"):
+        tuning.search(models="mlp,perceptron", data=vectors(), directory=str(tmp_path / "s"),
+                      **QUIET)
+    assert not os.path.exists(tmp_path / "s")
+    with pytest.raises(ValueError, match="share a task.*regression"):
+        tuning.search(models=["mlp", "mlp_regressor"], data=vectors(),
+                      directory=str(tmp_path / "s"), **QUIET)
+    with pytest.raises(ValueError, match="model= or models=, one of the two"):
+        tuning.search("mlp", vectors(), models=["mlp"], **QUIET)
+
+
 def test_cli_models_and_time_budget_errors(capsys):
     from zoo import cli
     assert cli.main(["tune", "--models", "mlp,lenet5", "--time-budget", "5y"]) == 2

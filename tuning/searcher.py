@@ -463,6 +463,14 @@ def prepare(model, data="digits", *, tuner="hyperband", objective=None, max_tria
     name, direction = _objective(plan, spec, call["objective"])
     call["objective"] = {"name": name, "direction": direction}
     if check_objective and state != "resume":
+        for other in names[1:]:
+            # Every model of a multi-model search builds for this data (head, input)
+            # and reports the objective before anything is written; the first model
+            # last, since trial 0 trains the model its check built.
+            reported, _ = _check_model(members[other], kt.HyperParameters(), seed=call["seed"])
+            if name not in reported:
+                raise SearchError(f"objective '{name}' is not reported by model '{other}'; it "
+                                  f"reports: {', '.join(sorted(reported))}")
         probe = kt.HyperParameters()
         probe.merge(full.space)
         reported, first_model = _check_model(hypermodel, probe, seed=call["seed"])
@@ -790,6 +798,10 @@ def load_search(directory):
     directory = os.path.abspath(directory)
     if not os.path.exists(os.path.join(directory, results.SEARCH_FILE)):
         raise SearchError(f"Not a search directory (no {results.SEARCH_FILE}): {directory}")
+    try:  # damaged, not "no completed trial"
+        zio.read_json(os.path.join(directory, results.SEARCH_FILE))
+    except ValueError as err:
+        raise SearchError(f"The search directory cannot be read: {err}") from None
     rows, search_config = results.collect(directory)
     objective = search_config.get("objective") or {}
     direction = objective.get("direction", "max")
@@ -921,6 +933,12 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
                   "hyperparameters": {k: v for k, v in chosen["hp"].items()
                                       if not k.startswith("tuner/")},
                   "fingerprint": config.get("fingerprint")}
+    # The search directory's lock too: a `zoo tune --overwrite` of it would delete best_run.
+    lock = contextlib.ExitStack()
+    try:
+        lock.enter_context(runs.held(directory, argument="directory"))
+    except runs.RunError as err:
+        raise SearchError(str(err)) from None
     try:
         return train(spec.name, data if data is not None else config["data"],
                      run_dir=run_dir or os.path.join(directory, "best_run"), overwrite=overwrite,
@@ -931,3 +949,4 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
     finally:
         if clock is not None:
             clock.save()  # the retrain's time counts in the search's clock
+        lock.close()
