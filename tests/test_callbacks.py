@@ -167,6 +167,16 @@ def test_batch_callbacks_written_for_one_step_are_told_apart():
                  keras.callbacks.BackupAndRestore("unused", save_freq=5),
                  EpochTensorBoard("unused")]
     assert not any(needs_every_batch(c) for c in keras_own)
+    import keras_tuner
+    from keras_tuner.src.engine.tuner_utils import TunerCallback
+
+    class BatchTuner(keras_tuner.RandomSearch):
+        def on_batch_end(self, trial, model, batch, logs=None):
+            pass
+
+    plain, watching = (object.__new__(cls) for cls in (keras_tuner.RandomSearch, BatchTuner))
+    assert not needs_every_batch(TunerCallback(plain, trial=None))
+    assert needs_every_batch(TunerCallback(watching, trial=None))
 
 
 def test_progress_bar_stops_at_the_epochs_steps():

@@ -330,9 +330,17 @@ def needs_every_batch(callback):
     called once per execution with the execution's last step); a callback
     from elsewhere that overrides a training batch hook is taken to want
     every batch, unless it sets `steps_per_execution_aware = True`.
+    KerasTuner's `TunerCallback` needs every batch only where the tuner
+    overrides `on_batch_begin`/`on_batch_end`.
     """
     if getattr(callback, "steps_per_execution_aware", False):
         return False
+    if type(callback).__name__ == "TunerCallback" and hasattr(callback, "tuner"):
+        # KerasTuner's forwards every batch to its tuner, whose batch hooks do
+        # nothing unless a tuner class overrides them.
+        from keras_tuner import Tuner
+        return any(getattr(type(callback.tuner), hook) is not getattr(Tuner, hook)
+                   for hook in ("on_batch_begin", "on_batch_end"))
     base = keras.callbacks.Callback
     for hook in ("on_batch_begin", "on_batch_end", "on_train_batch_begin",
                  "on_train_batch_end"):
