@@ -92,7 +92,7 @@ def test_streaming_train_records_and_checks_its_split(folder, tmp_path):
         zoo.evaluate(str(run_dir))
 
 
-def test_corrupt_image_is_named_in_one_line_and_can_be_skipped(folder, tmp_path, index_cache):
+def test_corrupt_image_is_named_in_one_line_and_can_be_skipped(folder, tmp_path, capsys):
     (folder / "owl" / "broken.jpg").write_bytes(b"not a jpeg at all")
     (folder / "cat" / "cut.jpg").write_bytes(_encode(7, "jpg")[:60])  # truncated download
     with pytest.raises(ValueError) as err:
@@ -103,6 +103,7 @@ def test_corrupt_image_is_named_in_one_line_and_can_be_skipped(folder, tmp_path,
     run_dir = tmp_path / "run"
     zoo.train("lenet5", data=f"folder:{folder}", epochs=1, run_dir=str(run_dir), verbose=0,
               export=False, skip_bad_images=True)
+    assert "Skipping 2 of 32 image(s) that cannot be decoded" in capsys.readouterr().err
     skipped = (run_dir / training.SKIPPED_FILE).read_text().splitlines()
     assert [line.split("\t")[0] for line in skipped] == ["cat/cut.jpg", "owl/broken.jpg"]
     assert sum(zio.read_json(str(run_dir / "config.json"))["num_examples"].values()) == 30
@@ -234,3 +235,15 @@ def test_tfds_streams_with_a_sliced_validation_split():
         assert bundle.num_examples == {"train": 27, "validation": 3, "test": 30}
         x, _ = next(iter(bundle.train))
         assert x.shape == (8, 32, 32, 1)
+
+
+def test_cache_folder_keeps_decoded_examples(folder, tmp_path):
+    cache = tmp_path / "cache"
+    bundle = data.load("lenet5", f"folder:{folder}", batch_size=5, options={"cache": str(cache)})
+    epochs = [sorted(np.round(x.numpy().mean((1, 2, 3)) * 255 / 8).astype(int).tolist()
+                     for x, _ in bundle.train) for _ in range(2)]
+    assert any(name.startswith("train-") and name.endswith(".index")
+               for name in os.listdir(cache))
+    assert sorted(sum(epochs[0], [])) == sorted(sum(epochs[1], []))  # same examples, from disk
+    with pytest.raises(TypeError, match="cache must be a folder path"):
+        data.load("lenet5", f"folder:{folder}", options={"cache": 3})

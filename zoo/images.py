@@ -215,6 +215,9 @@ def index_folder(path, *, skip_bad_images=False):
         raise ValueError(f"Image folder: {os.path.join(path, first)} cannot be decoded as an "
                          f"image ({bad[first]}){more}; remove or replace it, or pass "
                          f"skip_bad_images=True (--skip-bad-images). Received: {source}")
+    if bad:
+        print(f"Skipping {len(bad)} of {len(files)} image(s) that cannot be decoded (the first: "
+              f"{os.path.join(path, min(bad))}: {bad[min(bad)]}).", file=sys.stderr)
     keep = [f for f in files if f[0] not in bad]
     counts = np.bincount([f[1] for f in keep], minlength=len(classes))
     if not keep:

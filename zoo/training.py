@@ -231,6 +231,8 @@ def write_split_manifest(run_dir, splits, *, source, seed):
     if skipped:
         zio.write_text(os.path.join(run_dir, SKIPPED_FILE),
                        "".join(f"{path}\t{why}\n" for path, why in skipped))
+        print(f"{len(skipped)} image(s) skipped, listed in "
+              f"{os.path.join(run_dir, SKIPPED_FILE)}", file=sys.stderr)
 
 
 def check_split_manifest(run_dir, splits, *, source, what="resume"):
