@@ -715,6 +715,18 @@ def test_time_budget_stops_starting_trials_and_resumes_with_the_rest(tmp_path):
     assert config["status"] == "finished" and config["call"]["time_budget"] == 4
 
 
+def test_retrain_inside_the_budget_trains_the_trials_epochs(tmp_path):
+    import tuning
+    from tuning import budget
+    result = search(tmp_path / "s", time_budget="10m", retrain_best=True,
+                    **tiny_mlp(max_trials=2, max_epochs=2))
+    run = tuning.retrain_best(result.directory, data=vectors(), export=False, verbose=0)
+    # The trial's 2 epochs, not the recipe's 50 (zoo.get_spec("mlp").recipe.epochs).
+    assert run.history and len(run.history["loss"]) == 2
+    clock = json.load(open(os.path.join(result.directory, budget.CLOCK_FILE)))
+    assert clock["budget_s"] == 600 and clock["spent_s"] > 0
+
+
 def test_every_model_of_a_search_is_checked_before_anything_is_written(tmp_path):
     import tuning
     with pytest.raises(ValueError, match="'perceptron' has one sigmoid output"):

@@ -881,10 +881,10 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
 
     The recipe is the trial's with the registered recipe's full epochs (and its
     early stopping), so `zoo export` / `zoo evaluate` work on the run unchanged;
-    its config.json names the search and trial (`tuning` key).  A search with
-    a `time_budget` retrains for the trial's own epochs instead, and the
-    retrain stops after the epoch that leaves less than an epoch's time of the
-    budget (the time was kept for it when the search ran with `retrain_best`).
+    its config.json names the search and trial (`tuning` key).  A search run
+    with a `time_budget` and `retrain_best=True` (which kept time for this)
+    retrains for the trial's own epochs instead, and stops after the epoch
+    that leaves less than an epoch's time of the budget.
 
     Args:
         directory: a search directory.
@@ -917,7 +917,7 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
                           "retrain_best.")
     spec = get_spec(chosen.get("model") or model_names(config["model"])[0])
     clock, extra_callbacks = None, []
-    if config.get("time_budget"):
+    if config.get("time_budget") and config.get("retrain_best"):
         clock = budget_module.Clock(directory, config["time_budget"])
         epochs = epochs or (chosen["recipe"] or {}).get("epochs") or chosen["epochs_run"]
         extra_callbacks.append(budget_module.deadline_callback(clock))
