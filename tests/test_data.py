@@ -171,7 +171,7 @@ def test_idx_folder(tmp_path):
 
 def test_image_folder(tmp_path, monkeypatch):
     from PIL import Image
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))  # the header-pass cache
+    monkeypatch.setenv("KERAS_HOME", f"{tmp_path}_keras_home")  # the header-pass cache
     rng = np.random.default_rng(0)
     for cls in ("cats", "dogs"):
         os.makedirs(tmp_path / cls)
