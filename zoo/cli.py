@@ -6,6 +6,7 @@
                    [--lr X] [--schedule S] [--seed N] [--out DIR] [--strategy S] ...
     zoo evaluate RUN_DIR
     zoo export RUN_DIR [--format saved_model keras tflite onnx] [--out PATH] [--overwrite]
+                   [--quantize dynamic|float16|int8]
     zoo tune NAME ...       (tuning.cli)
     zoo finetune BACKBONE ...  (transfer.cli)
 
@@ -300,6 +301,9 @@ def build_parser():
     exporting.add_argument("--overwrite", action="store_true")
     exporting.add_argument("--no-verify", action="store_true",
                            help="skip the fresh-process check")
+    exporting.add_argument("--quantize", choices=("dynamic", "float16", "int8"),
+                           help="with --format tflite: a quantized model (int8 calibrated on "
+                                "the run's training split), scored against the float one")
 
     for command, module in PLUGINS.items():
         try:
@@ -451,12 +455,19 @@ def cmd_evaluate(args):
 def cmd_export(args):
     from zoo.export import export_run
     exports = export_run(args.run_dir, formats=args.format, out=args.out,
-                         overwrite=args.overwrite, verify=not args.no_verify)
+                         overwrite=args.overwrite, verify=not args.no_verify,
+                         quantize=args.quantize)
     for fmt, entry in exports.items():
-        if fmt in args.format:
+        if fmt in args.format and not (fmt == "tflite" and args.quantize):
             extra = (f" (max abs diff vs Keras {entry['max_abs_diff']:.2e})"
                      if "max_abs_diff" in entry else "")
             print(f"{fmt}: {entry['path']}{extra}")
+        elif args.quantize and fmt == f"tflite_{args.quantize}":
+            metric = entry.get("metric")
+            score = (f", test {metric} {entry[f'test_{metric}']:.4f} (float32 "
+                     f"{entry[f'float_test_{metric}']:.4f})" if metric else "")
+            print(f"tflite ({entry['kernels']}): {entry['path']} "
+                  f"({entry['size_bytes']} bytes, {entry['size_ratio']:.0%} of float32{score})")
     return 0
 
 

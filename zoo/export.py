@@ -22,6 +22,15 @@ from zoo import io as zio
 FORMATS = ("saved_model", "keras", "tflite", "onnx")
 ONNX_OPSET = 17
 SAMPLE_FILE = runs.SAMPLE_FILE
+# Post-training quantization of the TFLite export (TensorFlow's converter):
+# dynamic-range (int8 weights), float16 weights, full-integer int8.
+QUANTIZE_MODES = ("dynamic", "float16", "int8")
+REPRESENTATIVE_EXAMPLES = 200  # int8 calibration examples from the training split
+QUANTIZED_TEST_EXAMPLES = 10_000  # at most this many test examples score a quantized model
+ACCURACY_DROP_WARNING = 0.01  # one point of accuracy
+TFLITE_SIGNATURE = "serving_default"
+LITERT_MISSING = ("is checked in the LiteRT interpreter, which is not installed: "
+                  "pip install 'zoo-keras[litert]'")
 
 
 class ExportVerificationError(AssertionError):
@@ -165,19 +174,80 @@ def export_keras(model, path, *, overwrite=False):
     return runs.save_model(model, os.path.abspath(path))  # creates e.g. run_dir/export/
 
 
-def export_tflite(saved_model_dir, path, *, overwrite=False):
-    """Convert a SavedModel to a `.tflite` flatbuffer."""
+def litert_available():
+    """Whether LiteRT's interpreter (`ai_edge_litert`, the `[litert]` extra) can be imported."""
+    import importlib.util
+    try:
+        return all(importlib.util.find_spec(name) is not None
+                   for name in ("ai_edge_litert", "ai_edge_litert.interpreter"))
+    except (ImportError, ValueError):  # ValueError: None in sys.modules (import blocked)
+        return False
+
+
+def tflite_flatbuffer(saved_model_dir, *, quantize=None, representative=None):
+    """Convert a SavedModel's `serving_default` to a TFLite flatbuffer.
+
+    Only `serving_default` is converted: LiteRT's interpreter has no
+    TensorFlow (Flex) kernels, and `serving_raw`'s resize-if-needed needs one.
+
+    Args:
+        saved_model_dir: the SavedModel.
+        quantize: None (float32), "dynamic" (int8 weights), "float16" (float16
+            weights) or "int8" (full-integer: weights and activations).
+        representative: for "int8", an array of single inputs to calibrate
+            activation ranges on (drawn from the training split).
+
+    Returns:
+        (flatbuffer bytes, kernels) with kernels "float32", "dynamic",
+        "float16", "int8" or "int8+float" (an op without an int8 kernel runs
+        in float between quantize/dequantize ops).
+    """
     import tensorflow as tf
+
+    from zoo import startup
+
+    def convert(int8_only):
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            saved_model_dir, signature_keys=[TFLITE_SIGNATURE])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                               tf.lite.OpsSet.SELECT_TF_OPS]
+        if quantize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if quantize == "int8":
+            # Inputs and outputs stay float32 (same feeds as the float model);
+            # everything between is int8 where TFLite has the kernel.
+            converter.representative_dataset = lambda: (
+                [np.asarray(x, "float32")[None]] for x in representative)
+            if int8_only:
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        with startup.filtered_stderr():  # the quantizer prints its settings to fd 2
+            return converter.convert()
+
+    if quantize != "int8":
+        return convert(False), quantize or "float32"
+    try:
+        return convert(True), "int8"
+    except Exception:  # the converter's ConverterError: an op has no int8 kernel
+        return convert(False), "int8+float"
+
+
+def export_tflite(saved_model_dir, path, *, overwrite=False, quantize=None, representative=None):
+    """Convert a SavedModel to a `.tflite` flatbuffer at `path` (see `tflite_flatbuffer`).
+
+    Returns:
+        (path, kernels).
+    """
     _check_target(path, overwrite)
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
-                                           tf.lite.OpsSet.SELECT_TF_OPS]
-    flatbuffer = converter.convert()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    flatbuffer, kernels = tflite_flatbuffer(saved_model_dir, quantize=quantize,
+                                            representative=representative)
 
     def write(temporary):
         with open(temporary, "wb") as file:
             file.write(flatbuffer)
-    return zio.atomic_write(path, write)
+    return zio.atomic_write(path, write), kernels
 
 
 def export_onnx(saved_model_dir, path, *, overwrite=False, opset=ONNX_OPSET):
@@ -208,7 +278,7 @@ def export_onnx(saved_model_dir, path, *, overwrite=False, opset=ONNX_OPSET):
 
 
 # Runs in a fresh interpreter, as a serving process would: SavedModels with
-# TensorFlow alone, TFLite files with TensorFlow's interpreter, ONNX files
+# TensorFlow alone, TFLite files with LiteRT's interpreter, ONNX files
 # with onnxruntime alone; it refuses to run if this package got imported.
 # One process serves a whole list of jobs (each runtime starts once).
 _VERIFY_SCRIPT = r"""
@@ -225,9 +295,12 @@ for job in jobs:
         fn = tf.saved_model.load(job["path"]).signatures[job["signature"]]
         outputs = {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in feeds.items()}).items()}
     elif job["kind"] == "tflite":
-        import tensorflow as tf
-        runner = tf.lite.Interpreter(model_path=job["path"]).get_signature_runner(job["signature"])
-        outputs = dict(runner(**feeds))
+        from ai_edge_litert.interpreter import Interpreter
+        runner = Interpreter(model_path=job["path"]).get_signature_runner(job["signature"])
+        count = len(next(iter(feeds.values())))
+        parts = [runner(**{k: v[start:start + 256] for k, v in feeds.items()})
+                 for start in range(0, count, 256)]
+        outputs = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
     else:
         import onnxruntime
         session = onnxruntime.InferenceSession(job["path"], providers=["CPUExecutionProvider"])
@@ -386,7 +459,7 @@ def write_model_card(run_dir, model, config, metrics, exports):
 
 @runs.holding_run_dir
 def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, hooks=None,
-               out=None, overwrite=False, verify=True, metrics=None):
+               out=None, overwrite=False, verify=True, metrics=None, quantize=None):
     """Export a finished run: artifacts, verification and model_card.json.
 
     Args:
@@ -403,15 +476,28 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
         out: target for a single format (default: inside `run_dir`). Defaults to None.
         overwrite: replace existing exports. Defaults to False.
         verify: check the SavedModel in a fresh process. Defaults to True.
+        quantize: with "tflite", one of "dynamic", "float16", "int8": a
+            quantized TFLite model (default target export/model_MODE.tflite)
+            instead of the float one, scored in the LiteRT interpreter on the
+            run's test split beside the float model ("int8" is calibrated on
+            up to 200 training examples). Defaults to None.
 
     Returns:
-        {format: path} plus "max_abs_diff" when verified.
+        {format: {"path", ...}} ("max_abs_diff" when verified); a quantized
+        TFLite model's entry is "tflite_MODE".
     """
     from zoo.tasks import get_hooks
 
     run_dir = os.path.abspath(run_dir)
     formats = tuple(formats)
-    targets = _export_targets(run_dir, formats, out=out, overwrite=overwrite)
+    quantize = _check_quantize(quantize, formats)
+    if "tflite" in formats and (verify or quantize) and not litert_available():
+        raise ValueError(f"format='tflite' {LITERT_MISSING} (or export unverified with "
+                         f"verify=False, --no-verify). Received: format='tflite'"
+                         if not quantize else
+                         f"quantize={quantize!r} {LITERT_MISSING}. Received: "
+                         f"quantize={quantize!r}")
+    targets = _export_targets(run_dir, formats, out=out, overwrite=overwrite, quantize=quantize)
     if model is None:
         config, model = runs.load_run(run_dir)
     else:
@@ -432,9 +518,10 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
         exports = runs.read_json(card_path).get("exports", {})
     if set(formats) & {"saved_model", "tflite", "onnx"}:
         signatures = (hooks or get_hooks(runs.spec_of(config))).export_signatures(model)
+        scoring = _quantize_data(run_dir, config, model, bundle) if quantize else None
         exports.update(_export_serving(model, config, formats, targets, signatures=signatures,
                                        samples=samples if verify else None,
-                                       overwrite=overwrite))
+                                       overwrite=overwrite, quantize=quantize, scoring=scoring))
     if "keras" in formats:
         exports["keras"] = {"path": export_keras(model, targets["keras"], overwrite=overwrite)}
     write_model_card(run_dir, model, config, metrics, exports)
@@ -446,7 +533,19 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
     return exports
 
 
-def _export_targets(run_dir, formats, *, out, overwrite):
+def _check_quantize(quantize, formats):
+    """`quantize` checked: None or a mode of QUANTIZE_MODES, with the tflite format only."""
+    if quantize is None:
+        return None
+    checks.choice("quantize", quantize, QUANTIZE_MODES)
+    if "tflite" not in formats:
+        raise ValueError(f"quantize= applies to the TFLite export; add format 'tflite' "
+                         f"(--format tflite). Received: quantize={quantize!r}, "
+                         f"formats={formats!r}")
+    return quantize
+
+
+def _export_targets(run_dir, formats, *, out, overwrite, quantize=None):
     """{format: path} of each export, once the formats are valid and no target is in the way."""
     if not formats:
         raise ValueError("formats must name at least one format. Received: formats=()")
@@ -456,7 +555,8 @@ def _export_targets(run_dir, formats, *, out, overwrite):
         raise ValueError(f"out= needs exactly one format. Received: formats={formats!r}")
     targets = {"saved_model": os.path.join(run_dir, "saved_model"),
                "keras": os.path.join(run_dir, "export", "model.keras"),
-               "tflite": os.path.join(run_dir, "model.tflite"),
+               "tflite": os.path.join(run_dir, *(
+                   ("export", f"model_{quantize}.tflite") if quantize else ("model.tflite",))),
                "onnx": os.path.join(run_dir, "model.onnx")}
     if out is not None:
         targets[formats[0]] = os.path.abspath(out)
@@ -484,11 +584,13 @@ def _sample_inputs(run_dir, model, bundle):
     return None
 
 
-def _export_serving(model, config, formats, targets, *, signatures, samples, overwrite):
+def _export_serving(model, config, formats, targets, *, signatures, samples, overwrite,
+                    quantize=None, scoring=None):
     """The SavedModel and the formats converted from it, each verified on `samples` if given.
 
     Returns:
-        {format: {"path", ...}} for the requested ones of "saved_model", "tflite", "onnx".
+        {format: {"path", ...}} for the requested ones of "saved_model", "tflite", "onnx"
+        ("tflite_MODE" for a quantized TFLite model: see `_export_quantized`).
     """
     exports = {}
     raw = not signatures and takes_images(model, config)
@@ -507,7 +609,9 @@ def _export_serving(model, config, formats, targets, *, signatures, samples, ove
             entry["signatures"].append(RAW_SIGNATURE)
         checkable = samples is not None and (not signatures or
                                              "serving_default" not in signatures)
-        if checkable:
+        # A SavedModel that is only a converter's input is not checked itself
+        # (a fresh TensorFlow process): the converted file is, against Keras.
+        if checkable and "saved_model" in formats:
             diffs = verify_saved_models([(saved, model, samples)] + (
                 [(saved, model, samples, RAW_SIGNATURE)] if raw else []))
             entry["max_abs_diff"] = diffs[0]
@@ -515,9 +619,14 @@ def _export_serving(model, config, formats, targets, *, signatures, samples, ove
                 entry["raw_max_abs_diff"] = diffs[1]
         if "saved_model" in formats:
             exports["saved_model"] = entry
+        if "tflite" in formats and quantize:
+            exports[f"tflite_{quantize}"] = _export_quantized(
+                saved, targets["tflite"], model, config, quantize, scoring,
+                samples=samples if checkable else None, overwrite=overwrite)
         for fmt, convert in (("tflite", export_tflite), ("onnx", export_onnx)):
-            if fmt in formats:
-                exports[fmt] = {"path": convert(saved, targets[fmt], overwrite=overwrite)}
+            if fmt in formats and not (fmt == "tflite" and quantize):
+                path = convert(saved, targets[fmt], overwrite=overwrite)
+                exports[fmt] = {"path": path[0] if fmt == "tflite" else path}
                 if checkable:
                     exports[fmt]["max_abs_diff"] = verify_saved_models(
                         [(exports[fmt]["path"], model, samples)], kind=fmt)[0]
@@ -525,3 +634,129 @@ def _export_serving(model, config, formats, targets, *, signatures, samples, ove
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
     return exports
+
+
+def _split_examples(bundle, split, n):
+    """Up to `n` (inputs, labels) of a split as the model receives them, in split order.
+
+    From the bundle's unbatched, unaugmented `examples` pipelines where it has
+    them, else from its batched pipeline; labels are None for unlabeled data.
+    """
+    xs, ys = [], []
+    if split in bundle.examples:
+        for item in bundle.examples[split].take(n):
+            item = item if isinstance(item, tuple) else (item,)
+            xs.append(np.asarray(item[0])[None])
+            if len(item) > 1:
+                ys.append(np.asarray(item[1])[None])
+    else:
+        for batch in getattr(bundle, split):
+            batch = batch if isinstance(batch, tuple) else (batch,)
+            xs.append(np.asarray(batch[0]))
+            if len(batch) > 1:
+                ys.append(np.asarray(batch[1]))
+            if sum(len(x) for x in xs) >= n:
+                break
+    if not xs:
+        raise ValueError(f"The run's {split} split is empty: a quantized model cannot be "
+                         f"{'calibrated' if split == 'train' else 'scored'} on it.")
+    x = np.concatenate(xs)[:n]
+    y = np.concatenate(ys)[:n] if len(ys) == len(xs) else None
+    return x, y
+
+
+def _quantize_data(run_dir, config, model, bundle=None):
+    """Calibration inputs (training split) and scoring examples (test split) of the run.
+
+    The run's data is loaded as `zoo evaluate` loads it (same source, seed,
+    input shape, classes and options), unless training passes its `bundle`.
+    """
+    if len(getattr(model, "inputs", None) or ()) != 1:
+        raise ValueError(f"quantize= needs a model with one input. Received: a model with "
+                         f"{len(getattr(model, 'inputs', None) or ())} inputs in "
+                         f"run_dir={run_dir!r}")
+    if bundle is None:
+        from zoo.tasks import get_hooks
+        from zoo.training import load_data
+        if config.data == "<arrays>":
+            raise ValueError(f"This run was trained on in-memory arrays; a quantized export "
+                             f"needs its data to calibrate and score on. Received: "
+                             f"run_dir={run_dir!r}")
+        spec = runs.spec_of(config)
+        bundle = load_data(spec, config.data, hooks=get_hooks(spec),
+                           batch_size=config.recipe.get("batch_size", 32), seed=config.seed,
+                           input_shape=tuple(config.input_shape), classes=config.classes,
+                           options=config.data_options,
+                           one_hot=config.loss == "categorical_crossentropy")
+    representative, _ = _split_examples(bundle, "train", REPRESENTATIVE_EXAMPLES)
+    x_test, y_test = _split_examples(bundle, "test", QUANTIZED_TEST_EXAMPLES)
+    return {"representative": representative, "x": x_test, "y": y_test}
+
+
+def _score(outputs, y, task):
+    """(metric name, value) of a model's test outputs: accuracy for a classifier, else MAE."""
+    if y is None:
+        return None, None
+    outputs = np.asarray(outputs)
+    if task == "classification":
+        labels = y.argmax(-1) if y.ndim > 1 and y.shape[-1] > 1 else y.reshape(len(y))
+        predicted = (outputs.argmax(-1) if outputs.shape[-1] > 1
+                     else (outputs.reshape(len(outputs)) > 0.5).astype(int))
+        return "accuracy", float(np.mean(predicted == labels))
+    if np.size(y) == np.size(outputs):
+        return "mae", float(np.mean(np.abs(outputs - np.reshape(y, outputs.shape))))
+    return None, None
+
+
+def _export_quantized(saved, path, model, config, mode, scoring, *, samples, overwrite):
+    """A quantized TFLite model at `path`, scored beside the float one in LiteRT.
+
+    Both flatbuffers run in one fresh LiteRT process on the run's test split
+    (at most QUANTIZED_TEST_EXAMPLES); the float one is also checked against
+    Keras on `samples` (as the plain TFLite export is). An accuracy drop of
+    more than ACCURACY_DROP_WARNING prints one warning line.
+
+    Returns:
+        The card entry: path, mode, kernels, sizes, the test metric of both models.
+    """
+    float_flatbuffer, _ = tflite_flatbuffer(saved)
+    path, kernels = export_tflite(saved, path, overwrite=overwrite, quantize=mode,
+                                  representative=scoring["representative"])
+    name = input_names(model)[0]
+    with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as folder:
+        float_path = os.path.join(folder, "float32.tflite")
+        with open(float_path, "wb") as file:
+            file.write(float_flatbuffer)
+        jobs = [(float_path, {name: scoring["x"]}, TFLITE_SIGNATURE),
+                (path, {name: scoring["x"]}, TFLITE_SIGNATURE)]
+        if samples is not None:
+            expected, feeds = _expected_and_feeds(model, samples)
+            jobs.append((float_path, feeds, TFLITE_SIGNATURE))
+        served = run_saved_models_fresh(jobs, kind="tflite")
+    float_diff = _max_diff(path, expected, served[2], 1e-5) if samples is not None else None
+    output = output_names(model)[0]
+    float_out, quant_out = served[0][output], served[1][output]
+    metric, float_value = _score(float_out, scoring["y"], config.task)
+    _, quant_value = _score(quant_out, scoring["y"], config.task)
+    entry = {"path": path, "mode": mode, "kernels": kernels,
+             "size_bytes": os.path.getsize(path), "float_size_bytes": len(float_flatbuffer),
+             "size_ratio": round(os.path.getsize(path) / len(float_flatbuffer), 4),
+             "test_examples": int(len(scoring["x"])),
+             "max_abs_diff_vs_float": float(np.max(np.abs(quant_out - float_out))),
+             "runtime": "ai_edge_litert"}
+    if float_diff is not None:
+        entry["float_max_abs_diff"] = float_diff  # the float conversion against Keras
+    if mode == "int8":
+        entry["representative_examples"] = int(len(scoring["representative"]))
+    if metric:
+        entry.update({"metric": metric, f"test_{metric}": quant_value,
+                      f"float_test_{metric}": float_value})
+    if metric == "accuracy":
+        drop = float_value - quant_value
+        entry["accuracy_drop"] = drop
+        if drop > ACCURACY_DROP_WARNING:
+            entry["warning"] = (f"{mode} quantization costs {100 * drop:.1f} points of test "
+                                f"accuracy ({float_value:.4f} float32 -> {quant_value:.4f}); "
+                                f"--quantize dynamic or float16 keeps more")
+            print(f"zoo export: warning: {entry['warning']}", file=sys.stderr)
+    return entry

@@ -34,6 +34,9 @@ STARTUP_NOISE = [re.compile(pattern) for pattern in (
     _GLOG + r"cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine",
     _GLOG + r"cuda_(dnn|fft|blas)\.cc:\d+\] Unable to register cu(DNN|FFT|BLAS) factory",
     _GLOG + r"(computation_placer|cuda_executor)\.cc:\d+\] .*already registered",
+    # TFLite's quantizer (converting with --quantize) reports its settings:
+    r"fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, "
+    r"output_inference_type: \w+$",
 )]
 
 
@@ -60,6 +63,14 @@ def _forward(read_fd, write_fd):
         os.write(write_fd, pending)
 
 
+def _flush_c_streams():
+    try:
+        import ctypes
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to ask (not Linux/macOS)
+        pass
+
+
 @contextlib.contextmanager
 def filtered_stderr():
     """Within the block, file descriptor 2 (C++ and Python alike) passes through `is_noise`."""
@@ -75,6 +86,7 @@ def filtered_stderr():
         yield
     finally:
         sys.stderr.flush()
+        _flush_c_streams()  # a C library's buffered writes to stderr land in the pipe
         os.dup2(saved, 2)  # closes the pipe's only write end: the thread reads to its end
         thread.join(timeout=10)
         os.close(saved)
