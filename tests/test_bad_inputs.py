@@ -50,6 +50,8 @@ def env(tmp_path_factory):
     np.savez(d.data / "labels50.npz", x=rng.random((100, 64)).astype("float32"),
              y=np.arange(100) % 50)
     (d.data / "deep_space.json").write_text("[" * 100000 + "]" * 100000)
+    (d.data / "damaged_search").mkdir()
+    (d.data / "damaged_search" / "search.json").write_text('{"model": "mlp", "tri')
     (d.data / "empty_label.csv").write_text("a,b,label\n1,2,0\n3,4,1\n5,6,\n7,8,1\n")
     (d.data / "ragged.csv").write_text("a,b,label\n1,2,0\n3,4,1,9\n5,6,1\n")
     from PIL import Image
@@ -138,6 +140,19 @@ def _zip(members):
     return make
 
 
+def _config(**changes):
+    def make(run_dir, env):
+        import json
+        config = json.loads((run_dir / "config.json").read_text())
+        config.update(changes)
+        config = {k: v for k, v in config.items() if v is not _DROP}
+        (run_dir / "config.json").write_text(json.dumps(config))
+    return make
+
+
+_DROP = object()
+
+
 def _lock_link(run_dir, env):
     os.symlink(env.outside, run_dir / ".lock")
 
@@ -156,6 +171,10 @@ _HOSTILE = {
     "inputs_corrupt": _write("export_inputs.npz", b"PK\x03\x04 not a zip"),
     "inputs_missing": lambda run_dir, env: os.remove(run_dir / "export_inputs.npz"),
     "lock_link": _lock_link,
+    "config_no_input_shape": _config(input_shape=_DROP),
+    "config_recipe_string": _config(recipe="adam"),
+    "config_seed_string": _config(seed="3"),
+    "config_kwargs_list": _config(model_kwargs=[1]),
     "resume_history_link": _symlink("history.csv", lambda env: env.outside),
     "resume_backup_link": lambda run_dir, env: (
         shutil.move(run_dir / "backup", env.root / "moved_backup"),
@@ -322,6 +341,18 @@ CASES = [
     ("config_json_over_10_mb",
      lambda e: ["evaluate", e.hostile["config_huge"]],
      "File is too large (11534338 bytes; at most 10485760 are read)"),
+    ("config_json_without_input_shape",
+     lambda e: ["evaluate", e.hostile["config_no_input_shape"]],
+     "config.json is damaged: it records no input_shape"),
+    ("config_json_recipe_a_string",
+     lambda e: ["evaluate", e.hostile["config_recipe_string"]],
+     "config.json is damaged: recipe must be an object. Received: recipe='adam'"),
+    ("config_json_seed_a_string",
+     lambda e: ["evaluate", e.hostile["config_seed_string"]],
+     "config.json is damaged: seed must be an integer. Received: seed='3'"),
+    ("config_json_model_kwargs_a_list",
+     lambda e: ["export", e.hostile["config_kwargs_list"], "--overwrite"],
+     "config.json is damaged: model_kwargs must be an object. Received: model_kwargs=[1]"),
     ("lock_is_a_symlink",
      lambda e: _train(e.hostile["lock_link"], *MLP),
      "run_dir/.lock is a symbolic link"),
@@ -334,6 +365,9 @@ CASES = [
     ("tune_space_nested_deeply",
      lambda e: _tune(_fresh(e, "space"), "--space", e.data / "deep_space.json"),
      "File is damaged (JSON nested too deeply)"),
+    ("retrain_best_damaged_search",
+     lambda e: ["tune", e.data / "damaged_search", "--retrain-best"],
+     "The search directory cannot be read: File is damaged (not valid JSON"),
     ("finetune_sha256_without_weights",
      lambda e: ["finetune", "resnet20", "--out", _fresh(e, "sha"), "--weights-sha256", "a" * 64,
                 "--epochs", "1"],

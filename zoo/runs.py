@@ -28,6 +28,7 @@ import csv
 import dataclasses
 import io
 import json
+import numbers
 import os
 import re
 import shutil
@@ -226,12 +227,47 @@ class RunConfig:
         kwargs = {k: v for k, v in d.items() if k in known}
         extra = {k: v for k, v in d.items() if k not in known}
         kwargs.setdefault("registered", True)
+        for key, value in kwargs.items():
+            _check_field(key, value)
         return cls(**kwargs, extra=extra)
 
     def resume_view(self):
         """What must be equal for a new call to resume this run."""
         d = self.to_dict()
         return {k: d.get(k) for k in RESUME_KEYS}
+
+
+# The JSON type of each config.json field ("?" after it: null allowed too).
+_FIELD_TYPES = {
+    "model": "str", "data": "str", "model_kwargs": "dict", "recipe": "dict", "seed": "int",
+    "data_options": "dict", "classes": "list?", "strategy": "str?", "deterministic": "bool",
+    "task": "str", "registered": "bool", "base_model": "str?", "input_shape": "shape",
+    "input_kind": "str?", "num_classes": "int?", "class_names": "list?", "loss": "str?",
+    "num_examples": "dict", "jit_compile": "bool", "mixed_precision": "bool", "started": "str?"}
+_JSON_TYPES = {"str": str, "dict": dict, "list": (list, tuple), "bool": bool,
+               "int": numbers.Integral}
+
+
+def _check_field(key, value):
+    """Refuse a config.json field of the wrong JSON type (a damaged or hand-edited file)."""
+    kind = _FIELD_TYPES.get(key, "")
+    if value is None and kind.endswith("?"):
+        return
+    if kind == "shape":
+        ok = isinstance(value, (list, tuple)) and value and all(
+            d is None or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0)
+            for d in value)
+        wanted = "a list of positive integers"
+    else:
+        expected = _JSON_TYPES.get(kind.rstrip("?"))
+        if expected is None:
+            return
+        ok = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
+        wanted = {"str": "a string", "dict": "an object", "list": "a list", "bool": "true or "
+                  "false", "int": "an integer"}[kind.rstrip("?")]
+    if not ok:
+        raise RunError(f"{CONFIG_FILE} is damaged: {key} must be {wanted}. "
+                       f"Received: {key}={value!r:.100}")
 
 
 def read_config(run_dir):
@@ -968,6 +1004,9 @@ def load_run(run_dir):
         raise RunError(f"run_dir holds no finished run (no {MODEL_FILE}). "
                        f"Received: run_dir={run_dir!r}")
     config = read_config(run_dir)
+    if config.input_shape is None:
+        raise RunError(f"{CONFIG_FILE} is damaged: it records no input_shape. "
+                       f"Received: run_dir={run_dir!r}")
     return config, load_model(path)
 
 
