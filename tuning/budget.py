@@ -133,7 +133,9 @@ class Clock:
             return 0.0
         reverse = done[0].get("direction", "max") == "max"
         best = sorted(done, key=lambda r: r["score"], reverse=reverse)[0]
-        epochs = self.retrain_epochs or best.get("epochs") or best["epochs_run"]
+        # retrain_best trains the trial's recipe epochs (Hyperband: max_epochs, not its round's).
+        epochs = (self.retrain_epochs or (best.get("recipe") or {}).get("epochs")
+                  or best.get("epochs") or best["epochs_run"])
         return 1.1 * float(best["seconds"]) / best["epochs_run"] * epochs + RETRAIN_OVERHEAD_S
 
     def left_for_trials(self, records):
