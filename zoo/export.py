@@ -424,7 +424,7 @@ def package_versions():
     from importlib import metadata
     versions = {}
     for name in ("tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "numpy",
-                 "tensorflow-datasets", "scikit-learn", "zoo-keras"):
+                 "tensorflow-datasets", "scikit-learn", "ai-edge-litert", "zoo-keras"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -9,9 +9,13 @@ warnings filters cannot reach them, so while TensorFlow loads, fd 2 goes into
 a pipe; a thread passes every line on except those known ones. Anything else
 (a real error, a user's own output) is written to the terminal as it comes.
 
+`zoo.export` uses the same filter while TFLite's converter quantizes (it
+reports its settings on fd 2).
+
 `--debug` or ZOO_DEBUG=1 turns all of this off.
 """
 
+import atexit
 import contextlib
 import importlib.abc
 import importlib.machinery
@@ -71,29 +75,56 @@ def _flush_c_streams():
         pass
 
 
+# TensorFlow may print its start-up lines from another thread a moment after
+# `import tensorflow` returns (seen under load): the filter stays this long
+# after the import, and is taken down at exit at the latest.
+GRACE_SECONDS = 3.0
+
+
+class _StderrFilter:
+    """File descriptor 2 (C++ and Python alike) through `is_noise` from `start` to `stop`."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._saved = None
+        self._thread = None
+
+    def start(self):
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self._thread = threading.Thread(target=_forward, args=(read_fd, self._saved),
+                                        daemon=True, name="zoo-stderr-filter")
+        self._thread.start()
+        return self
+
+    def stop(self):
+        with self._lock:
+            if self._saved is None:
+                return
+            with contextlib.suppress(ValueError, OSError):
+                sys.stderr.flush()
+            _flush_c_streams()  # a C library's buffered writes to stderr land in the pipe
+            os.dup2(self._saved, 2)  # closes the pipe's only write end: the thread reads to its end
+            self._thread.join(timeout=10)
+            os.close(self._saved)
+            self._saved = None
+
+
 @contextlib.contextmanager
 def filtered_stderr():
     """Within the block, file descriptor 2 (C++ and Python alike) passes through `is_noise`."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    read_fd, write_fd = os.pipe()
-    os.dup2(write_fd, 2)
-    os.close(write_fd)
-    thread = threading.Thread(target=_forward, args=(read_fd, saved), daemon=True,
-                              name="zoo-stderr-filter")
-    thread.start()
+    stderr_filter = _StderrFilter().start()
     try:
         yield
     finally:
-        sys.stderr.flush()
-        _flush_c_streams()  # a C library's buffered writes to stderr land in the pipe
-        os.dup2(saved, 2)  # closes the pipe's only write end: the thread reads to its end
-        thread.join(timeout=10)
-        os.close(saved)
+        stderr_filter.stop()
 
 
 class _QuietLoader(importlib.abc.Loader):
-    """The `tensorflow` package's own loader, run inside `filtered_stderr`."""
+    """The `tensorflow` package's own loader, run with fd 2 filtered."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -106,8 +137,16 @@ class _QuietLoader(importlib.abc.Loader):
         module.__loader__ = self.loader
         if module.__spec__ is not None:
             module.__spec__.loader = self.loader
-        with filtered_stderr():
+        stderr_filter = _StderrFilter().start()
+        try:
             self.loader.exec_module(module)
+        except BaseException:
+            stderr_filter.stop()
+            raise
+        atexit.register(stderr_filter.stop)
+        timer = threading.Timer(GRACE_SECONDS, stderr_filter.stop)
+        timer.daemon = True
+        timer.start()
 
 
 class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
