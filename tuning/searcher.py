@@ -599,7 +599,8 @@ def search(model=None, data="digits", *, models=None, tuner="hyperband", objecti
             any trial runs.
         max_trials: at most this many trials (default 10; Hyperband: its
             brackets decide, capped by this when given).
-        max_epochs: epochs per trial (Hyperband's maximum). Defaults to the recipe's.
+        max_epochs: epochs per trial (Hyperband's maximum). Defaults to the recipe's
+            (several models: the shortest of their recipes').
         executions_per_trial: trainings per configuration, averaged. Defaults to 1.
         seed: search seed; every trial's seed derives from it and the trial id.
             Defaults to 0.
