@@ -15,7 +15,6 @@ reports its settings on fd 2).
 `--debug` or ZOO_DEBUG=1 turns all of this off.
 """
 
-import atexit
 import contextlib
 import importlib.abc
 import importlib.machinery
@@ -75,12 +74,6 @@ def _flush_c_streams():
         pass
 
 
-# TensorFlow may print its start-up lines from another thread a moment after
-# `import tensorflow` returns (seen under load): the filter stays this long
-# after the import, and is taken down at exit at the latest.
-GRACE_SECONDS = 3.0
-
-
 class _StderrFilter:
     """File descriptor 2 (C++ and Python alike) through `is_noise` from `start` to `stop`."""
 
@@ -137,16 +130,8 @@ class _QuietLoader(importlib.abc.Loader):
         module.__loader__ = self.loader
         if module.__spec__ is not None:
             module.__spec__.loader = self.loader
-        stderr_filter = _StderrFilter().start()
-        try:
+        with filtered_stderr():
             self.loader.exec_module(module)
-        except BaseException:
-            stderr_filter.stop()
-            raise
-        atexit.register(stderr_filter.stop)
-        timer = threading.Timer(GRACE_SECONDS, stderr_filter.stop)
-        timer.daemon = True
-        timer.start()
 
 
 class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
