@@ -45,6 +45,11 @@ TRAIN = textwrap.dedent("""
             write_json(path, obj)
     if kill_at == "during_export":
         export.export_saved_model = die
+    if kill_at.startswith("writing_"):  # the temporary file is whole, the rename never comes
+        from zoo import io as zio
+        replace, target = zio.replace, kill_at[len("writing_"):].replace("_", ".")
+        zio.replace = lambda temporary, path: die() if path.endswith(target) else \
+            replace(temporary, path)
     for run_dir in run_dirs:  # one after another, as if the command were typed again
         result = zoo.train("mlp", data="digits", epochs=4, seed=1, deterministic=True,
                            run_dir=run_dir, verbose=0, export=kill_at == "during_export",
@@ -52,7 +57,8 @@ TRAIN = textwrap.dedent("""
         np.savez(run_dir + ".weights.npz", *result.model.get_weights())
 """)
 
-POINTS = ("during_epoch_1", "epoch_boundary", "after_fit", "before_marker", "during_export")
+POINTS = ("during_epoch_1", "epoch_boundary", "after_fit", "before_marker", "during_export",
+          "writing_model_keras", "writing_metrics_json")
 
 
 def _spawn(kill_at, *run_dirs):
@@ -77,6 +83,8 @@ def test_a_kill_at_any_point_then_the_same_command_finishes_with_the_same_weight
         code, err = _wait(proc)
         assert code == -9, (point, err[-2000:])
         assert not os.path.exists(os.path.join(runs_[point], "metrics.json")), point
+        if point.startswith("writing_"):  # the killed write's temporary file is there
+            assert [n for n in os.listdir(runs_[point]) if ".partial" in n], point
     # The uninterrupted run, then the same call again on each killed run: each
     # resumes (or restarts, before any backup) and finishes.  One process
     # runs them in turn: a TensorFlow start-up per rerun checks nothing more.
@@ -116,8 +124,9 @@ def test_a_kill_at_any_point_then_the_same_command_finishes_with_the_same_weight
     assert proc.returncode == 0, proc.stderr[-3000:]
     for run_dir, (accuracy, diff) in json.loads(proc.stdout.splitlines()[-1]).items():
         assert accuracy > 0.5 and diff <= 1e-5, run_dir
-    for run_dir in runs_.values():
-        leftovers = [n for n in os.listdir(run_dir) if ".partial" in n]
+    for run_dir in runs_.values():  # what the killed writes left went with the rerun
+        leftovers = [os.path.join(top, n) for top, dirs, files in os.walk(run_dir)
+                     for n in dirs + files if ".partial" in n or ".old-" in n or n == ".lock"]
         assert not leftovers, (run_dir, leftovers)
 
 
