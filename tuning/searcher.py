@@ -284,7 +284,6 @@ def _normalize(model, data, *, tuner, objective, max_trials, max_epochs, executi
                keep_checkpoints, hyperband_factor, space, options, time_budget=None,
                retrain_best=False):
     """Checked arguments as a JSON-ready call (search.json's "call"), before TensorFlow."""
-    from tuning import budget as budget_module
     from zoo import checks
     from zoo.registry import get_spec
 
