@@ -629,3 +629,15 @@ def test_the_same_command_on_its_finished_run_is_done(env, tmp_path, capsys):
     assert err == "" and "done: run_dir already holds a finished run of this very call" in out
     assert (run_dir / "model.keras").read_bytes() == before
     assert not (run_dir / "backup").exists() and not (run_dir / ".lock").exists()
+
+
+def test_only_the_packages_own_leftovers_are_leftovers(tmp_path):
+    """A user's file that merely looks like a temporary name is never deleted."""
+    from zoo import runs
+    assert runs.is_leftover("config.json.partial12") and runs.is_leftover(".partial-x")
+    assert runs.is_leftover("model.partial12.keras") and runs.is_leftover("saved_model.old-3")
+    assert runs.is_leftover("phase_2.partial7.weights.h5")
+    assert runs.is_leftover("phase_2.weights.h5.partial7")
+    assert not runs.is_leftover("notes.partial5.txt") and not runs.is_leftover("photos.old-2")
+    (tmp_path / "notes.partial5.txt").write_text("keep me")
+    assert runs.kind_of(str(tmp_path)) == ("folder", ["notes.partial5.txt"])

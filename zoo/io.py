@@ -213,7 +213,7 @@ def _alive(pid):
     return True
 
 
-def remove_leftovers(folder, *, recursive=True):
+def remove_leftovers(folder, *, recursive=True, only=None):
     """Clean what writes killed midway left in `folder`; returns the paths handled.
 
     Only the package's own temporary names count: "NAME.partialPID..." whose
@@ -226,12 +226,14 @@ def remove_leftovers(folder, *, recursive=True):
     Args:
         folder: the folder.
         recursive: clean its subfolders too. Defaults to True.
+        only: a test of a leftover's name (the caller's own names only), or
+            None for every leftover. Defaults to None.
     """
     removed = []
     for top, dirs, files in os.walk(folder):
         for name in list(dirs) + files:
             match = LEFTOVER.fullmatch(name)
-            if not match:
+            if not match or (only is not None and not only(name)):
                 continue
             pid = match.group("pid") or match.group("old_pid")
             if pid is not None and int(pid) != os.getpid() and _alive(int(pid)):

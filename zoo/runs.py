@@ -57,10 +57,9 @@ RUN_FILES = frozenset({
     "curves.png", "latent_space.png", "finetune_state.json", "model.tflite", "model.onnx",
     "split.json", "skipped_images.txt"})
 RUN_DIRS = frozenset({"checkpoints", BACKUP_DIR, "logs", "saved_model", "export", "samples"})
-# phase_N.weights.h5 (fine-tuning); "x.partial<pid>..." and ".partial-..." are
-# what an atomic write or an export killed midway leaves behind.
-# "NAME.old-PID" is a folder an export moved aside while replacing it.
-_RUN_PATTERN = re.compile(r"phase_\d+\.weights\.h5|" + zio.LEFTOVER.pattern)
+# phase_N.weights.h5 (fine-tuning); what a write killed midway leaves is
+# recognised by `is_leftover`.
+_RUN_PATTERN = re.compile(r"phase_\d+\.weights\.h5")
 # What `tuning` writes at the top of a search directory (zoo never imports
 # tuning, so the names are listed here; tuning.results defines the same).
 SEARCH_FILE = "search.json"
@@ -69,8 +68,7 @@ SEARCH_FILES = frozenset({SEARCH_FILE, "trials.csv", "best_hyperparameters.json"
 SEARCH_DIRS = frozenset({"kt", "best_run"})
 # A KerasTuner project folder (transfer.tune_finetune's search directory).
 KERAS_TUNER_FILE = "oracle.json"
-_KERAS_TUNER_PATTERN = re.compile(r"oracle\.json|tuner\d*\.json|trial_\w+|finetune_trials\.json|"
-                                  + zio.LEFTOVER.pattern)
+_KERAS_TUNER_PATTERN = re.compile(r"oracle\.json|tuner\d*\.json|trial_\w+|finetune_trials\.json")
 # A SavedModel folder (`model.export`, `tf.saved_model.save`).
 SAVED_MODEL_FILE = "saved_model.pb"
 SAVED_MODEL_NAMES = frozenset({SAVED_MODEL_FILE, "fingerprint.pb", "keras_metadata.pb",
@@ -403,7 +401,7 @@ def clean_leftovers(folder):
     if not any(os.path.isfile(os.path.join(folder, marker))
                for marker in (CONFIG_FILE, SEARCH_FILE)):
         return []
-    removed = zio.remove_leftovers(folder, recursive=False)
+    removed = zio.remove_leftovers(folder, recursive=False, only=is_leftover)
     backup = os.path.join(folder, BACKUP_DIR)
     if is_finished(folder) and not _failed(folder) and os.path.isdir(backup) \
             and not os.path.islink(backup):
@@ -478,6 +476,25 @@ def held(folder, *, argument="run_dir"):
         unlock_run_dir(folder)
 
 
+def is_leftover(name):
+    """Whether `name` is what a write of the package's own files, killed midway, leaves.
+
+    "config.json.partial123", "model.partial123.keras" (a file the package
+    writes, see `zoo.io.temporary_path`), "saved_model.old-123" (one of its
+    folders moved aside) and ".partial-*" (an export's scratch folder); a
+    user's "notes.partial5.txt" is not.
+    """
+    match = zio.LEFTOVER.fullmatch(name)
+    if not match:
+        return False
+    if match.group("stem") is not None:
+        final = match.group("stem") + match.group("suffix")
+        return final in RUN_FILES | SEARCH_FILES or _RUN_PATTERN.fullmatch(final) is not None
+    if match.group("old") is not None:
+        return match.group("old") in RUN_DIRS | SEARCH_DIRS
+    return True
+
+
 def foreign_files(run_dir):
     """Names at the top of `run_dir` that the package did not write (sorted)."""
     foreign = []
@@ -485,7 +502,7 @@ def foreign_files(run_dir):
         path = os.path.join(run_dir, name)
         is_dir = os.path.isdir(path) and not os.path.islink(path)
         ours = (name in RUN_DIRS if is_dir else name in RUN_FILES) or bool(
-            _RUN_PATTERN.fullmatch(name))
+            _RUN_PATTERN.fullmatch(name)) or is_leftover(name)
         if not ours:
             foreign.append(name + ("/" if is_dir else ""))
     return foreign
@@ -527,7 +544,7 @@ def kind_of(path):
     if not os.path.isdir(path):
         return ("artifact" if path.endswith(ARTIFACT_SUFFIXES) else "file"), []
     names = sorted(os.listdir(path))
-    ours = [n for n in names if n == LOCK_FILE or zio.LEFTOVER.fullmatch(n)]
+    ours = [n for n in names if n == LOCK_FILE or is_leftover(n)]
     if len(ours) == len(names):
         return "empty", []
     if CONFIG_FILE in names:
