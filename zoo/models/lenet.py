@@ -13,10 +13,14 @@ from zoo.registry import Recipe, register
                        "2x2 average pooling, C3 is fully connected to S2 and the output is a "
                        "10-way softmax instead of Euclidean RBF units (the paper's version "
                        "has about 60,000 trainable parameters)"),
-          # The paper's best LeNet-5 result trained on affinely distorted
-          # images; small random shifts play that role here.
-          recipe=Recipe(optimizer="adam", learning_rate=2e-3, epochs=60, batch_size=32,
-                        augment=("translation",), early_stopping_patience=20),
+          # Measured on Fashion-MNIST against plain Keras at equal wall clock
+          # (issue 20, README "Fast training"): batch 128 (many steps per
+          # execution), a one-cycle rate and label smoothing reach 0.899 in 20
+          # epochs where the former recipe (batch 32, constant 2e-3, random
+          # shifts standing in for the paper's distortions) had 0.862 after 10
+          # and a plain Keras script 0.896; the shifts slow the short run.
+          recipe=Recipe(optimizer="adam", learning_rate=3e-3, schedule="one_cycle", epochs=20,
+                        batch_size=128, label_smoothing=0.1, early_stopping_patience=20),
           test_kwargs={"num_classes": 3})
 def lenet5(*, input_shape=(32, 32, 1), num_classes=10, include_top=True, pooling=None,
            classifier_activation="softmax", name="lenet5"):
