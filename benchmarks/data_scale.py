@@ -259,9 +259,15 @@ def _result_line(record):
 
 def worker_index(folder):
     """Seconds of the zoo's header pass, cold then cached (None without zoo.images)."""
+    import zoo
+
     try:
         from zoo import images
     except ImportError:
+        images = None
+    # An editable install's finder serves a submodule the measured checkout
+    # lacks from the installed tree: that is not the measured code's.
+    if images is None or os.path.dirname(images.__file__) != os.path.dirname(zoo.__file__):
         print("RESULT " + json.dumps({"cold": None, "cached": None}), flush=True)
         return
     times = []
@@ -536,7 +542,8 @@ def main(argv=None):
                         help="kill a run whose RSS passes this")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run at most")
     parser.add_argument("--workers", type=int, default=2, help="processes writing JPEGs")
-    parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--json", help="also write every figure to this JSON file (after each N)")
+    parser.add_argument("--report", help="print the tables of a --json file written before")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-args", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -544,6 +551,12 @@ def main(argv=None):
         if args.worker.startswith("keras_"):
             exec(INSTRUMENT, {})
         WORKERS[args.worker](**json.loads(args.worker_args))
+        return 0
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        print(f"code {saved['code']} ({saved['commit']})")
+        report({int(n): records for n, records in saved["results"].items()}, args.runs)
         return 0
     if any(n < 10 * CLASSES for n in args.images):
         parser.error(f"--images must be at least {10 * CLASSES}. Received: {args.images}")
@@ -558,12 +571,12 @@ def main(argv=None):
         folder = image_folder(args.cache, n, workers=args.workers)
         with tempfile.TemporaryDirectory(dir=args.cache, prefix="runs_") as scratch:
             results[n] = measure(n, folder, code=code, scratch=scratch, args=args)
-    report(results, args.runs)
-    if args.json:
-        sys.path.insert(0, REPO)
-        from zoo import io as zio
+        if args.json:
+            sys.path.insert(0, REPO)
+            from zoo import io as zio
 
-        zio.write_json(args.json, {"code": code, "commit": commit, "results": results})
+            zio.write_json(args.json, {"code": code, "commit": commit, "results": results})
+    report(results, args.runs)
     return 0
 
 
