@@ -17,6 +17,15 @@ A run is finished once `metrics.json` exists; it is written last (after
 `model.keras`), so a kill at any moment leaves either an interrupted run
 (which resumes) or a finished one with its model.
 
+What `overwrite=True` may delete is one rule for every command
+(`check_replaceable`: train, fine-tune, tune, export): only a run, search or
+export this package wrote and holding nothing else, never the run being
+exported, the data, or the working, home or root directory.  Every command
+that writes a run or search directory holds its lock (`lock_run_dir`,
+`held`), and cleans what writes killed midway left there (`clean_leftovers`).
+Run files are read only as regular files inside the run (no link, FIFO or
+device; `zoo.io.open_regular`), within size limits.
+
 `open_run` is the lifecycle every writer of a run shares (`zoo.train`,
 `transfer.finetune`, `tuning.retrain_best` through `zoo.train`): lock,
 claim once the model is built, always unlock; `zoo.training.finish_run`
