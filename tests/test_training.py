@@ -336,7 +336,7 @@ def test_steps_per_execution_rule_follows_the_compute_per_step():
     assert choose(big, batch_size=128) == int(training.EXECUTION_MACS // (151_257_088 * 128))
     assert choose(big, batch_size=1024) == 1
     assert choose(small, batch_size=128, asked=7) == 7
-    assert choose(small, batch_size=128, custom_loop=True) == 1
+    assert choose(small, batch_size=128, one_step=True) == 1
 
 
 def test_ema_weights_are_evaluated_saved_and_reloaded(tmp_path):

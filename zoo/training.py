@@ -199,7 +199,8 @@ class Plan:
                          seed=self.seed, input_shape=tuple(self.bundle.input_shape),
                          augment=augment, classes=self.config.classes,
                          options=self.data_options, splits=self.bundle.arrays,
-                         one_hot=self.bundle.one_hot_labels)
+                         one_hot=self.bundle.one_hot_labels,
+                         workers=_worker_share(self.strategy))
 
     def record_split(self):
         """Write the split manifest (and any skipped images) into the run directory.
@@ -389,7 +390,8 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
                            tuple(user_model.inputs[0].shape[1:]) if user_model else None),
                        augment=recipe.augment, classes=classes, options=data_options,
                        one_hot=recipe.loss == "categorical_crossentropy",
-                       validation_split=validation_split, test_split=test_split)
+                       validation_split=validation_split, test_split=test_split,
+                       workers=_worker_share(strategy))
     run_plan = Plan(spec=spec, hooks=hooks, recipe=recipe, bundle=bundle, config=config,
                     model_kwargs=model_kwargs, seed=seed, strategy=strategy,
                     jit_compile=jit_compile, mixed_precision=mixed_precision,
@@ -399,6 +401,15 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
         check_split_manifest(run_dir, bundle.arrays, source=config.data)
     _record_data(run_plan)
     return run_plan
+
+
+def _worker_share(strategy):
+    """(workers, this worker's index) where each worker reads its own share of a stream, else None."""
+    if strategy is None or strategy == "default":
+        return None
+    from zoo.data import worker_share
+    from zoo.distribute import get_strategy
+    return worker_share(get_strategy(strategy))
 
 
 def _stream_options(data_options, *, skip_bad_images, cache):
@@ -670,7 +681,7 @@ EXECUTION_MACS = 1e11
 
 
 def choose_steps_per_execution(model, *, batch_size, steps_per_epoch=None, callbacks=(),
-                               asked="auto", custom_loop=False):
+                               asked="auto", one_step=False):
     """Training steps per call into TensorFlow (`compile(steps_per_execution=...)`).
 
     Small models are bound by the per-step overhead of `fit` (a call from
@@ -679,8 +690,7 @@ def choose_steps_per_execution(model, *, batch_size, steps_per_epoch=None, callb
     bound by compute, lose nothing.  The rule for "auto":
 
     - 1 where a callback needs every batch (`zoo.callbacks.needs_every_batch`:
-      batch hooks not written for steps_per_execution) or under the custom
-      multi-worker loop (it runs one step per call);
+      batch hooks not written for steps_per_execution);
     - else `MAX_STEPS_PER_EXECUTION` (32), lowered so that one execution
       stays under `EXECUTION_MACS` multiply-adds (`zoo.flops.count_macs` per
       example, at least the parameter count, times the batch), e.g. 19 for a
@@ -689,10 +699,14 @@ def choose_steps_per_execution(model, *, batch_size, steps_per_epoch=None, callb
 
     An integer `asked` is used as is (at most the epoch's steps); Keras then
     calls the batch hooks once per execution, with its last step's index.
+    `one_step` (any distribution strategy: `fit` passes it) forces 1: the
+    custom multi-worker loop runs one step per call, and Keras 3.15's
+    multi-step loop fails under MirroredStrategy ("You must feed a value for
+    placeholder tensor ... multi_step_on_iterator").
     """
     from zoo.callbacks import needs_every_batch
 
-    if custom_loop:
+    if one_step:
         return 1
     if asked != "auto":
         steps = int(asked)
@@ -712,6 +726,11 @@ def choose_steps_per_execution(model, *, batch_size, steps_per_epoch=None, callb
     if steps_per_epoch:
         steps = min(steps, int(steps_per_epoch))
     return max(1, steps)
+
+
+def _is_distributed(strategy):
+    """Whether `strategy` is one the user chose (not TensorFlow's default, no-op one)."""
+    return strategy is not None and type(strategy).__name__ != "_DefaultDistributionStrategy"
 
 
 def _set_steps_per_execution(model, steps):
@@ -789,7 +808,8 @@ def fit(run_plan, model, *, run_dir=None, epochs=None, callbacks=None, resume=Fa
     run_callbacks = finalize_last(run_callbacks)
     _set_steps_per_execution(model, choose_steps_per_execution(
         model, batch_size=bundle.batch_size, steps_per_epoch=steps_per_epoch,
-        callbacks=run_callbacks, asked=asked, custom_loop=uses_custom_loop(strategy)))
+        callbacks=run_callbacks, asked=asked,
+        one_step=uses_custom_loop(strategy) or _is_distributed(strategy)))
     if uses_custom_loop(strategy):
         # Keras 3 fit fails under MultiWorkerMirroredStrategy (keras-team/keras
         # issue 20585) and TPUStrategy (issue 19448). Once fixed, switching
