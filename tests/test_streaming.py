@@ -247,3 +247,42 @@ def test_cache_folder_keeps_decoded_examples(folder, tmp_path):
     assert sorted(sum(epochs[0], [])) == sorted(sum(epochs[1], []))  # same examples, from disk
     with pytest.raises(TypeError, match="cache must be a folder path"):
         data.load("lenet5", f"folder:{folder}", options={"cache": 3})
+
+
+def _values(dataset):
+    """The examples a pipeline yields, in order, by their image's grey value (unique per file)."""
+    return [int(round(float(image.mean()) * 255 / 8))
+            for xb, _ in dataset for image in xb.numpy()]
+
+
+def test_each_worker_decodes_its_own_share_once_per_epoch(folder):
+    source = f"folder:{folder}"
+    whole = data.load("lenet5", source, batch_size=4, input_shape=(32, 32, 3))
+    shares = [data.load("lenet5", source, batch_size=4, input_shape=(32, 32, 3),
+                        splits=whole.arrays, workers=(2, index)) for index in (0, 1)]
+    count = whole.num_examples["train"]
+    assert count % 2 == 1  # the split leaves one example over: it shows the remainder rule
+    # Each worker: its share only, under its own (OFF) sharding, at the per-worker batch.
+    for share in shares:
+        assert share.train.options().experimental_distribute.auto_shard_policy.name == "OFF"
+        assert int(share.train.cardinality()) == -(-(count // 2) // 2)
+        assert next(iter(share.train))[0].shape[0] == 2
+    train_ids = set(_values(whole.train))
+    for _ in range(2):  # two epochs: each iterator is the next epoch's order
+        order = _values(whole.train)
+        first, second = (_values(share.train) for share in shares)
+        assert len(first) == len(second) == count // 2
+        # The workers split that epoch's shuffled order: every other example,
+        # from the same order as the single pipeline's; the last one left over.
+        assert first == order[0:2 * (count // 2):2] and second == order[1:2 * (count // 2):2]
+        assert not set(first) & set(second)
+        assert set(first) | set(second) | {order[-1]} == train_ids
+    assert len(train_ids) == count
+    with pytest.raises(ValueError, match=r"train split has \d+ example\(s\), fewer than the "
+                                         r"40 workers"):
+        data.load("lenet5", source, batch_size=40, input_shape=(32, 32, 3), splits=whole.arrays,
+                  workers=(40, 0))
+    with pytest.raises(ValueError, match=r"multiple of the number of workers. Received: "
+                                         r"batch_size=5 for 2 workers"):
+        data.load("lenet5", source, batch_size=5, input_shape=(32, 32, 3), splits=whole.arrays,
+                  workers=(2, 0))

@@ -445,8 +445,62 @@ def pipeline(x, y, *, batch_size, input_shape=None, shuffle=False, seed=0, augme
                          "DATA")
 
 
+def worker_share(strategy):
+    """(number of workers, this worker's index) when each worker reads its own share, else None.
+
+    Under `MultiWorkerMirroredStrategy` with one replica per worker (a CPU,
+    or one accelerator, per process): the `tf.distribute.InputContext` the
+    strategy hands `distribute_datasets_from_function`, caught from one
+    call of it (the public way to learn it).  Several replicas per worker,
+    TPUs (one host reads for all its cores) and single-process strategies
+    return None: their pipelines stay as they are, sharded by tf.distribute.
+    """
+    import tensorflow as tf
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return None
+    contexts = []
+    strategy.distribute_datasets_from_function(
+        lambda context: contexts.append(context) or tf.data.Dataset.range(1))
+    context = contexts[0]
+    if context.num_input_pipelines < 2 or \
+            context.num_replicas_in_sync != context.num_input_pipelines:
+        return None
+    return context.num_input_pipelines, context.input_pipeline_id
+
+
+def check_workers(workers, count, what="train split"):
+    """`workers` as (number, index), refused where a worker would get no example."""
+    if workers is None:
+        return None
+    number, index = (int(v) for v in workers)
+    if number < 1 or not 0 <= index < number:
+        raise ValueError(f"workers must be (number of workers, worker index) with "
+                         f"0 <= index < number. Received: workers={tuple(workers)!r}")
+    if count < number:
+        raise ValueError(f"The {what} has {count} example(s), fewer than the {number} "
+                         f"workers that share it: use fewer workers or more data.")
+    return number, index
+
+
+def shard_for_worker(ds, count, workers):
+    """This worker's share of `ds` (`count` entries): every `number`-th, from its `index`.
+
+    The shares are disjoint and equal: each worker takes `count // number`
+    entries, so the last `count % number` (fewer than the workers) are left
+    out of that epoch (a different few each epoch when `ds` is reshuffled
+    before this).  Equal shares give every worker the same number of steps
+    and the same batch size at each step: a multi-worker step needs every
+    worker, and a padded or empty batch would be an example counted twice
+    or a batch-norm step over nothing.
+    """
+    if workers is None or workers[0] == 1:
+        return ds
+    number, index = workers
+    return ds.shard(number, index).take(count // number)
+
+
 def index_examples(splits, split, *, input_shape=None, one_hot_classes=None, shuffle=False,
-                   seed=0, image=True):
+                   seed=0, image=True, workers=None):
     """Unbatched (image, label) examples of one split of an `IndexSplits`, decoded lazily.
 
     Folder images: the paths (and labels) are sliced, shuffled by index when
@@ -456,23 +510,31 @@ def index_examples(splits, split, *, input_shape=None, one_hot_classes=None, shu
     numbered across the shards, and the split's records kept by that number;
     `shuffle` then shuffles the shard order every epoch and a 10,000-record
     buffer.
+
+    `workers` = (number, index): this worker's share only, taken after the
+    shuffle (the same seeded order on every worker) and before decoding, so
+    each worker decodes only its own examples (`shard_for_worker`); the
+    pipeline's auto-shard policy is then OFF.
     """
     import tensorflow as tf
     from zoo import images, streams
 
     ids, labels = splits.split(split)
+    workers = check_workers(workers, len(ids), f"{split} split")
     index = splits.index
     prepare = _prepare(input_shape, one_hot_classes, image)
     if isinstance(index, streams.StreamIndex):
-        return _stream_examples(splits, ids, labels, prepare, shuffle=shuffle, seed=seed), "DATA"
+        return _stream_examples(splits, ids, labels, prepare, shuffle=shuffle, seed=seed,
+                                workers=workers), "OFF" if workers else "DATA"
     decode = images.decoder(splits.image_shape[:2], splits.image_shape[-1])
     if isinstance(index, images.ImageIndex):
         paths = np.array([os.path.join(index.root, p) for p in index.paths[ids]], dtype=object)
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
         if shuffle:
             ds = ds.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
+        ds = shard_for_worker(ds, len(ids), workers)
         return ds.map(lambda path, label: prepare(decode(tf.io.read_file(path)), label),
-                      num_parallel_calls=tf.data.AUTOTUNE), "DATA"
+                      num_parallel_calls=tf.data.AUTOTUNE), "OFF" if workers else "DATA"
     # Record number -> this split's label, -1 for records of other splits.
     label_of = np.full(len(index.labels), -1, "int32")
     label_of[ids] = labels
@@ -490,13 +552,16 @@ def index_examples(splits, split, *, input_shape=None, one_hot_classes=None, shu
     ds = ds.filter(lambda record, label: label >= 0)
     if shuffle:
         ds = ds.shuffle(min(len(ids), 10_000), seed=seed, reshuffle_each_iteration=True)
+    # Each worker reads every record (the split is by record number, not by
+    # file) but parses and decodes only its share.
+    ds = shard_for_worker(ds, len(ids), workers)
     ds = ds.map(lambda record, label: prepare(
         decode(tf.io.parse_single_example(record, feature)[images.IMAGE_KEY]), label),
         num_parallel_calls=tf.data.AUTOTUNE)
-    return ds, ("FILE" if len(index.files) > 1 else "DATA")
+    return ds, ("OFF" if workers else "FILE" if len(index.files) > 1 else "DATA")
 
 
-def _stream_examples(splits, ids, labels, prepare, *, shuffle, seed):
+def _stream_examples(splits, ids, labels, prepare, *, shuffle, seed, workers=None):
     """A user's dataset or TFDS parts, numbered as they stream, keeping this split's examples.
 
     Only the parts holding some of `ids` are read; the shuffle is a seeded
@@ -519,11 +584,12 @@ def _stream_examples(splits, ids, labels, prepare, *, shuffle, seed):
     ds = ds.filter(lambda inputs, label: label >= 0)
     if shuffle:
         ds = ds.shuffle(min(len(ids), 10_000), seed=seed, reshuffle_each_iteration=True)
+    ds = shard_for_worker(ds, len(ids), workers)
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def index_pipeline(splits, split, *, batch_size, input_shape=None, shuffle=False, seed=0,
-                   augmenter=None, one_hot_classes=None, cache=None, image=True):
+                   augmenter=None, one_hot_classes=None, cache=None, image=True, workers=None):
     """A batched pipeline over one split of an `IndexSplits` (see `index_examples`).
 
     Args:
@@ -535,12 +601,20 @@ def index_pipeline(splits, split, *, batch_size, input_shape=None, shuffle=False
             examples (later epochs, tuning trials skip decoding); the shuffle
             then runs after the cache over a 10,000-example buffer. Defaults
             to None (decode every epoch; memory stays flat).
+        workers: (number of workers, this worker's index) to read only this
+            worker's share (see `index_examples`); `batch_size` is then the
+            per-worker batch. With `cache`, the shares are fixed (taken
+            before the cache, each worker caching its own) and shuffled
+            within. Defaults to None (all examples; tf.distribute shards).
     """
     import tensorflow as tf
+    workers = check_workers(workers, len(splits.split(split)[0]), f"{split} split")
     ds, policy = index_examples(splits, split, input_shape=input_shape,
                                 one_hot_classes=one_hot_classes, image=image,
-                                shuffle=shuffle and cache is None, seed=seed)
+                                shuffle=shuffle and cache is None, seed=seed, workers=workers)
     if cache is not None:
+        if workers:
+            cache = f"{cache}-worker{workers[1]}of{workers[0]}"
         ds = ds.cache(cache)
         if shuffle:
             ds = ds.shuffle(min(len(splits.split(split)[0]), 10_000), seed=seed,
@@ -649,7 +723,7 @@ def source_splits(spec, data, *, input_shape=None, options=None, seed=0, validat
 
 def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None,
          validation_split=0.1, test_split=0.2, augment=(), classes=None, options=None,
-         one_hot=False, splits=None, allowed_options=None):
+         one_hot=False, splits=None, allowed_options=None, workers=None):
     """Load `data` for a model as a validated `DataBundle`.
 
     Task-specific readers (text, time series) run before this, in
@@ -675,6 +749,11 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
             or a plan re-batching its data); `data` is then only named.
             Defaults to None.
         allowed_options: option names accepted; defaults to `GENERIC_OPTIONS`.
+        workers: (number of workers, this worker's index) under a multi-worker
+            strategy (`worker_share`): the training pipeline of a streamed
+            source then holds only this worker's share, batched at
+            `batch_size / number` (`batch_size` stays the global batch), for
+            `distribute_datasets_from_function`. Defaults to None.
     """
     from zoo.registry import get_spec
 
@@ -723,9 +802,10 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
     if streamed:
         key = splits.manifest()["hashes"]
         make = lambda name, **kw: index_pipeline(  # noqa: E731
-            splits, name, batch_size=batch_size, input_shape=shape, seed=seed,
+            splits, name, input_shape=shape, seed=seed,
             one_hot_classes=one_hot_classes, image=is_image,
-            cache=_cache_file(cache, name, (key[name], shape, one_hot_classes)), **kw)
+            cache=_cache_file(cache, name, (key[name], shape, one_hot_classes)),
+            **{"batch_size": batch_size, **kw})
         examples = {name: index_examples(splits, name, input_shape=shape, image=is_image,
                                          one_hot_classes=one_hot_classes)[0] for name in names}
     else:
@@ -733,8 +813,18 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
             *splits.split(name), batch_size=batch_size, input_shape=shape, seed=seed,
             one_hot_classes=one_hot_classes, image=is_image, **kw)
         examples = {}
+    train_kw = {}
+    if streamed and workers is not None and int(workers[0]) > 1:
+        # Each worker reads its own share of the training split (validation
+        # and test stay whole: tf.distribute shards the one, every worker
+        # evaluates the other on its own copy of the model).
+        if batch_size % int(workers[0]):
+            raise ValueError(f"The global batch_size must be a multiple of the number of "
+                             f"workers. Received: batch_size={batch_size} for "
+                             f"{int(workers[0])} workers")
+        train_kw = dict(workers=tuple(workers), batch_size=batch_size // int(workers[0]))
     return DataBundle(
-        train=make("train", shuffle=True, augmenter=augmenter),
+        train=make("train", shuffle=True, augmenter=augmenter, **train_kw),
         validation=make("validation"), test=make("test"),
         input_shape=tuple(model_shape), num_classes=splits.num_classes,
         class_names=splits.class_names, source=describe_source(data),

@@ -150,7 +150,15 @@ def _distribute(strategy, dataset, *, with_batches=False):
     if isinstance(strategy, tf.distribute.TPUStrategy):
         # TPUs need static shapes: drop the last partial global batch.
         dataset = dataset.rebatch(_batch_size(dataset), drop_remainder=True)
-    distributed = strategy.experimental_distribute_dataset(dataset)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+            dataset.options().experimental_distribute.auto_shard_policy
+            == tf.data.experimental.AutoShardPolicy.OFF):
+        # zoo.data made this worker's own share of a streamed source, batched
+        # per worker, with as many batches as every other worker's
+        # (`zoo.data.shard_for_worker`): handed over as it is.
+        distributed = strategy.distribute_datasets_from_function(lambda context: dataset)
+    else:
+        distributed = strategy.experimental_distribute_dataset(dataset)
     if not with_batches:
         return distributed
     cardinality = int(dataset.cardinality())
