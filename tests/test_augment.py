@@ -121,3 +121,20 @@ def test_only_training_split_is_augmented():
     # Reproducible: the same seed gives the same augmented epoch.
     again = load("resnet20", (x, y), batch_size=8, seed=0, augment=("crop", "flip"))
     np.testing.assert_array_equal(b, np.concatenate([np.asarray(c[0]) for c in again.train]))
+
+
+def test_erasing_replaces_one_rectangle_in_about_half_the_images_under_a_seed():
+    x, y = _images(n=64, size=16, channels=1)
+    first, _ = _apply(make_augmenter("erasing", seed=3), x, y)
+    again, _ = _apply(make_augmenter("erasing", seed=3), x, y)
+    other, _ = _apply(make_augmenter("erasing", seed=4), x, y)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert first.min() >= 0.0 and first.max() <= 1.0
+    changed = (first != x)[..., 0]
+    erased = changed.any(axis=(1, 2))
+    assert 16 <= erased.sum() <= 48  # probability 0.5 per image
+    for mask in changed[erased]:  # the changed pixels lie inside one rectangle
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert box.mean() > 0.5  # noise may equal a pixel (clipped to 0 or 1) here and there
