@@ -286,3 +286,54 @@ def test_each_worker_decodes_its_own_share_once_per_epoch(folder):
                                          r"batch_size=5 for 2 workers"):
         data.load("lenet5", source, batch_size=5, input_shape=(32, 32, 3), splits=whole.arrays,
                   workers=(2, 0))
+
+
+_KILLED_TRAIN = """
+import os, signal, sys
+import keras, numpy as np
+import zoo
+
+folder, kill, run_dirs = sys.argv[1], sys.argv[2] == "kill", sys.argv[3:]
+
+class Killer(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if self.kill and self.epoch == 1 and batch == 2:  # mid-epoch, after epoch 0's backup
+            os.kill(os.getpid(), signal.SIGKILL)
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+for run_dir in run_dirs:
+    killer = Killer()
+    killer.kill = kill and run_dir == run_dirs[-1]  # the last run of the list is killed
+    result = zoo.train("lenet5", data="folder:" + folder, epochs=3, batch_size=4, seed=1,
+                       deterministic=True, run_dir=run_dir, verbose=0, export=False,
+                       augment=("flip",), model_kwargs={"input_shape": (32, 32, 3)},
+                       callbacks=[killer])
+    np.savez(run_dir + ".weights.npz", *result.model.get_weights())
+"""
+
+
+def test_kill_then_resume_on_a_folder_ends_with_the_uninterrupted_weights(folder, tmp_path):
+    """kill -9 mid-epoch on a streamed source: the rerun replays that epoch's order and draws."""
+    import subprocess
+    import sys
+    env = {**os.environ, "ZOO_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+
+    def spawn(kill, *run_dirs):
+        return subprocess.run([sys.executable, "-c", _KILLED_TRAIN, str(folder), kill, *run_dirs],
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    # One process: the uninterrupted run, then the same run killed in epoch 1.
+    first = spawn("kill", full, killed)
+    assert first.returncode == -9, first.stderr[-2000:]
+    assert os.path.exists(full + ".weights.npz") and not os.path.exists(killed + ".weights.npz")
+    assert not os.path.exists(os.path.join(killed, "metrics.json"))
+    # The same command again resumes from epoch 0's backup and finishes.
+    second = spawn("go", killed)
+    assert second.returncode == 0, second.stderr[-2000:]
+    a, b = np.load(full + ".weights.npz"), np.load(killed + ".weights.npz")
+    assert len(a.files) == len(b.files) > 0
+    for key in a.files:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert zio.read_json(os.path.join(killed, "metrics.json"))
