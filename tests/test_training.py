@@ -395,3 +395,26 @@ def test_label_smoothing_applies_to_integer_labels():
     assert model.loss.label_smoothing == pytest.approx(0.1)
     plain = training.build_model(run_plan)
     assert type(plain.loss).__name__ == "SparseCategoricalCrossentropy"
+
+
+def test_an_interrupted_ema_run_resumes_to_the_same_weights(tmp_path):
+    import keras
+
+    class StopAtEpochTwo(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise Interrupted("simulated crash at the start of epoch 3")
+
+    recipe = zoo.registry.get_spec("mlp").recipe.replace(ema_momentum=0.9)
+    kwargs = dict(epochs=3, recipe=recipe, deterministic=True,
+                  model_kwargs={"hidden_units": (16,)})
+    whole = training.train("mlp", run_dir=str(tmp_path / "whole"), export=False, verbose=0,
+                           **kwargs)
+    with pytest.raises(Interrupted):
+        training.train("mlp", run_dir=str(tmp_path / "cut"), export=False, verbose=0,
+                       callbacks=[StopAtEpochTwo()], **kwargs)
+    resumed = training.train("mlp", run_dir=str(tmp_path / "cut"), export=False, verbose=0,
+                             **kwargs)
+    assert resumed.resumed  # the backup held the raw weights and their average
+    for a, b in zip(whole.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
