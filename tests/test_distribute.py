@@ -311,7 +311,26 @@ _WORKER = textwrap.dedent("""
     else:
         save("mlp", run("mlp", 3, export=index == 0))
         save("lenet5", run("lenet5", 1, export=False, augment=()))
+        # A streamed folder: each worker reads (and decodes) only its own share.
+        folder = train("lenet5", data="folder:" + os.path.join(out, "images"), epochs=1,
+                       batch_size=4, seed=0, strategy="multi_worker", verbose=0, augment=(),
+                       run_dir=os.path.join(out, f"folder_w{index}"), export=False)
+        save("folder", folder)
+        with open(os.path.join(out, f"folder_w{index}.share.json"), "w") as f:
+            json.dump({"policy": folder.bundle.train.options().experimental_distribute
+                       .auto_shard_policy.name, "batches": int(folder.bundle.train.cardinality()),
+                       "examples": folder.bundle.num_examples["train"]}, f)
 """)
+
+
+def _image_folder(root):
+    """Three classes of ten 32x32 PNGs, each a flat grey value."""
+    import tensorflow as tf
+    for c, name in enumerate(("a", "b", "c")):
+        os.makedirs(root / name)
+        for i in range(10):
+            pixels = np.full((32, 32, 3), 8 * (c * 10 + i), np.uint8)
+            (root / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
 
 
 def _launch(out, phase):
@@ -330,9 +349,11 @@ def test_two_local_workers_train_identically_resume_and_export(tmp_path):
     chief_dir = out / "mlp_w0"
     assert (chief_dir / "config.json").exists() and (chief_dir / "backup").is_dir()
     assert not (chief_dir / "metrics.json").exists()
-    # 2. The same command resumes from the chief's backup and finishes; then a small CNN.
+    # 2. The same command resumes from the chief's backup and finishes; then a small CNN,
+    # on digits and on a streamed image folder.
+    _image_folder(out / "images")
     assert _launch(out, "resumed") == 0
-    for name in ("mlp", "lenet5"):
+    for name in ("mlp", "lenet5", "folder"):
         w0, w1 = np.load(out / f"{name}_w0.npz"), np.load(out / f"{name}_w1.npz")
         assert len(w0.files) == len(w1.files) > 0
         for key in w0.files:  # every worker ends with identical weights
@@ -343,6 +364,9 @@ def test_two_local_workers_train_identically_resume_and_export(tmp_path):
         r0 = json.load(open(out / f"{name}_w0.json"))
         r1 = json.load(open(out / f"{name}_w1.json"))
         assert r0["metrics"]["test_accuracy"] == pytest.approx(r1["metrics"]["test_accuracy"])
+    # The folder's 21 training images: 10 per worker (one left over), 5 batches of 2 each.
+    shares = [json.load(open(out / f"folder_w{index}.share.json")) for index in (0, 1)]
+    assert shares[0] == shares[1] == {"policy": "OFF", "batches": 5, "examples": 21}
     chief = json.load(open(out / "mlp_w0.json"))
     assert chief["resumed"] is True
     history = chief["history"]
