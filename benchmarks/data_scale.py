@@ -11,7 +11,9 @@ for each N runs, each in a fresh process (peak RSS = that process's
   train     `zoo train lenet5 --arg input_shape=[224,224,3] --data folder:DIR --epochs 1`
             against the same LeNet-5 (`zoo.build`) fitted by plain Keras on
             `keras.utils.image_dataset_from_directory(DIR, image_size=(224, 224))`;
-  finetune  `zoo finetune keras:MobileNetV2 --data folder:DIR --head-epochs 1 --epochs 1`
+  finetune  `zoo finetune keras:MobileNetV2 --data folder:DIR --input-size 224
+            --head-epochs 1 --epochs 1` (without --input-size a folder is fine-tuned
+            at the zoo's default folder size, 64x64)
             against keras.applications.MobileNetV2 (frozen) + a Dense head fitted
             by plain Keras on the same Keras pipeline;
   pipeline  images/s of the zoo's own training pipeline alone (`zoo.training.plan`
@@ -381,7 +383,8 @@ def measure(n, folder, *, code, scratch, args):
                               f"input_shape=[{SIZE},{SIZE},3]", "--verbose", "2",
                               "--no-export", "--out", os.path.join(scratch, "run_train")),
         "keras_train": _worker("keras_train", folder=folder),
-        "zoo_finetune": _zoo_cli("finetune", BACKBONE, "--data", data, "--head-epochs", "1",
+        "zoo_finetune": _zoo_cli("finetune", BACKBONE, "--data", data, "--input-size", str(SIZE),
+                                 "--head-epochs", "1",
                                  "--epochs", "1", "--batch-size", str(TRAIN_BATCH),
                                  "--verbose", "2", "--no-export", "--out",
                                  os.path.join(scratch, "run_finetune"),
