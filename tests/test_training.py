@@ -102,7 +102,7 @@ def test_the_run_lifecycle_always_unlocks(tmp_path):
     assert not os.path.exists(run_dir)  # created here and left empty: removed again
     with pytest.raises(Interrupted):
         with zoo.runs.open_run(run_dir) as run:
-            config = zoo.runs.RunConfig(model="mlp")
+            config = zoo.runs.RunConfig(model="mlp", input_shape=[64])
             run.claim(config, resumed=False)
             assert config.started and not _lock_is_free(run_dir)
             raise Interrupted  # e.g. a kill of fit: the claimed run stays to resume

@@ -676,8 +676,7 @@ def _quantize_data(run_dir, config, model, bundle=None):
                          f"{len(getattr(model, 'inputs', None) or ())} inputs in "
                          f"run_dir={run_dir!r}")
     if bundle is None:
-        from zoo.tasks import get_hooks
-        from zoo.training import load_data
+        from zoo.tasks import get_hooks, load_data
         if config.data == "<arrays>":
             raise ValueError(f"This run was trained on in-memory arrays; a quantized export "
                              f"needs its data to calibrate and score on. Received: "

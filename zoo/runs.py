@@ -992,7 +992,7 @@ def load_model(path):
     import keras
 
     import zoo.models.layers  # noqa: F401  (registers the zoo's custom objects)
-    import zoo.callbacks  # noqa: F401  (and schedules: OneCycle)
+    import zoo.schedules  # noqa: F401  (and the schedules: OneCycle)
     import zoo.losses  # noqa: F401  (and losses)
     if not os.path.lexists(path):
         raise RunError(f"File not found: {path}")

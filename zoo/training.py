@@ -36,7 +36,7 @@ from zoo import checks, plots, runs
 from zoo import io as zio
 from zoo.registry import LOSSES, OPTIMIZERS, SCHEDULES, ModelSpec, Recipe, custom_spec, get_spec
 from zoo.runs import load_run  # noqa: F401  (public here too: `zoo.training.load_run`)
-from zoo.tasks import get_hooks, output_width
+from zoo.tasks import get_hooks, load_data, output_width  # noqa: F401  (load_data: public here too)
 
 
 @dataclasses.dataclass
@@ -261,31 +261,6 @@ def check_split_manifest(run_dir, splits, *, source, what="resume"):
                      f"examples ({'; '.join(changes)}); the run's split is recorded in {path}. "
                      f"Restore the data, or start a new run (overwrite=True, --overwrite). "
                      f"Received: data={source!r}")
-
-
-def load_data(spec, data="digits", *, hooks=None, options=None, splits=None, **kwargs):
-    """Read `data` for `spec` through its task's reader, then `zoo.data.load`.
-
-    The composition of the task hooks (`load_source`, `prepare_data`) with the
-    generic data module; `kwargs` go to `zoo.data.load` (batch_size, seed,
-    input_shape, augment, classes, one_hot, validation_split, test_split).
-    """
-    from zoo import data as zdata
-
-    spec = get_spec(spec) if isinstance(spec, str) else spec
-    hooks = hooks or get_hooks(spec)
-    allowed = {*zdata.GENERIC_OPTIONS, *hooks.data_options}
-    options = zdata.check_options(spec, options, allowed)
-    if splits is None and data is not None:
-        zdata.check_data_argument(data)
-        # Tasks that read their own sources (text, time series) also split them.
-        splits = hooks.load_source(spec, data, {
-            **options, "seed": kwargs.get("seed", 0),
-            "validation_split": kwargs.get("validation_split", 0.1),
-            "test_split": kwargs.get("test_split", 0.2), "classes": kwargs.get("classes")})
-    bundle = zdata.load(spec, data, options=options, splits=splits, allowed_options=allowed,
-                        **kwargs)
-    return hooks.prepare_data(spec, bundle)
 
 
 def _is_keras_model(obj):

@@ -158,3 +158,30 @@ def get_hooks(spec):
         raise TypeError(f"hooks of model '{spec.name}' must be a zoo.tasks.TaskHooks subclass "
                         f"or instance. Received: {type(hooks).__name__}")
     return hooks
+
+
+def load_data(spec, data="digits", *, hooks=None, options=None, splits=None, **kwargs):
+    """Read `data` for `spec` through its task's reader, then `zoo.data.load`.
+
+    The composition of the task hooks (`load_source`, `prepare_data`) with the
+    generic data module; `kwargs` go to `zoo.data.load` (batch_size, seed,
+    input_shape, augment, classes, one_hot, validation_split, test_split).
+    """
+    from zoo import data as zdata
+
+    from zoo.registry import get_spec
+
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    hooks = hooks or get_hooks(spec)
+    allowed = {*zdata.GENERIC_OPTIONS, *hooks.data_options}
+    options = zdata.check_options(spec, options, allowed, data=data)
+    if splits is None and data is not None:
+        zdata.check_data_argument(data)
+        # Tasks that read their own sources (text, time series) also split them.
+        splits = hooks.load_source(spec, data, {
+            **options, "seed": kwargs.get("seed", 0),
+            "validation_split": kwargs.get("validation_split", 0.1),
+            "test_split": kwargs.get("test_split", 0.2), "classes": kwargs.get("classes")})
+    bundle = zdata.load(spec, data, options=options, splits=splits, allowed_options=allowed,
+                        **kwargs)
+    return hooks.prepare_data(spec, bundle)
