@@ -157,7 +157,13 @@ class Plan:
         return loss
 
     def steps_per_epoch(self, batch_size=None):
-        return -(-self.bundle.num_examples["train"] // (batch_size or self.bundle.batch_size))
+        batch_size = batch_size or self.bundle.batch_size
+        # The pipeline's own count where known: a worker's share of a stream
+        # (`zoo.data.shard_for_worker`) leaves out a remainder, so its steps
+        # can be one fewer than the whole split's.
+        steps = int(self.bundle.train.cardinality()) if batch_size == self.bundle.batch_size \
+            and hasattr(self.bundle.train, "cardinality") else -1
+        return steps if steps > 0 else -(-self.bundle.num_examples["train"] // batch_size)
 
     def builder_kwargs(self, model_kwargs=None):
         """Builder arguments: the caller's, then the sizes only the data knows."""
