@@ -30,16 +30,14 @@ Sources (`data=`):
 """
 
 import dataclasses
-import gzip
 import os
-import struct
 from typing import Optional
 
 import numpy as np
 
 from zoo import checks
-from zoo.readers import DataUnavailableError, read_feature_csv, read_tfds
-from zoo.splits import ArraySplits, IndexSplits, make_splits  # noqa: F401 (ArraySplits: API)
+from zoo.readers import DataUnavailableError, read_feature_csv, read_idx, read_npz, read_tfds
+from zoo.splits import ArraySplits, IndexSplits, make_splits, normalize_arrays  # noqa: F401
 
 FASHION_MNIST_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
                        "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
@@ -168,12 +166,7 @@ def _load_digits():
 
 
 def _read_idx(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        magic = struct.unpack(">I", f.read(4))[0]
-        ndim = magic & 0xFF
-        dims = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
-        return np.frombuffer(f.read(), dtype=np.uint8).reshape(dims)
+    return read_idx(path)  # checked: a damaged file is one line naming it
 
 
 def _idx_file(folder, stem):
@@ -193,6 +186,12 @@ def _load_idx_folder(folder):
     if missing:
         raise DataUnavailableError(f"IDX folder {folder!r} lacks {missing} (optionally .gz).")
     arrays = {k: _read_idx(p) for k, p in paths.items()}
+    for part in ("train", "test"):
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise ValueError(f"IDX files do not match: {paths[f'x_{part}']} holds images of "
+                             f"shape {x.shape} and {paths[f'y_{part}']} labels of shape "
+                             f"{y.shape}; expected (N, height, width) images and N labels.")
     return ((arrays["x_train"][..., None], arrays["y_train"].astype("int32")),
             (arrays["x_test"][..., None], arrays["y_test"].astype("int32")))
 
@@ -237,14 +236,14 @@ def _load_keras_dataset(name):
 
 def _read_keras_cache(name, paths):
     """((x_train, y_train), (x_test, y_test)) from the files Keras caches, without Keras's loader."""
+    import pickle
+    import tarfile
     try:
         if name == "mnist":
-            with np.load(paths[0], allow_pickle=False) as f:
-                return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+            f = read_npz(paths[0])
+            return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
         if name == "fashion_mnist":
             return _load_idx_folder(os.path.dirname(paths[0]))
-        import tarfile
-
         from keras.src.datasets.cifar import load_batch  # Keras's restricted unpickler
         target = paths[0][:-len("_archive")]
         inner = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
@@ -261,9 +260,13 @@ def _read_keras_cache(name, paths):
             train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
             return train, batch("test_batch", "labels")
         return batch("train", "fine_labels"), batch("test", "fine_labels")
-    except (OSError, KeyError, ValueError, EOFError) as err:
+    except (OSError, KeyError, ValueError, EOFError, AttributeError, TypeError, IndexError,
+            pickle.UnpicklingError, tarfile.TarError) as err:
+        # Keras's restricted unpickler refuses a malicious batch file with an
+        # UnpicklingError; a damaged one fails in any of these ways.
         raise DataUnavailableError(f"The cached files of dataset {name!r} cannot be read "
-                                   f"({err}): {', '.join(paths)}") from None
+                                   f"({type(err).__name__}: {err}); delete them to download "
+                                   f"again: {', '.join(paths)}") from None
 
 
 def _load_tfds(name):
@@ -278,19 +281,44 @@ def _load_tfds(name):
     return stack(train), (stack(test) if test is not None else None), class_names
 
 
+NPZ_KEYS = ("x", "y", "x_train", "y_train", "x_test", "y_test")
+
+
 def _load_npz(path):
+    """(train, test or None, None) of an npz: x, y or x_train, y_train[, x_test, y_test].
+
+    Every array in the file is read or refused: a test part without its
+    other half, x beside x_train, or an array of another name is named,
+    never silently dropped.
+    """
+    source = f"data='npz:{path}'"
     if not os.path.isfile(path):
-        raise ValueError(f"File does not exist. Received: data='npz:{path}'")
-    with np.load(path, allow_pickle=False) as f:
-        keys = set(f.files)
-        if {"x_train", "y_train"} <= keys:
-            train = (f["x_train"], f["y_train"])
-            test = (f["x_test"], f["y_test"]) if {"x_test", "y_test"} <= keys else None
-        elif {"x", "y"} <= keys:
-            train, test = (f["x"], f["y"]), None
-        else:
-            raise ValueError(f"npz file must hold arrays x, y or x_train, y_train[, x_test, "
-                             f"y_test]. Received keys {sorted(keys)} in data='npz:{path}'")
+        raise ValueError(f"File does not exist. Received: {source}")
+    f = read_npz(path, source=source)
+    keys = set(f)
+    allowed = "x, y or x_train, y_train[, x_test, y_test]"
+    other = sorted(keys - set(NPZ_KEYS))
+    if other:
+        raise ValueError(f"npz file must hold arrays {allowed}; it also holds {other}, which "
+                         f"would not be read. Received keys {sorted(keys)} in {source}")
+    if keys & {"x", "y"} and keys & {"x_train", "y_train"}:
+        raise ValueError(f"npz file must hold arrays {allowed}, not both x/y and x_train/"
+                         f"y_train. Received keys {sorted(keys)} in {source}")
+    stem = "_train" if keys & {"x_train", "y_train"} else ""
+    for pair in ((f"x{stem}", f"y{stem}"), ("x_test", "y_test")):
+        present = [k for k in pair if k in keys]
+        if not present and pair[0] == "x_test":
+            continue
+        if not present:
+            raise ValueError(f"npz file must hold arrays {allowed}. Received keys "
+                             f"{sorted(keys)} in {source}")
+        if len(present) == 1:
+            missing = pair[1] if present[0] == pair[0] else pair[0]
+            raise ValueError(f"npz file holds {present[0]!r} but no {missing!r}: both are "
+                             f"needed ({allowed}); nothing is dropped silently. Received keys "
+                             f"{sorted(keys)} in {source}")
+    train = (f[f"x{stem}"], f[f"y{stem}"])
+    test = (f["x_test"], f["y_test"]) if "x_test" in keys else None
     return train, test, None
 
 
@@ -318,8 +346,8 @@ def read_source(data, *, image_size=None, options=None):
                          f"Received: data={data!r}")
     if prefix == "npz":
         return _load_npz(rest)
-    x, y, class_names = read_feature_csv(rest, options.get("label_column"))
-    return (x, y), None, class_names
+    x, y, _, _ = read_feature_csv(rest, options.get("label_column"))
+    return (x, y), None, None  # raw label cells: zoo.splits.normalize_arrays reads them
 
 
 # -------------------------------------------------------------------------- shapes
@@ -634,14 +662,40 @@ GENERIC_OPTIONS = {
 SWITCH_OPTIONS = ("skip_bad_images",)
 
 
-def check_options(spec, options, allowed=None):
-    """A copy of the data `options`, refused if one is not in `allowed`.
+# The kinds of source each data option is read for (`source_kind`); given with
+# any other source it would be ignored, so it is refused.  An option not
+# listed applies to every source.
+OPTION_SOURCES = {
+    "label_column": ("csv",), "text_column": ("csv",), "target": ("csv",),
+    "features": ("csv",), "lookback": ("csv",), "horizon": ("csv",), "season": ("csv",),
+    "sequence_length": ("csv", "folder", "tfds"),
+    "skip_bad_images": ("folder",),
+    "cache": ("folder", "tfrecord", "tfds", "dataset"),
+}
+
+
+def source_kind(data):
+    """The kind of a data argument: a prefix ("csv", "npz", ...), "named", "arrays" or "dataset"."""
+    if isinstance(data, str):
+        prefix, sep, _ = data.partition(":")
+        return prefix if sep and prefix in PREFIXES else "named"
+    if isinstance(data, tuple) and len(data) == 2 and not any(
+            hasattr(part, "element_spec") for part in data):
+        return "arrays"
+    return "dataset"
+
+
+def check_options(spec, options, allowed=None, *, data=None):
+    """A copy of the data `options`, refused if one is not in `allowed` or not read for `data`.
 
     Args:
         spec: the `ModelSpec` (named in the message).
         options: dict of data options, or None.
         allowed: option names accepted (the generic ones and the task's
             `data_options`); None accepts `GENERIC_OPTIONS`. Defaults to None.
+        data: the source; an option it does not read (`OPTION_SOURCES`, e.g.
+            label_column with data='digits') is refused, never ignored.
+            Defaults to None (not checked).
     """
     options = dict(options or {})
     allowed = set(GENERIC_OPTIONS if allowed is None else allowed)
@@ -649,6 +703,17 @@ def check_options(spec, options, allowed=None):
     if unknown:
         raise ValueError(f"Unknown data option(s) {unknown} for model '{spec.name}'. "
                          f"Allowed: {sorted(allowed)}")
+    if data is not None:
+        kind = source_kind(data)
+        for option, value in options.items():
+            kinds = OPTION_SOURCES.get(option)
+            if kinds and kind not in kinds and value not in (None, False):
+                shown = {"arrays": "(x, y) arrays from Python", "dataset": "a tf.data.Dataset",
+                         "named": f"data={data!r} (a named dataset)"}.get(kind, f"data={data!r}")
+                sources = ", ".join(f"{k}:" for k in kinds if k in PREFIXES) + " sources" + (
+                    " or a tf.data.Dataset" if "dataset" in kinds else "")
+                raise ValueError(f"Data option {option} does not apply to {shown}; it is read "
+                                 f"only for {sources}. Received: {option}={value!r}")
     return options
 
 
@@ -717,7 +782,19 @@ def source_splits(spec, data, *, input_shape=None, options=None, seed=0, validat
     image_size = None
     if spec.input_kind == "image" and spec.input_policy == "resize":
         image_size = tuple((input_shape or spec.input_shape)[:2])
-    train, test, class_names = read_source(data, image_size=image_size, options=options)
+    where, labels = None, "y"
+    if isinstance(data, str) and data.startswith("csv:"):
+        # The CSV's rows are named in label messages ("PATH line L").
+        x, y, where, column = read_feature_csv(data[4:], options.get("label_column"))
+        train, test, class_names = (x, y), None, None
+        labels = f"label_column={column!r}"
+    else:
+        train, test, class_names = read_source(data, image_size=image_size, options=options)
+    # One rule set for arrays (npz, CSV, Python): feature axes, (N, 1) and
+    # one-hot labels, names, NaN and fractional labels.
+    train, test, class_names = normalize_arrays(
+        train, test, task=task, class_names=class_names, where=where, labels=labels,
+        source=f"data={data!r}" if isinstance(data, str) else "the (x, y) arrays")
     return make_splits(train, test, task=task, class_names=class_names, **fractions)
 
 
@@ -764,7 +841,7 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
     if isinstance(augment, str):
         raise TypeError(f"augment must be a list of augmentation names, not a string. "
                         f"Received: augment={augment!r}")
-    options = check_options(spec, options, allowed_options)
+    options = check_options(spec, options, allowed_options, data=data)
     _check_stream_options(options, data)
     from zoo import augment as augment_module
     if augment:

@@ -56,11 +56,37 @@ class CsvTable:
         return f"{self.path} line {self.lines[n]}"
 
 
+# Delimiters a CSV file may use besides the comma (spreadsheets in many locales
+# write ";", exports often "\t"); csv.Sniffer picks among these only.
+OTHER_DELIMITERS = ";\t|"
+# The largest CSV field read (csv's default is 131,072 characters): a longer one
+# is a damaged file or a binary pasted in, refused by name.
+MAX_CSV_FIELD = 1 << 20
+
+
+def _delimiter(path, sample):
+    """"," unless the header is one comma-field that another delimiter splits (csv.Sniffer)."""
+    header = sample.splitlines()[0] if sample else ""
+    if "," in header or not any(d in header for d in OTHER_DELIMITERS):
+        return ","
+    try:
+        return csv.Sniffer().sniff(sample, delimiters="," + OTHER_DELIMITERS).delimiter
+    except csv.Error:
+        raise ValueError(f"{path} is not comma-separated and its delimiter cannot be "
+                         f"detected (header {header[:80]!r}); expected comma-separated "
+                         f"values.") from None
+
+
 def read_csv(path):
     """Read a CSV file with a header row.
 
-    Blank lines are skipped; a row with a different number of fields than
-    the header raises, naming its line.
+    Comma-separated, UTF-8 (a byte-order mark is skipped); a file whose
+    header holds no comma but ";", tab or "|" is read with that delimiter
+    (detected by `csv.Sniffer`).  Blank lines are skipped; a row with a
+    different number of fields than the header raises, naming its line.
+    Anything that is not such a file (not UTF-8, a field over
+    `MAX_CSV_FIELD` characters, NUL bytes, a FIFO or device) raises one
+    `ValueError` naming the file.
 
     Args:
         path: the file (as in `data="csv:PATH"`).
@@ -68,16 +94,35 @@ def read_csv(path):
     Returns:
         A `CsvTable`.
     """
+    from zoo import io as zio
+
     if not os.path.isfile(path):
         raise ValueError(f"File does not exist. Received: data='csv:{path}'")
     rows, lines = [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                rows.append(row)
-                lines.append(reader.line_num)
+    limit = csv.field_size_limit()
+    try:
+        csv.field_size_limit(MAX_CSV_FIELD)
+        with zio.open_regular(path, newline="", encoding="utf-8-sig", follow=True) as f:
+            delimiter = _delimiter(path, f.read(64 * 1024))
+            f.seek(0)
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next(reader, None)
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    rows.append(row)
+                    lines.append(reader.line_num)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 (byte 0x{err.object[err.start]:02x} at offset "
+                         f"{err.start} is not valid UTF-8; Latin-1 or another encoding?): save "
+                         f"it as UTF-8. Received: data='csv:{path}'") from None
+    except csv.Error as err:
+        line = f" line {reader.line_num}" if "reader" in locals() else ""
+        detail = (f"a field longer than {MAX_CSV_FIELD} characters"
+                  if "field larger" in str(err) else str(err))
+        raise ValueError(f"{path}{line} cannot be read as CSV ({detail}). Received: "
+                         f"data='csv:{path}'") from None
+    finally:
+        csv.field_size_limit(limit)
     if header is None or not rows:
         raise ValueError(f"CSV file has no data rows. Received: data='csv:{path}'")
     header = [h.strip() for h in header]
@@ -142,26 +187,47 @@ def read_feature_csv(path, label_column=None):
         label_column: the label's column; None takes the last. Defaults to None.
 
     Returns:
-        (float32 features (rows, columns), int32 labels, class names or None).
-        Integer labels are kept as class ids (class names None); any other
-        labels are encoded by `encode_labels`.
+        (float32 features (rows, columns), the label cells as a str array,
+        each row's place "PATH line L", the label column's name).  The labels are read by the one
+        label rule for arrays (`zoo.splits.normalize_arrays`): class ids,
+        names, or numbers (regression), the same as an npz's.
     """
     table = read_csv(path)
     label_column = label_column or table.header[-1]
     label_index = table.index("label_column", label_column)
+    if len(table.header) < 2:
+        raise ValueError(f"{path} has a single column ({table.header[0]!r}); expected "
+                         f"comma-separated feature columns and a label column. Received: "
+                         f"data='csv:{path}'")
     features = []
+    names = [h for i, h in enumerate(table.header) if i != label_index]
     for n, row in enumerate(table.rows):
-        try:
-            features.append([float(v) for i, v in enumerate(row) if i != label_index])
-        except ValueError as err:
-            raise ValueError(f"Non-numeric feature value in {table.where(n)}: {err}") from err
-    labels = [row[label_index].strip() for row in table.rows]
+        values = []
+        for name, cell in zip(names, (v for i, v in enumerate(row) if i != label_index)):
+            value = _parse_float(cell)
+            if value is None or abs(value) > FLOAT32_MAX:
+                what = ("missing" if not cell.strip() else
+                        "outside float32's range" if value is not None or _is_number(cell)
+                        else "non-numeric")
+                raise ValueError(f"Non-numeric feature value in {table.where(n)}: column "
+                                 f"{name!r} is {what} ({cell[:40]!r}); feature columns must "
+                                 f"be finite numbers.")
+            values.append(value)
+        features.append(values)
+    labels = np.array([row[label_index].strip() for row in table.rows], dtype=str)
+    return (np.array(features, "float32"), labels,
+            [table.where(n) for n in range(len(table.rows))], label_column)
+
+
+FLOAT32_MAX = float(np.finfo("float32").max)
+
+
+def _is_number(text):
     try:
-        return np.array(features, "float32"), np.array([int(v) for v in labels], "int32"), None
+        float(text)
     except ValueError:
-        y, names = encode_labels(labels, argument=f"label_column={label_column!r}",
-                                 where=[table.where(n) for n in range(len(labels))])
-        return np.array(features, "float32"), y, names
+        return False
+    return True
 
 
 def _parse_float(text):
@@ -351,3 +417,114 @@ def read_tfds(name):
     test = read("test") if not split and has_test else None
     label = builder.info.features["label"] if "label" in builder.info.features else None
     return train, test, list(getattr(label, "names", None) or []) or None
+
+
+# ------------------------------------------------------------------- npz and IDX
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npz(path, *, source=None):
+    """Every array of an .npz archive, read whole, or one line naming the file.
+
+    Pickled (object) arrays are refused (loading them can run code); a
+    `.npy` file, a zero-byte, truncated or otherwise damaged archive is
+    named as such.
+
+    Args:
+        path: the file.
+        source: how the user named it, for messages (e.g. "data='npz:x.npz'").
+            Defaults to the path.
+
+    Returns:
+        {key: numpy array}.
+    """
+    import zipfile
+    import zlib
+
+    from zoo import io as zio
+
+    source = source or path
+    try:
+        with zio.open_regular(path, "rb", follow=True) as f:
+            head = f.read(len(NPY_MAGIC))
+            if head == NPY_MAGIC:
+                raise ValueError(f"{path} is a .npy file, not an .npz archive: save the arrays "
+                                 f"with np.savez(PATH, x=..., y=...). Received: {source}")
+            f.seek(0)
+            try:
+                archive = np.load(f, allow_pickle=False)
+            except ValueError as err:
+                if "pickled" in str(err):
+                    raise ValueError(f"{path} is a pickle, not an .npz archive; pickles are "
+                                     f"not loaded (they can run code). Received: {source}") \
+                        from None
+                raise
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError(f"{path} is not an .npz archive. Received: {source}")
+            with archive:
+                arrays = {}
+                for key in archive.files:
+                    try:
+                        arrays[key] = archive[key]
+                    except ValueError as err:
+                        if "allow_pickle" in str(err):
+                            raise ValueError(f"{path} holds a pickled (object) array {key!r}; "
+                                             f"it is not loaded (pickles can run code): save "
+                                             f"numbers or strings. Received: {source}") from None
+                        raise
+                return arrays
+    except FileNotFoundError:
+        raise ValueError(f"File does not exist. Received: {source}") from None
+    except ValueError as err:
+        if str(err).endswith(f"Received: {source}") or str(err).endswith(f": {path}"):
+            raise
+        raise ValueError(f"File is damaged: {path} cannot be read as an .npz archive ({err}). "
+                         f"Received: {source}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as err:
+        raise ValueError(f"File is damaged: {path} cannot be read as an .npz archive "
+                         f"({type(err).__name__}: {err or 'empty'}). Received: {source}") from None
+
+
+# IDX type codes (LeCun's format): only unsigned bytes are read, as in MNIST.
+IDX_UBYTE = 0x08
+
+
+def read_idx(path):
+    """The array of an IDX file (MNIST / Fashion-MNIST, optionally gzipped), checked.
+
+    The header (two zero bytes, type 0x08, number of axes, each axis' size)
+    must be whole and the data exactly as long as it says; anything else
+    raises one `ValueError` naming the file.
+    """
+    import gzip
+    import struct
+    import zlib
+
+    from zoo import io as zio
+
+    try:
+        with zio.open_regular(path, "rb", follow=True) as raw:
+            f = gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+            header = f.read(4)
+            if len(header) < 4:
+                raise ValueError(f"IDX file is damaged: {len(header)} bytes where a 4-byte "
+                                 f"header is needed: {path}")
+            zero, kind, ndim = struct.unpack(">HBB", header)
+            if zero != 0 or kind != IDX_UBYTE or not 1 <= ndim <= 4:
+                raise ValueError(f"Not an unsigned-byte IDX file (header {header.hex()}; "
+                                 f"expected 0000 08 and 1-4 axes): {path}")
+            dims_bytes = f.read(4 * ndim)
+            if len(dims_bytes) < 4 * ndim:
+                raise ValueError(f"IDX file is damaged: shorter than its {4 + 4 * ndim}-byte "
+                                 f"header: {path}")
+            dims = struct.unpack(">" + "I" * ndim, dims_bytes)
+            size = int(np.prod(dims, dtype="int64"))
+            body = f.read(size + 1)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"IDX file is damaged ({type(err).__name__}: {err}): {path}") from None
+    if len(body) != size:
+        raise ValueError(f"IDX file is damaged: its header says {size} bytes of data "
+                         f"(shape {dims}) but it holds "
+                         f"{len(body) if len(body) <= size else 'more'}: {path}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)

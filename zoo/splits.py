@@ -141,6 +141,190 @@ def stream_splits(index, *, image_shape, class_names=None, seed=0, validation_sp
     return IndexSplits(**fields, index=index, image_shape=tuple(image_shape))
 
 
+# ------------------------------------------------------------- arrays: one rule set
+
+
+def _place(where, n, argument):
+    return where[n] if where is not None else f"{argument}[{n}]"
+
+
+def _from_one_hot(y, argument):
+    """Class ids of one-hot rows (N, K); soft or multi-hot rows are refused."""
+    values = np.asarray(y, "float64")
+    hard = np.isin(values, (0.0, 1.0)).all(axis=1) & (values.sum(axis=1) == 1)
+    if not hard.all():
+        n = int(np.argmin(hard))
+        raise ValueError(f"{argument} of shape {tuple(y.shape)} must be one-hot (one 1 per row, "
+                         f"else 0) or class ids of shape (N,) or (N, 1); soft or multi-label "
+                         f"rows are not read. Received: {argument}[{n}]="
+                         f"{np.round(values[n][:10], 4).tolist()}")
+    return values.argmax(axis=1)
+
+
+def _numeric_labels(values, argument, where):
+    """float64 labels -> int64 class ids: finite, whole, within int32."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        n = int(np.argmax(bad))
+        raise ValueError(f"{argument} has {int(bad.sum())} missing or infinite label(s) "
+                         f"(the first, {values[n]}, at {_place(where, n, argument)}); every "
+                         f"example needs a class label.")
+    fractional = np.mod(values, 1) != 0
+    if fractional.any():
+        n = int(np.argmax(fractional))
+        raise ValueError(f"Classification labels must be integers (class ids 0..k-1) or names. "
+                         f"Received: {argument} labels like {values[fractional][:3].tolist()} "
+                         f"(the first at {_place(where, n, argument)})")
+    large = np.abs(values) > np.iinfo("int32").max
+    if large.any():
+        n = int(np.argmax(large))
+        raise ValueError(f"Labels must be class ids 0..k-1. Received: {argument} label "
+                         f"{values[n]:g} at {_place(where, n, argument)}")
+    return values.astype("int64")
+
+
+def class_labels(y, *, argument="y", where=None):
+    """Classification labels as int64 class ids, by the one rule for every array source.
+
+    - Shape (N,) or (N, 1) (what many Keras loaders give): squeezed.
+    - One-hot (N, K): the class ids (argmax), with K classes.  Training
+      keeps integer ids (stratified splits, `classes=`, the sparse losses);
+      `one_hot=True` or MixUp/CutMix one-hot them again in the pipeline.
+    - Numbers (ints, or floats / strings that are whole numbers): kept as
+      class ids; NaN, inf, fractions and values beyond int32 are refused,
+      naming the first place.
+    - Names (strings, bytes): encoded as `zoo.readers.encode_labels` does
+      for a CSV (numbers first, then names), the names recorded.
+
+    Args:
+        y: the labels (any array-like).
+        argument: what they came from, for messages. Defaults to "y".
+        where: each label's place ("PATH line L"), for messages. Defaults to
+            None (`argument[i]`).
+
+    Returns:
+        (class ids, class names or None).
+    """
+    from zoo.readers import encode_labels
+
+    y = np.asarray(y)
+    names = None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    elif y.ndim == 2 and y.dtype.kind in "biuf" and y.shape[1] > 1:
+        names = [str(i) for i in range(y.shape[1])]  # K columns: K classes, even unseen ones
+        y = _from_one_hot(y, argument)
+    if y.ndim != 1:
+        raise ValueError(f"{argument} must be class labels of shape (N,), (N, 1) or one-hot "
+                         f"(N, K). Received: {argument} of shape {tuple(y.shape)}")
+    if y.dtype.kind == "b":
+        return y.astype("int64"), names
+    if y.dtype.kind in "iu":
+        return y.astype("int64"), names
+    if y.dtype.kind == "f":
+        return _numeric_labels(y.astype("float64"), argument, where), names
+    if y.dtype.kind not in "USO":
+        raise TypeError(f"{argument} must be numbers or strings. Received: dtype {y.dtype}")
+    labels = [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
+              for v in y.tolist()]
+    labels = [label.strip() for label in labels]
+    numbers = []
+    for label in labels:
+        try:
+            numbers.append(float(label))
+        except ValueError:
+            break
+    if len(numbers) == len(labels):
+        return _numeric_labels(np.array(numbers, "float64"), argument, where), None
+    for n, label in enumerate(labels):
+        try:
+            value = float(label)
+        except ValueError:
+            continue
+        if not np.isfinite(value):
+            raise ValueError(f"{argument} has a missing label ({label!r} at "
+                             f"{_place(where, n, argument)}); every example needs a class "
+                             f"label.")
+    ids, names = encode_labels(labels, argument=argument, where=where)
+    return ids.astype("int64"), names
+
+
+def normalize_arrays(train, test=None, *, task="classification", class_names=None,
+                     where=None, labels="y", source="data"):
+    """(x, y) from an npz, a CSV or Python, checked and labelled by one rule set.
+
+    Features must be numbers with at least one feature axis per example
+    ((N, features...), never (N,)); classification labels follow
+    `class_labels`, the train and test labels encoded together (one set of
+    class names); other tasks' targets must be numbers.
+
+    Args:
+        train: (x, y).
+        test: (x_test, y_test) or None.
+        task: "classification" or another task. Defaults to "classification".
+        class_names: names of the class ids, if the source has them. Defaults to None.
+        where: each training label's place, for messages. Defaults to None.
+        labels: what the training labels are called in messages (e.g.
+            "label_column='species'"). Defaults to "y".
+        source: the source in messages (e.g. "data='npz:d.npz'"). Defaults to "data".
+
+    Returns:
+        ((x, y), (x_test, y_test) or None, class names or None).
+    """
+    parts = [("x", labels, train)] + ([("x_test", "y_test", test)] if test is not None else [])
+    xs = []
+    for x_name, _, (x, _) in parts:
+        x = np.asarray(x)
+        if x.ndim < 2:
+            raise ValueError(f"Examples need at least one feature axis: {x_name} has shape "
+                             f"{tuple(x.shape)} (one number per example, or none). Pass "
+                             f"(N, features...), e.g. x[:, None] for one feature. Received: "
+                             f"{x_name} of shape {tuple(x.shape)} from {source}")
+        if 0 in x.shape[1:]:
+            raise ValueError(f"Examples have no features: {x_name} has shape {tuple(x.shape)}. "
+                             f"Received: {source}")
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"Features must be numeric. Received: {x_name} of dtype {x.dtype} "
+                             f"from {source}")
+        xs.append(x)
+    ys = [np.asarray(y) for _, _, (_, y) in parts]
+    if task != "classification":
+        for (_, y_name, _), y in zip(parts, ys):
+            if y.dtype.kind not in "biuf":
+                raise ValueError(f"Targets must be numeric for this task. Received: {y_name} "
+                                 f"of dtype {y.dtype} from {source}")
+        out = [(x, y) for x, y in zip(xs, ys)]
+        return out[0], (out[1] if test is not None else None), class_names
+    try:
+        ids, names = _joint_labels(parts, ys, where)
+    except ValueError as err:
+        if where is not None:  # a CSV's messages name the file and line already
+            raise
+        raise ValueError(f"{err} (in {source})") from None
+    if class_names is not None and (names is None or names == [str(i) for i in range(len(names))]):
+        names = class_names  # the source's own names over a one-hot's column numbers
+    out = [(x, y) for x, y in zip(xs, ids)]
+    return out[0], (out[1] if test is not None else None), names
+
+
+def _joint_labels(parts, ys, where):
+    ids, names = [], None
+    if len(ys) == 2 and ys[0].dtype.kind in "USO" and ys[1].dtype.kind in "USO":
+        # One encoding for both splits: their names together, then cut apart.
+        joined = np.concatenate([ys[0].reshape(len(ys[0]), -1), ys[1].reshape(len(ys[1]), -1)])
+        both, names = class_labels(joined, argument="y_train and y_test")
+        ids = [both[:len(ys[0])], both[len(ys[0]):]]
+    else:
+        for (_, y_name, _), y, w in zip(parts, ys, (where, None)):
+            y_ids, y_names = class_labels(y, argument=y_name, where=w)
+            if y_names is not None and names is not None and y_names != names:
+                raise ValueError(f"y and y_test must label the same classes. Received: "
+                                 f"{names} and {y_names}")
+            names = y_names if y_names is not None else names
+            ids.append(y_ids)
+    return ids, names
+
+
 def validate_xy(x, y, *, what, task="classification", num_classes=None, texts=False):
     """Check one split: non-empty, matching lengths, finite, labels in range.
 
