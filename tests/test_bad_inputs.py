@@ -641,3 +641,136 @@ def test_only_the_packages_own_leftovers_are_leftovers(tmp_path):
     assert not runs.is_leftover("notes.partial5.txt") and not runs.is_leftover("photos.old-2")
     (tmp_path / "notes.partial5.txt").write_text("keep me")
     assert runs.kind_of(str(tmp_path)) == ("folder", ["notes.partial5.txt"])
+
+
+# ================================================================== zoo tune (search cases)
+# --space checked entry by entry before the first trial; the search's own outcome in one
+# line instead of KerasTuner's tracebacks; a kill while oracle.json is saved; a finished
+# --retrain-best re-run; a string where a builder takes a list.
+
+
+def _one_error_line(capsys, *fragments):
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out + err, (out, err)
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ({"learning_rate": {"min": 1e-4, "max": 1e-2, "step": -1}},
+     "entry 'learning_rate': step must be a positive number (or null). Received: "),
+    ({"units_1": {"min": 32, "max": 64, "step": -2}}, "entry 'units_1': step must be a positive"),
+    ({"optimizer": []}, "entry 'optimizer': the list of choices is empty"),
+    ({"learning_rate": {"min": 1e-4}},
+     "entry 'learning_rate': a range needs 'min' and 'max' (optionally step, sampling, "
+     "default); this one has no 'max'"),
+    ({"learning_rate": {"min": 1e-4, "max": 1e-2, "stp": 1}}, "unknown key(s) ['stp']"),
+    ({"learning_rate": {"min": 1e-2, "max": 1e-4}}, "min is greater than max"),
+    ({"learning_rate": {"min": 1e-4, "max": 1e-2, "sampling": "cubic"}},
+     "sampling must be one of linear, log, reverse_log"),
+    ({"dropout": [0.1, {"a": 1}]}, "entry 'dropout': choices must be numbers, strings or bools"),
+    ({"nope": 3}, ": override(s) ['nope'] name no hyperparameter of this model"),
+])
+def test_a_space_file_is_checked_before_the_first_trial(tmp_path, capsys, entry, fragment):
+    import json
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(entry))
+    out = tmp_path / "search"
+    assert cli.main(_tune(out, "--space", str(space), "--verbose", "0")) == 2
+    _one_error_line(capsys, f"Search space file {space}", fragment)
+    assert not out.exists()
+
+
+def test_every_configuration_over_max_params_is_the_searchs_one_line(tmp_path, capsys):
+    """No trial can train: the outcome in one line, exit 2 (was: a KerasTuner traceback per
+    trial and exit 0)."""
+    out = tmp_path / "search"
+    assert cli.main(_tune(out, "--max-params", "1", "--max-trials", "2", "--verbose", "0")) == 2
+    _one_error_line(capsys, "zoo tune: every configuration exceeds max_params=1 (the smallest "
+                            "has ", "parameters): no trial was trained")
+    assert (out / "trials.csv").exists()  # the search's own record is kept
+
+
+def test_a_first_trial_that_diverges_is_the_searchs_one_line(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "huge.npz", x=(rng.normal(size=(120, 5)) * 1e30).astype("float32"),
+             y=np.arange(120) % 3)
+    out = tmp_path / "search"
+    assert cli.main(_tune(out, "--data", f"npz:{tmp_path / 'huge.npz'}", "--verbose", "0")) == 2
+    _one_error_line(capsys, "zoo tune: no trial completed: trial 0 diverged: loss became "
+                            "NaN/inf at epoch 1")
+
+
+def test_a_kill_while_the_oracle_is_saved_accounts_for_every_trial_once(tmp_path, monkeypatch):
+    """Killed after trial 1's trial.json, before oracle.json knows it (KerasTuner's
+    create_trial writes them in that order): the resumed search runs trial 1 once, with the
+    values an uninterrupted search gives it, and nothing stays "running"."""
+    import tuning
+    from tuning import tuners
+
+    data = (np.random.default_rng(0).normal(size=(60, 6)).astype("float32"),
+            np.arange(60) % 3)
+    kwargs = dict(tuner="random", max_trials=3, max_epochs=1, seed=3, max_params=1,
+                  early_stopping=None, verbose=0, report=False, tensorboard=False)
+    save = tuners._ZooOracle.save
+
+    def killed_while_saving(oracle):
+        trial = oracle.trials.get("1")
+        if trial is not None and trial.status == "RUNNING" and "1" not in oracle.end_order:
+            raise KeyboardInterrupt("kill -9 while oracle.json is saved")
+        save(oracle)
+
+    monkeypatch.setattr(tuners._ZooOracle, "save", killed_while_saving)
+    with pytest.raises(KeyboardInterrupt):
+        tuning.search("mlp", data, directory=str(tmp_path / "a"), **kwargs)
+    monkeypatch.setattr(tuners._ZooOracle, "save", save)
+    kt_dir = tmp_path / "a" / "kt"
+    assert '"RUNNING"' in (kt_dir / "trial_1" / "trial.json").read_text()  # the kill's state
+    resumed = tuning.search("mlp", data, directory=str(tmp_path / "a"), **kwargs)
+    straight = tuning.search("mlp", data, directory=str(tmp_path / "b"), **kwargs)
+    assert [r["trial_id"] for r in resumed.rows] == ["0", "1", "2"]
+    assert [r["status"] for r in resumed.rows] == ["skipped"] * 3
+    assert [r["hp"] for r in resumed.rows] == [r["hp"] for r in straight.rows]
+    assert sorted(p.name for p in kt_dir.iterdir() if p.is_dir()) == [
+        "trial_0", "trial_1", "trial_2"]
+
+
+def test_a_finished_retrain_best_run_again_is_done(tmp_path):
+    """The same retrain on its finished run: done (RunFinished, which the CLI answers with
+    exit 0), nothing changed, no lock left (export off to keep the test short)."""
+    import tuning
+    from zoo import runs
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "small.npz", x=rng.normal(size=(60, 5)).astype("float32"),
+             y=np.arange(60) % 3)
+    out = tmp_path / "search"
+    tuning.search("mlp", f"npz:{tmp_path / 'small.npz'}", directory=str(out), max_trials=1,
+                  max_epochs=1, model_kwargs={"hidden_units": (8,)}, verbose=0, report=False,
+                  tensorboard=False)
+    tuning.retrain_best(str(out), export=False, verbose=0)
+    model = (out / "best_run" / "model.keras").read_bytes()
+    with pytest.raises(runs.RunFinished, match="done: run_dir already holds a finished run "
+                                               "of this very call") as info:
+        tuning.retrain_best(str(out), export=False, verbose=0)
+    assert info.value.exit_code == 0
+    assert (out / "best_run" / "model.keras").read_bytes() == model
+    assert not (out / ".lock").exists() and not (out / "best_run" / ".lock").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "mlp", "--out", "{out}", "--arg", "hidden_units=abc", "--epochs", "1"],
+    ["tune", "mlp", "--out", "{out}", "--arg", "hidden_units=abc", "--max-trials", "1"],
+])
+def test_a_string_where_the_builder_takes_a_list_names_the_argument(tmp_path, capsys, argv):
+    out = tmp_path / "out"
+    assert cli.main([a.format(out=out) for a in argv]) == 2
+    _one_error_line(capsys, "hidden_units takes a list of integers such as [128, 64] (or one "
+                            "of them), not a string. Received: hidden_units='abc'")
+    assert not out.exists()
+
+
+def test_a_bare_zoo_prints_its_usage(capsys):
+    assert cli.main([]) == 2
+    assert capsys.readouterr().out.startswith("usage: zoo")

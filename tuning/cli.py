@@ -142,11 +142,15 @@ def run(args):
             early_stopping=None if args.early_stopping == "none" else args.early_stopping,
             max_consecutive_failed_trials=args.max_failures, verbose=min(verbose, 1),
             oracle=args.oracle, role=args.role, isolate=args.isolate, **options)
-    except SearchFailed as err:
+    except SearchFailed as err:  # the search's own outcome: one line, exit 2
         print(f"zoo tune: {err}", file=sys.stderr)
-        return 1
+        return 2
     if result is None:  # a worker
         return 0
+    failed = searcher.no_result_message(result)
+    if failed:
+        print(f"zoo tune: {failed}", file=sys.stderr)
+        return 2
     print(f"search directory: {result.directory}")
     print(f"leaderboard: {os.path.join(result.directory, 'trials.csv')}; report: "
           f"{os.path.join(result.directory, 'report.html')}")

@@ -504,7 +504,8 @@ def _space(hypermodel, fixed_recipe, call):
         raise SearchError(f"{clash} are both fixed by an option and given in space=; give each "
                           f"once.")
     overrides.update(call["space_overrides"])
-    fixed = space_module.apply_overrides(declared, overrides)
+    fixed = space_module.apply_overrides(
+        declared, overrides, source=getattr(call["space_overrides"], "source", None))
     full = space_module.merged_space(declared, fixed)
     if TABLE[call["tuner"]].discrete:
         continuous = space_module.continuous(full)
@@ -815,6 +816,36 @@ def load_search(directory):
         best_model_kwargs=dict(best["model_kwargs"] or {}) if best else {},
         best_recipe=dict(best["recipe"] or {}) if best else {},
         stop_message=None)
+
+
+def no_result_message(result):
+    """Why a search ended without a completed trial, in one line (None: it has a best trial).
+
+    The search's own outcome in place of KerasTuner's per-trial tracebacks:
+    "every configuration exceeds max_params=1", "trial 0 diverged ...".
+    """
+    if result.best_trial_id is not None:
+        return None
+    rows = result.rows
+    where = f"see {os.path.join(result.directory, 'trials.csv')}"
+    if not rows:
+        return f"the search ended without running a trial ({result.stop_message or where})"
+    reasons = [row.get("reason") for row in rows]
+    if all(reason == "max_params" for reason in reasons):
+        params = [row["params"] for row in rows if isinstance(row.get("params"), int)]
+        limit = rows[0].get("message", "").rpartition("max_params=")[2] or "?"
+        smallest = f" (the smallest has {min(params):,} parameters)" if params else ""
+        return (f"every configuration exceeds max_params={limit}{smallest}: no trial was "
+                f"trained; raise --max-params (max_params=) or narrow the space")
+    if all(reason == "time_budget" for reason in reasons):
+        return f"no trial fitted in the time budget; give a longer one ({where})"
+    first = next(row for row in rows if row.get("reason") not in ("max_params", "time_budget"))
+    message = " ".join(str(first.get("message") or "").split())[:300]
+    what = "diverged" if first.get("reason") == "nan" else f"failed ({first.get('reason')})"
+    others = sum(1 for row in rows if row is not first)
+    return (f"no trial completed: trial {first['trial_id']} {what}: {message}"
+            f"{f'; {others} other trial(s) did not complete either' if others else ''} "
+            f"({where})")
 
 
 def report(directory, n=10):

@@ -104,8 +104,24 @@ def declare_training_space(hp, recipe, *, skip=(), grid=False, monitor="val_loss
 # ------------------------------------------------------------------ overrides
 
 
+class Overrides(dict):
+    """Checked overrides; `source` is the file they were read from (None: given as a dict)."""
+
+    source = None
+
+
+SAMPLINGS = ("linear", "log", "reverse_log")
+
+
+def _where(source, name=None):
+    """The start of an error message: which file and which entry."""
+    if source is None:
+        return "" if name is None else f"Search space entry '{name}': "
+    return f"Search space file {source}" + ("" if name is None else f", entry '{name}'") + ": "
+
+
 def load_space_file(path):
-    """The overrides in a JSON file (an object of name -> value / list / range)."""
+    """The overrides in a JSON file (an object of name -> value / list / range), checked."""
     try:  # a regular file of at most 10 MB (no FIFO, device or deep nesting): zoo.io
         overrides = zio.read_json(path, follow=True)
     except FileNotFoundError:
@@ -115,33 +131,78 @@ def load_space_file(path):
     if not isinstance(overrides, dict):
         raise SpaceError(f"A search space file holds a JSON object of hyperparameter name -> "
                          f"value, list of values, or {{\"min\": .., \"max\": ..}}: {path}")
-    return overrides
+    return _check_entries(overrides, source=path)
+
+
+def _number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_entry(name, value):
+    """Why the override `name: value` cannot be used (None: its shape is fine)."""
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(RANGE_KEYS))
+        missing = [key for key in ("min", "max") if key not in value]
+        if unknown or missing:
+            what = (f"unknown key(s) {unknown}" if unknown else
+                    f"no {' and no '.join(repr(k) for k in missing)}")
+            return (f"a range needs 'min' and 'max' (optionally "
+                    f"{', '.join(RANGE_KEYS[2:])}); this one has {what}. Received: {value!r}")
+        for key in ("min", "max", "default"):
+            if key in value and not _number(value[key]):
+                return f"{key} must be a finite number. Received: {value!r}"
+        if value["min"] > value["max"]:
+            return f"min is greater than max. Received: {value!r}"
+        step = value.get("step")
+        if step is not None and not (_number(step) and step > 0):
+            return f"step must be a positive number (or null). Received: {value!r}"
+        if value.get("sampling", "linear") not in SAMPLINGS:
+            return (f"sampling must be one of {', '.join(SAMPLINGS)}. "
+                    f"Received: {value!r}")
+    elif isinstance(value, (list, tuple)):
+        if not value:
+            return "the list of choices is empty; give at least one value."
+        bad = [v for v in value
+               if not (v is None or isinstance(v, (str, bool)) or _number(v))]
+        if bad:
+            return (f"choices must be numbers, strings or bools. Received: {bad[0]!r} "
+                    f"in {value!r}")
+    elif not (value is None or isinstance(value, (str, bool)) or _number(value)):
+        return (f"a value must be a number, string, bool, list or range. "
+                f"Received: {value!r}")
+    return None
+
+
+def _check_entries(overrides, source=None):
+    out = Overrides()
+    out.source = source
+    for name, value in overrides.items():
+        if not isinstance(name, str) or not name:
+            raise SpaceError(f"{_where(source)}names must be non-empty strings. "
+                             f"Received: {name!r}")
+        problem = _check_entry(name, value)
+        if problem:
+            raise SpaceError(f"{_where(source, name)}{problem}")
+        out[name] = value
+    return out
 
 
 def check_overrides(overrides):
-    """Shape-check `space=` before anything else (names are checked later)."""
+    """Shape-check `space=` (a dict or a JSON file path) before anything else.
+
+    Every entry is checked here, before the first trial: a range needs finite
+    `min` <= `max`, a positive `step`, a known `sampling`; a list of choices is
+    not empty.  Names are checked against the model's space later
+    (`apply_overrides`), whose errors name the file too.
+    """
     if overrides is None:
-        return {}
+        return Overrides()
     if isinstance(overrides, (str, os.PathLike)):
         return load_space_file(os.fspath(overrides))
     if not isinstance(overrides, dict):
         raise TypeError(f"space must be a dict of hyperparameter name -> value, list or range "
                         f"(or a JSON file path). Received: {type(overrides).__name__}")
-    for name, value in overrides.items():
-        if not isinstance(name, str):
-            raise SpaceError(f"Search space names must be strings. Received: {name!r}")
-        if isinstance(value, dict):
-            unknown = sorted(set(value) - set(RANGE_KEYS))
-            if unknown or not {"min", "max"} <= set(value):
-                raise SpaceError(f"Range for '{name}' needs 'min' and 'max' (optionally "
-                                 f"{', '.join(RANGE_KEYS[2:])}). Received: {value!r}")
-        elif isinstance(value, (list, tuple)):
-            if not value:
-                raise SpaceError(f"Choices for '{name}' are empty.")
-        elif value is not None and not isinstance(value, (str, numbers.Number, bool)):
-            raise SpaceError(f"Value for '{name}' must be a number, string, bool, list or "
-                             f"range. Received: {value!r}")
-    return dict(overrides)
+    return _check_entries(overrides)
 
 
 def _describe(hp):
@@ -190,12 +251,13 @@ def _canonical(hp, value):
     return value
 
 
-def apply_overrides(space, overrides):
+def apply_overrides(space, overrides, source=None):
     """A `HyperParameters` pre-registering `overrides` over the declared `space`.
 
     Args:
         space: a `HyperParameters` with the full declared space (defaults).
         overrides: checked dict (see `check_overrides`).
+        source: the file the overrides came from, named in errors. Defaults to None.
 
     Returns:
         `keras_tuner.HyperParameters` holding only the overridden entries,
@@ -205,6 +267,17 @@ def apply_overrides(space, overrides):
     Raises:
         SpaceError: an unknown name, or a value outside the declared range.
     """
+    try:
+        return _apply_overrides(space, overrides)
+    except SpaceError as err:
+        if source is None:
+            raise
+        text = str(err)
+        text = text[len("Search space "):] if text.startswith("Search space ") else text
+        raise SpaceError(f"{_where(source)}{text}") from None
+
+
+def _apply_overrides(space, overrides):
     import keras_tuner as kt
 
     declared = {hp.name: hp for hp in space.space}

@@ -165,6 +165,34 @@ class _ZooOracle:
     def has_pending(self):
         return bool(self._retry_queue)
 
+    def reload(self):
+        """KerasTuner's reload, forgetting a trial that a kill left half-created.
+
+        `create_trial` writes the new trial's trial.json, then oracle.json.  A
+        kill between the two (while oracle.json is saved) leaves a RUNNING
+        trial that the oracle's state has never seen: not started, not
+        ongoing, not queued for retry.  KerasTuner would keep it RUNNING
+        forever and, its state being that from before the trial, hand the same
+        hyperparameters to the next trial id.  Such a trial never trained (a
+        trial is handed to a tuner only once oracle.json is saved), so it is
+        forgotten and its trial.json removed: the next `create_trial` makes it
+        again, under the same id and, with the same seed state, the same values.
+        """
+        super().reload()
+        started = set(self.start_order) | set(self.end_order) | set(self._retry_queue)
+        for trial_id in sorted(set(self.trials) - started):
+            del self.trials[trial_id]
+            folder = os.path.join(self._project_dir, f"trial_{trial_id}")
+            for name in ("trial.json", results.RECORD_FILE):
+                try:
+                    os.remove(os.path.join(folder, name))
+                except FileNotFoundError:
+                    pass
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass  # not empty: something else lives there; left alone
+
     def save(self):
         write_state(self._get_oracle_fname(), self.get_state())
 
@@ -625,8 +653,16 @@ def make_tuner(prepared, *, verbose=1, callbacks=None, tensorboard=True, worker=
 
 def run_trials(tuner):
     """`tuner.search` with the heap frozen; a one-trial worker's end is not an error."""
+    from keras_tuner.src import config as kt_config
+
+    # KerasTuner prints every failed trial's traceback while its DEBUG flag is on (the
+    # default); the zoo records it in the trial's zoo_trial.json and reports the search's
+    # outcome in one line (searcher.no_result_message).
+    debug, kt_config.DEBUG = kt_config.DEBUG, False
     try:
         with frozen_gc():
             tuner.search(verbose=0)
     except OneTrialDone:
         pass
+    finally:
+        kt_config.DEBUG = debug

@@ -191,8 +191,19 @@ def build_within_limits(model, builder, kwargs):
 
     Large arguments get a dry build first (`count_parameters`); the refusal
     names the argument with the largest value.  A refusal of Keras's own that
-    names no argument is given the arguments received.
+    names no argument is given the arguments received.  A string where the
+    builder's default is a list (`--arg hidden_units=abc`) is refused naming
+    the argument and the list it takes (a string would be read letter by letter).
     """
+    import inspect
+    defaults = {n: p.default for n, p in inspect.signature(builder).parameters.items()}
+    for key, value in kwargs.items():
+        default = defaults.get(key)
+        if isinstance(value, str) and isinstance(default, (list, tuple)) and default:
+            kind = ("integers" if all(isinstance(v, int) for v in default) else
+                    "numbers" if all(isinstance(v, numbers.Real) for v in default) else "values")
+            raise TypeError(f"{key} takes a list of {kind} such as {list(default)} (or one of "
+                            f"them), not a string. Received: {key}={value!r:.200}")
     if not _is_small(kwargs):
         params = count_parameters(builder, kwargs)
         if params is not None and params > MAX_PARAMS:
