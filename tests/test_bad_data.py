@@ -237,3 +237,13 @@ def test_class_labels_rules_directly():
         splits.class_labels(np.zeros((3, 2, 2)))
     with pytest.raises(ValueError, match=r"Targets must be numeric for this task"):
         splits.normalize_arrays((np.zeros((3, 2)), np.array(["a", "b", "c"])), task="regression")
+
+
+def test_one_hot_and_column_labels_train_end_to_end(tmp_path):
+    import zoo
+    x, y = _xy(120)
+    for name, labels in (("one_hot", np.eye(3)[y]), ("column", y[:, None])):
+        result = zoo.train("mlp", (x, labels), epochs=1, run_dir=str(tmp_path / name),
+                           export=False, verbose=0, model_kwargs={"hidden_units": (8,)})
+        assert result.model.output_shape == (None, 3)
+        assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
