@@ -668,6 +668,7 @@ def _one_error_line(capsys, *fragments):
      "default); this one has no 'max'"),
     ({"learning_rate": {"min": 1e-4, "max": 1e-2, "stp": 1}}, "unknown key(s) ['stp']"),
     ({"learning_rate": {"min": 1e-2, "max": 1e-4}}, "min is greater than max"),
+    ({"dropout": {"min": 0.0, "max": 0.3, "step": 5}}, "step leaves only min in the range"),
     ({"learning_rate": {"min": 1e-4, "max": 1e-2, "sampling": "cubic"}},
      "sampling must be one of linear, log, reverse_log"),
     ({"dropout": [0.1, {"a": 1}]}, "entry 'dropout': choices must be numbers, strings or bools"),

@@ -156,6 +156,12 @@ def _check_entry(name, value):
         step = value.get("step")
         if step is not None and not (_number(step) and step > 0):
             return f"step must be a positive number (or null). Received: {value!r}"
+        lo, hi = value["min"], value["max"]
+        if step is not None and hi > lo and (
+                lo * step > hi if value.get("sampling") in ("log", "reverse_log") and lo > 0
+                else lo + step > hi):
+            return (f"step leaves only min in the range (the next value would pass max). "
+                    f"Received: {value!r}")
         if value.get("sampling", "linear") not in SAMPLINGS:
             return (f"sampling must be one of {', '.join(SAMPLINGS)}. "
                     f"Received: {value!r}")
