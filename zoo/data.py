@@ -27,6 +27,11 @@ Sources (`data=`):
     npz:PATH            arrays x, y (or x_train, y_train, x_test, y_test)
     csv:PATH            numeric feature columns and a label column
     (x, y)              arrays from Python
+
+npz, CSV and (x, y) follow one rule set (`zoo.splits.normalize_arrays`):
+x has a feature axis, (N,) or (N, 1) class ids, one-hot (N, K) labels, or
+label names (encoded, names recorded); NaN or fractional labels are refused.
+A data option the source does not read (`OPTION_SOURCES`) is refused.
 """
 
 import dataclasses
