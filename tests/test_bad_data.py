@@ -167,6 +167,10 @@ REFUSED = [
      "IDX file is damaged: shorter than its 16-byte header: "),
     ("idx_short_body", lambda t: _idx(t, b"\x00\x00\x08\x01\x00\x00\x00\x05ab"), None,
      "header says 5 bytes of data (shape (5,)) but it holds 2"),
+    ("csv_fifo", lambda t: os.mkfifo(t / "f.csv") or f"csv:{t / 'f.csv'}", None,
+     "File is a FIFO, not a regular file; it is not read: "),
+    ("npz_folder", lambda t: (t / "d.npz").mkdir() or f"npz:{t / 'd.npz'}", None,
+     "File is a folder, not a regular file; it is not read: "),
     ("label_column_on_digits", lambda t: "digits", {"label_column": "y"},
      "Data option label_column does not apply to data='digits' (a named dataset); it is read "
      "only for csv: sources"),

@@ -297,7 +297,7 @@ def _load_npz(path):
     never silently dropped.
     """
     source = f"data='npz:{path}'"
-    if not os.path.isfile(path):
+    if not os.path.exists(path):  # a folder, FIFO or device: read_npz names it
         raise ValueError(f"File does not exist. Received: {source}")
     f = read_npz(path, source=source)
     keys = set(f)

@@ -96,7 +96,7 @@ def read_csv(path):
     """
     from zoo import io as zio
 
-    if not os.path.isfile(path):
+    if not os.path.exists(path):  # a folder, FIFO or device: open_regular names it
         raise ValueError(f"File does not exist. Received: data='csv:{path}'")
     rows, lines = [], []
     limit = csv.field_size_limit()
