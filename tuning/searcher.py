@@ -839,7 +839,9 @@ def no_result_message(result):
                 f"trained; raise --max-params (max_params=) or narrow the space")
     if all(reason == "time_budget" for reason in reasons):
         return f"no trial fitted in the time budget; give a longer one ({where})"
-    first = next(row for row in rows if row.get("reason") not in ("max_params", "time_budget"))
+    first = next((row for row in rows if row.get("status") == "failed"), None)
+    if first is None:
+        return f"no trial completed ({where})"
     message = " ".join(str(first.get("message") or "").split())[:300]
     what = "diverged" if first.get("reason") == "nan" else f"failed ({first.get('reason')})"
     others = sum(1 for row in rows if row is not first)
