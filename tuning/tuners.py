@@ -16,6 +16,12 @@ and the chief/worker protocol.  What this module changes around them:
   completed epoch (`tuning.trial`) instead of epoch 0 (upstream issues 439,
   702); a trial that had finished but was not yet recorded by the oracle is
   not trained again;
+* a trial whose trial.json was written but whose oracle.json save a kill
+  cut short is forgotten on reload and made again under its id (KerasTuner
+  left it RUNNING forever and gave its values to the next trial id);
+* KerasTuner's traceback print for every failed trial is off (its DEBUG
+  flag): the zoo records the traceback in zoo_trial.json and a search
+  without a completed trial ends in one line (`searcher.no_result_message`);
 * a trial that raises is recorded with a typed reason (`invalid_config`,
   `nan`, `oom`, `error`) and the search goes on; a model over `max_params`
   is `skipped` without training; only `max_consecutive_failed_trials`
