@@ -171,7 +171,7 @@ def tune_finetune(backbone, data="digits", *, tuner="random", max_trials=6, obje
     """
     from transfer import backbones
     from transfer.finetuning import SPACE, finetune_space
-    from tuning.tuners import make_oracle
+    from tuning.tuners import make_oracle, without_trial_tracebacks
 
     checks.choice("tuner", tuner, TUNERS)
     max_trials = checks.positive_int("max_trials", max_trials)
@@ -203,7 +203,8 @@ def tune_finetune(backbone, data="digits", *, tuner="random", max_trials=6, obje
                            directory=os.path.dirname(directory),
                            project_name=os.path.basename(directory), overwrite=overwrite)
     try:
-        search.search()
+        with without_trial_tracebacks():
+            search.search()
     except _BadInput as err:
         raise err.error from None
     rows = search.rows()

@@ -657,18 +657,28 @@ def make_tuner(prepared, *, verbose=1, callbacks=None, tensorboard=True, worker=
                         distribution_strategy=get_strategy(strategy) if strategy else None)
 
 
-def run_trials(tuner):
-    """`tuner.search` with the heap frozen; a one-trial worker's end is not an error."""
+@contextlib.contextmanager
+def without_trial_tracebacks():
+    """KerasTuner's DEBUG flag off for a block.
+
+    KerasTuner prints every failed trial's traceback while that flag is on (its
+    default); the traceback is still recorded (the trial's `message` in
+    trial.json, and the zoo's zoo_trial.json), and the zoo reports a search's
+    outcome in one line (`searcher.no_result_message`).
+    """
     from keras_tuner.src import config as kt_config
 
-    # KerasTuner prints every failed trial's traceback while its DEBUG flag is on (the
-    # default); the zoo records it in the trial's zoo_trial.json and reports the search's
-    # outcome in one line (searcher.no_result_message).
     debug, kt_config.DEBUG = kt_config.DEBUG, False
     try:
-        with frozen_gc():
+        yield
+    finally:
+        kt_config.DEBUG = debug
+
+
+def run_trials(tuner):
+    """`tuner.search` with the heap frozen; a one-trial worker's end is not an error."""
+    try:
+        with frozen_gc(), without_trial_tracebacks():
             tuner.search(verbose=0)
     except OneTrialDone:
         pass
-    finally:
-        kt_config.DEBUG = debug
