@@ -202,7 +202,7 @@ def build_within_limits(model, builder, kwargs):
         if isinstance(value, str) and isinstance(default, (list, tuple)) and default:
             kind = ("integers" if all(isinstance(v, int) for v in default) else
                     "numbers" if all(isinstance(v, numbers.Real) for v in default) else "values")
-            raise TypeError(f"{key} takes a list of {kind} such as {list(default)} (or one of "
+            raise ValueError(f"{key} takes a list of {kind} such as {list(default)} (or one of "
                             f"them), not a string. Received: {key}={value!r:.200}")
     if not _is_small(kwargs):
         params = count_parameters(builder, kwargs)
