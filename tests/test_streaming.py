@@ -200,7 +200,8 @@ def test_user_dataset_is_streamed_not_materialized():
     assert isinstance(bundle.arrays, IndexSplits) and bundle.arrays.x_train.dtype == np.int64
     assert bundle.num_classes == 3 and sum(bundle.num_examples.values()) == 60
     assert bundle.input_shape == (8, 8, 1)
-    seen = [int(x) for xb, _ in bundle.train for x in xb.numpy()[:, 0, 0, 0]]
+    # uint8 pixels arrive scaled to [0, 1]: x * 255 is the example's number again
+    seen = [round(float(x) * 255) for xb, _ in bundle.train for x in xb.numpy()[:, 0, 0, 0]]
     assert made[0] == 120  # the epoch read the stream again, nothing was kept
     assert len(seen) == bundle.num_examples["train"] == len(set(seen))
 
@@ -211,7 +212,7 @@ def test_user_datasets_as_train_validation_test():
                         ((45, 0), (9, 100), (12, 200)))
     bundle = data.load("mlp", (train, val, test), batch_size=8)
     assert bundle.num_examples == {"train": 45, "validation": 9, "test": 12}
-    assert sorted(int(x) for xb, _ in bundle.test
+    assert sorted(round(float(x) * 255) for xb, _ in bundle.test
                   for x in xb.numpy()[:, 0, 0, 0]) == list(range(200, 212))
     two = data.load("mlp", (_generator_dataset(50, made), _generator_dataset(9, made, 100)))
     assert two.num_examples["validation"] == 9 and two.num_examples["test"] == 10
