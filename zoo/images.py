@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from zoo import io as zio
+from zoo.readers import class_folders
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # Formats `tf.io.decode_image` reads (PIL's names for them).
@@ -93,13 +94,7 @@ def list_folder(path):
     not followed), keeping files with an image extension (any case) in
     sorted order, as Keras's `image_dataset_from_directory` lists them.
     """
-    source = f"data='folder:{path}'"
-    if not os.path.isdir(path):
-        raise ValueError(f"Image folder does not exist. Received: {source}")
-    classes = sorted(d for d in os.listdir(path)
-                     if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
-    if not classes:
-        raise ValueError(f"Image folder has no class sub-folders. Received: {source}")
+    classes = class_folders(path, "Image")
     files = []
     for label, name in enumerate(classes):
         top = os.path.join(path, name)

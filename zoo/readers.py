@@ -301,13 +301,26 @@ def _check_texts(texts, where, argument):
                              f"Received: {argument} with an empty value")
 
 
-def _read_text_folder(path):
+def class_folders(path, what):
+    """The sorted class sub-folders of a `folder:` source (hidden ones left out).
+
+    Args:
+        path: the folder.
+        what: "Image" or "Text", for the one-line error a missing folder or
+            one without sub-folders gets.
+    """
     if not os.path.isdir(path):
-        raise ValueError(f"Text folder does not exist. Received: data='folder:{path}'")
+        raise ValueError(f"{what} folder does not exist. Received: data='folder:{path}'")
     classes = sorted(d for d in os.listdir(path)
                      if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
     if not classes:
-        raise ValueError(f"Text folder has no class sub-folders. Received: data='folder:{path}'")
+        raise ValueError(f"{what} folder has no class sub-folders. "
+                         f"Received: data='folder:{path}'")
+    return classes
+
+
+def _read_text_folder(path):
+    classes = class_folders(path, "Text")
     texts, labels, where = [], [], []
     for name in classes:
         folder = os.path.join(path, name)
