@@ -97,6 +97,34 @@ def test_weights_file_sha256_and_unfinished_run(tmp_path):
         bb.resolve(str(run))
 
 
+def test_a_folder_is_resized_to_the_backbones_native_size(tmp_path):
+    """A folder's images have no size of their own: keras:* backbones see 224, a zoo
+    backbone its input_shape, unless --input-size says otherwise; arrays keep theirs."""
+    from PIL import Image
+
+    from transfer.finetuning import FinetuneSettings, _image_geometry
+
+    for c in range(2):
+        (tmp_path / f"c{c}").mkdir()
+        for i in range(15):
+            Image.new("RGB", (40 + i, 30), (120 * c, 60, 200)).save(tmp_path / f"c{c}" / f"{i}.jpg")
+    data = f"folder:{tmp_path}"
+    options = dict(seed=0, validation_split=0.2, test_split=0.2)
+
+    def size(backbone, input_size=None, source=data):
+        settings = FinetuneSettings(method="two_phase", unfreeze="all", head_epochs=1, epochs=1,
+                                    lr_factor=0.1, layer_decay=None, unfreeze_every=None,
+                                    in_channels="adapt", input_size=input_size, dropout=0.2,
+                                    head_init="random")
+        return _image_geometry(bb.resolve(backbone), source, settings, num_classes=None,
+                               plan_options=options)[1]
+
+    assert size("keras:MobileNetV2") == 224
+    assert size("resnet20") == zoo.get_spec("resnet20").input_shape[0]
+    assert size("keras:MobileNetV2", input_size=96) == 96
+    assert size("resnet20", source="digits") == 8  # arrays: their own size (min 1)
+
+
 def test_phase_plans_of_each_method():
     from transfer.finetuning import plan_phases
 

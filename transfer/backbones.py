@@ -72,8 +72,10 @@ class Architecture:
     """What every architecture offers: its features, minimum input and a builder.
 
     Subclasses set `name`, `arch`, `base_model`, `features` (a `FeatureInfo`),
-    `min_size`, `adapt` (False: the first convolution cannot take other
-    channel counts) and `make(channels, size, model_kwargs)`; as a kind of
+    `min_size`, `native_size` (the input size it was designed for: what
+    images of no size of their own, a folder's, are resized to), `adapt`
+    (False: the first convolution cannot take other channel counts) and
+    `make(channels, size, model_kwargs)`; as a kind of
     backbone name also `claims(name)`, `named(name)` and `rows()`.
     """
 
@@ -116,6 +118,10 @@ class ZooArchitecture(Architecture):
     def min_size(self):
         spec = get_spec(self.arch)
         return spec.min_input_shape[0] if spec.min_input_shape else 1
+
+    @property
+    def native_size(self):
+        return get_spec(self.arch).input_shape[0]
 
     @staticmethod
     def claims(name):
@@ -169,6 +175,10 @@ class KerasApplication(Architecture):
     @property
     def name(self):
         return f"keras:{self.arch}"
+
+    @property
+    def native_size(self):
+        return self.size
 
     @staticmethod
     def claims(name):
@@ -432,6 +442,11 @@ class BackboneSource:
     @property
     def min_size(self):
         return self.architecture.min_size
+
+    @property
+    def native_size(self):
+        """A run's own input size, else the architecture's (224 for keras.applications)."""
+        return self.default_size or self.architecture.native_size
 
     @property
     def stages(self):

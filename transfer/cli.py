@@ -46,7 +46,10 @@ def add_arguments(parser):
                              "(default) or from a random initialisation")
     parser.add_argument("--in-channels", choices=IN_CHANNELS, default="adapt",
                         help="adapt the first convolution (default) or tile gray to RGB")
-    parser.add_argument("--input-size", type=positive_int, help="image size the backbone sees")
+    parser.add_argument("--input-size", type=positive_int,
+                        help="image size the backbone sees (default: a folder:/tfrecord: source "
+                             "is resized to the backbone's native size, e.g. 224 for keras:*; "
+                             "other data keep their own size)")
     parser.add_argument("--preprocessing", choices=PREPROCESSING,
                         help="override the input preprocessing the weights expect")
     parser.add_argument("--tune", type=positive_int, metavar="TRIALS",

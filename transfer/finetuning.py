@@ -37,8 +37,14 @@ from transfer import backbones
 
 METHODS = ("feature_extraction", "two_phase", "gradual")
 HEAD_INITS = ("probe", "random")
-# The linear probe fits at most this many training examples' features.
-PROBE_MAX_EXAMPLES = 10_000
+# The linear probe fits at most this many training examples' features: it only
+# initialises the head (fine-tuning then sees every example), and a bound keeps
+# the time before the first step flat in the dataset's size (issue 22: 10,000
+# made a 32,000-image folder start 2.5x later than a 2,000-image one).
+PROBE_MAX_EXAMPLES = 2_000
+# Sources whose images have no size of their own: they are resized to what the
+# backbone was designed for unless input_size says otherwise.
+_RESIZED_SOURCES = ("folder", "tfrecord")
 STATE_FILE = "finetune_state.json"
 # A fine-tuning recipe (Adam, small batches) rather than the backbone's from-scratch one.
 FINETUNE_RECIPE = Recipe(optimizer="adam", learning_rate=1e-3, batch_size=32, epochs=10,
@@ -271,7 +277,10 @@ def finetune(backbone, data="digits", *, method="two_phase", weights=None, weigh
         in_channels: "adapt" the first convolution to the data's channels, or
             "tile" gray images to RGB in the pipeline. Defaults to "adapt".
         input_size: image height/width the backbone sees (the pipeline resizes);
-            None: a run's own size, else the data's (at least the backbone's minimum).
+            None: a run's own size; for a `folder:` or `tfrecord:` source
+            (images of any size) the backbone's native size (224 for
+            keras.applications, a zoo model's `input_shape`); else the
+            data's (at least the backbone's minimum). Defaults to None.
         preprocessing: override of the input preprocessing ("none", "raw",
             "caffe", "tf", "torch"); None uses what the weights expect. Defaults to None.
         num_classes: classes of the new head; None takes the data's. Defaults to None.
@@ -401,6 +410,8 @@ def _resolve(backbone, data, settings, *, weights, weights_sha256, preprocessing
 def _image_geometry(source, data, settings, *, num_classes, plan_options):
     """(the data's channels, the image size the backbone sees, the new head's classes)."""
     size = settings.input_size or source.default_size
+    if size is None and isinstance(data, str) and data.partition(":")[0] in _RESIZED_SOURCES:
+        size = max(source.native_size, source.min_size)
     if size is not None and size < source.min_size:
         raise ValueError(f"input_size is smaller than {source.name}'s minimum "
                          f"{source.min_size}x{source.min_size}. Received: input_size={size}")
