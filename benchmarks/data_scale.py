@@ -11,11 +11,12 @@ for each N runs, each in a fresh process (peak RSS = that process's
   train     `zoo train lenet5 --arg input_shape=[224,224,3] --data folder:DIR --epochs 1`
             against the same LeNet-5 (`zoo.build`) fitted by plain Keras on
             `keras.utils.image_dataset_from_directory(DIR, image_size=(224, 224))`;
-  finetune  `zoo finetune keras:MobileNetV2 --data folder:DIR --input-size 224
-            --head-epochs 1 --epochs 1` (without --input-size a folder is fine-tuned
-            at the zoo's default folder size, 64x64)
-            against keras.applications.MobileNetV2 (frozen) + a Dense head fitted
-            by plain Keras on the same Keras pipeline;
+  finetune  `zoo finetune BACKBONE --data folder:DIR --head-epochs 1 --epochs 1`
+            (--backbone, default keras:MobileNetV2; a folder is resized to the
+            backbone's native size: 224 for keras:*, a zoo model's input_shape)
+            against the same backbone (keras.applications, or `zoo.build` without
+            its top), frozen, + a Dense head fitted by plain Keras on
+            `image_dataset_from_directory` at that size;
   pipeline  images/s of the zoo's own training pipeline alone (`zoo.training.plan`
             then `Plan.data(...).train`, no augmentation, and with the recipe's)
             against `image_dataset_from_directory(DIR, batch_size=64)`, both
@@ -32,7 +33,8 @@ batch read, the train step traced and run (the zoo runs `steps_per_execution`
 steps per call, so its first mark comes after k steps; k is printed).  A
 training run is stopped (SIGKILL to its own process group) --train-seconds
 after its first step mark: its peak RSS is the loading peak plus steady
-training, not a whole epoch.  Before
+training, not a whole epoch (--train-seconds 0: every run to its end, the
+zoo's evaluation and Keras's whole epoch included).  Before
 the runs, the zoo's header pass over the folder (zoo.images.index_folder, when
 the measured code has it) is timed cold and then cached, so every run after it
 starts from the cached index, as a user's second run would.
@@ -215,7 +217,8 @@ def run_process(argv, *, env, cwd, train_seconds, max_rss_gib, timeout):
         if killed is None:
             if rss > max_rss_gib:
                 killed = f"RSS {rss:.1f} GiB > {max_rss_gib} GiB"
-            elif found["first"] is not None and now - found["first"] > train_seconds:
+            elif (train_seconds and found["first"] is not None
+                  and now - found["first"] > train_seconds):
                 killed = f"stopped {train_seconds:.0f} s after the first step"
             elif now > timeout:
                 killed = f"timeout {timeout:.0f} s"
@@ -281,12 +284,12 @@ def worker_index(folder):
     print("RESULT " + json.dumps({"cold": times[0], "cached": times[1]}), flush=True)
 
 
-def _keras_dataset(folder, batch_size, scale, offset=0.0):
+def _keras_dataset(folder, batch_size, scale, offset=0.0, size=SIZE):
     import keras
     import tensorflow as tf
 
     dataset = keras.utils.image_dataset_from_directory(
-        folder, image_size=(SIZE, SIZE), batch_size=batch_size, seed=0, verbose=False)
+        folder, image_size=(size, size), batch_size=batch_size, seed=0, verbose=False)
     return dataset.map(lambda x, y: (x * scale + offset, y),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -301,20 +304,40 @@ def worker_keras_train(folder):
     model.fit(_keras_dataset(folder, TRAIN_BATCH, 1 / 255), epochs=1, verbose=2)
 
 
-def worker_keras_finetune(folder):
-    """Plain Keras: frozen MobileNetV2 + Dense head on image_dataset_from_directory."""
+def backbone_size(backbone):
+    """The size `zoo finetune` resizes a folder to for `backbone` (its native size)."""
+    if backbone.startswith("keras:"):
+        return SIZE
+    sys.path.insert(0, REPO)
+    import zoo
+
+    return zoo.get_spec(backbone).input_shape[0]
+
+
+def worker_keras_finetune(folder, backbone=BACKBONE):
+    """Plain Keras: the frozen backbone + Dense head on image_dataset_from_directory."""
     import keras
 
-    base = keras.applications.MobileNetV2(include_top=False, weights=None,
-                                          input_shape=(SIZE, SIZE, 3), pooling="avg")
+    size = backbone_size(backbone)
+    if backbone.startswith("keras:"):
+        base = getattr(keras.applications, backbone[len("keras:"):])(
+            include_top=False, weights=None, input_shape=(size, size, 3), pooling="avg")
+        scale, offset = 1 / 127.5, -1.0  # MobileNetV2's 'tf' preprocessing: [-1, 1]
+    else:
+        import zoo
+
+        base = keras.Sequential([zoo.build(backbone, include_top=False,
+                                           input_shape=(size, size, 3)),
+                                 keras.layers.GlobalAveragePooling2D()])
+        scale, offset = 1 / 255, 0.0  # the zoo's [0, 1] images
     base.trainable = False
-    inputs = keras.Input((SIZE, SIZE, 3))
+    inputs = keras.Input((size, size, 3))
     outputs = keras.layers.Dense(CLASSES, activation="softmax")(base(inputs, training=False))
     model = keras.Model(inputs, outputs)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    # MobileNetV2's 'tf' preprocessing: [-1, 1].
-    model.fit(_keras_dataset(folder, TRAIN_BATCH, 1 / 127.5, -1.0), epochs=1, verbose=2)
+    model.fit(_keras_dataset(folder, TRAIN_BATCH, scale, offset, size=size), epochs=1,
+              verbose=2)
 
 
 def _images_per_second(dataset, images, warmup=2):
@@ -383,13 +406,13 @@ def measure(n, folder, *, code, scratch, args):
                               f"input_shape=[{SIZE},{SIZE},3]", "--verbose", "2",
                               "--no-export", "--out", os.path.join(scratch, "run_train")),
         "keras_train": _worker("keras_train", folder=folder),
-        "zoo_finetune": _zoo_cli("finetune", BACKBONE, "--data", data, "--input-size", str(SIZE),
+        "zoo_finetune": _zoo_cli("finetune", args.backbone, "--data", data,
                                  "--head-epochs", "1",
                                  "--epochs", "1", "--batch-size", str(TRAIN_BATCH),
                                  "--verbose", "2", "--no-export", "--out",
                                  os.path.join(scratch, "run_finetune"),
                                  *shlex.split(args.finetune_args)),
-        "keras_finetune": _worker("keras_finetune", folder=folder),
+        "keras_finetune": _worker("keras_finetune", folder=folder, backbone=args.backbone),
         "pipeline": _worker("pipeline", folder=folder, images=args.pipeline_images,
                             steps=args.model_steps),
     }
@@ -444,11 +467,11 @@ def _median(records, field, inner=None):
     return statistics.median(values) if values else None
 
 
-def report(results, runs):
+def report(results, runs, backbone=BACKBONE):
     sizes = sorted(results)
     print()
     for what in [r for r in runs if r in ("train", "finetune")]:
-        label = {"train": f"zoo train {SMALL_CNN} @224", "finetune": f"zoo finetune {BACKBONE}"}
+        label = {"train": f"zoo train {SMALL_CNN} @224", "finetune": f"zoo finetune {backbone}"}
         print(f"{label[what]} vs plain Keras on image_dataset_from_directory "
               f"(batch {TRAIN_BATCH}; peak RSS GiB; seconds to fit's start / first step)")
         print(f"{'N':>7} | {'zoo RSS':>14} | {'Keras RSS':>14} | {'ratio':>5} | "
@@ -543,12 +566,16 @@ def main(argv=None):
                         help="the checkout whose zoo is measured (default: this repository)")
     parser.add_argument("--runs", nargs="+", default=["index", "train", "finetune", "pipeline"],
                         choices=["index", "train", "finetune", "pipeline"])
+    parser.add_argument("--backbone", default=BACKBONE,
+                        help="what `zoo finetune` fine-tunes: keras:NAME or a zoo backbone "
+                             "(default keras:MobileNetV2)")
     parser.add_argument("--finetune-args", default="",
                         help="more `zoo finetune` options, e.g. '--head-init random' (the "
-                             "default linear probe reads min(train, 10,000) images first)")
+                             "default linear probe reads min(train, 2,000) images first)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each measurement")
     parser.add_argument("--train-seconds", type=float, default=30.0,
-                        help="stop a training run this long after its first progress update")
+                        help="stop a training run this long after its first progress update "
+                             "(0: let every run finish)")
     parser.add_argument("--pipeline-images", type=int, default=1280,
                         help="images each pipeline is timed over (after 2 warm-up batches)")
     parser.add_argument("--model-steps", type=int, default=6,
@@ -571,7 +598,8 @@ def main(argv=None):
         with open(args.report) as f:
             saved = json.load(f)
         print(f"code {saved['code']} ({saved['commit']})")
-        report({int(n): records for n, records in saved["results"].items()}, args.runs)
+        report({int(n): records for n, records in saved["results"].items()}, args.runs,
+               saved.get("backbone", BACKBONE))
         return 0
     if any(n < 10 * CLASSES for n in args.images):
         parser.error(f"--images must be at least {10 * CLASSES}. Received: {args.images}")
@@ -590,8 +618,9 @@ def main(argv=None):
             sys.path.insert(0, REPO)
             from zoo import io as zio
 
-            zio.write_json(args.json, {"code": code, "commit": commit, "results": results})
-    report(results, args.runs)
+            zio.write_json(args.json, {"code": code, "commit": commit, "backbone": args.backbone,
+                                       "results": results})
+    report(results, args.runs, args.backbone)
     return 0
 
 
