@@ -46,6 +46,7 @@ import time
 from typing import Optional
 
 from zoo import io as zio
+from zoo.registry import Recipe
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -239,9 +240,17 @@ class RunConfig:
         return cls(**kwargs, extra=extra)
 
     def resume_view(self):
-        """What must be equal for a new call to resume this run."""
+        """What must be equal for a new call to resume this run.
+
+        A recipe recorded before `Recipe` gained a field (e.g. `ema_momentum`)
+        ran with that field's default, so the missing field reads as the
+        default; a recorded value is never replaced.
+        """
         d = self.to_dict()
-        return {k: d.get(k) for k in RESUME_KEYS}
+        view = {k: d.get(k) for k in RESUME_KEYS}
+        if isinstance(view["recipe"], dict):
+            view["recipe"] = {**Recipe().to_dict(), **view["recipe"]}
+        return view
 
 
 # The JSON type of each config.json field ("?" after it: null allowed too).
