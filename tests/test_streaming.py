@@ -338,3 +338,60 @@ def test_kill_then_resume_on_a_folder_ends_with_the_uninterrupted_weights(folder
     for key in a.files:
         np.testing.assert_array_equal(a[key], b[key])
     assert zio.read_json(os.path.join(killed, "metrics.json"))
+
+
+WORDS = {"neg": ("bad", "awful", "dull"), "pos": ("good", "great", "fine")}
+
+
+def _text_folder(root, per_class=12):
+    """`per_class` files per class, each two of its class's words and its own word f<n>."""
+    for c, (name, words) in enumerate(WORDS.items()):
+        os.makedirs(root / name, exist_ok=True)
+        for i in range(per_class):
+            n = c * per_class + i
+            (root / name / f"{i:02d}.txt").write_text(
+                f"{words[i % 3]} f{n} {words[(i + 1) % 3]}\n")
+    return root
+
+
+def test_text_folder_streams_trains_and_keeps_its_split(tmp_path):
+    root = _text_folder(tmp_path / "texts")
+    source = f"folder:{root}"
+    run_dir = tmp_path / "run"
+    result = zoo.train("gru_classifier", data=source, epochs=1, batch_size=8,
+                       run_dir=str(run_dir), verbose=0, export=False,
+                       data_options={"sequence_length": 6},
+                       model_kwargs={"vocab_size": 60, "embedding_dim": 4, "units": 4})
+    splits = result.bundle.arrays
+    # A stream: the split holds file ids and the index holds paths, no text.
+    assert isinstance(splits, IndexSplits) and splits.x_train.dtype.kind == "i"
+    assert not any(isinstance(v, str) and "good" in v for v in vars(splits.index).values())
+    assert len(result.history["loss"]) == 1 and "test_accuracy" in result.metrics
+    # The vocabulary came from a streamed pass over the training files only.
+    manifest = zio.read_json(str(run_dir / training.SPLIT_FILE))
+    train_words = {w for rel in manifest["files"]["train"]
+                   for w in (root / rel).read_text().split()}
+    held_out = {w for part in ("validation", "test") for rel in manifest["files"][part]
+                for w in (root / rel).read_text().split()} - train_words
+    vocabulary = set(result.model.get_layer("text_vectorization").get_vocabulary()) - {"",
+                                                                                     "[UNK]"}
+    assert held_out and vocabulary <= train_words and not vocabulary & held_out
+    assert sum(map(len, manifest["files"].values())) == 2 * 12
+    # The same split again (as a resume sees it), and evaluate checks it.
+    again = training.plan("gru_classifier", data=source, data_options={"sequence_length": 6})
+    assert again.bundle.arrays.manifest() == splits.manifest() == {
+        k: manifest[k] for k in ("listing", "counts", "hashes")}
+    assert "test_accuracy" in zoo.evaluate(str(run_dir))
+    (root / "pos" / "new.txt").write_text("great news")
+    with pytest.raises(ValueError, match=r"data changed since the run started.*added"):
+        zoo.evaluate(str(run_dir))
+    # An empty or blank file: one line naming it; an empty class sub-folder too.
+    (root / "neg" / "blank.txt").write_text("  \n\t")
+    with pytest.raises(ValueError) as err:
+        training.load_data("gru_classifier", source)
+    assert "\n" not in str(err.value) and f"Empty text at {root / 'neg' / 'blank.txt'}" in str(
+        err.value)
+    (root / "neg" / "blank.txt").unlink()
+    os.makedirs(root / "zzz")
+    with pytest.raises(ValueError, match=r"\['zzz'\] hold no files"):
+        training.load_data("gru_classifier", source)

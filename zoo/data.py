@@ -2,7 +2,8 @@
 
 `load(spec, data)` is the one entry point.  A source becomes an index first:
 the image sources that can be large (`folder:`, `tfrecord:`) become file
-paths or record ids plus labels (`zoo.images`), split and validated by
+paths or record ids plus labels (`zoo.images`; a text `folder:` becomes a
+`zoo.readers.TextIndex` in `zoo.tasks.text`), split and validated by
 `zoo.splits` without decoding an image, and every example is decoded and
 resized inside a parallel `tf.data` map, so memory stays flat whatever the
 folder's size.  A user's `tf.data.Dataset` and `tfds:` splits are used as
@@ -41,7 +42,8 @@ from typing import Optional
 import numpy as np
 
 from zoo import checks
-from zoo.readers import DataUnavailableError, read_feature_csv, read_idx, read_npz, read_tfds
+from zoo.readers import (DataUnavailableError, TextIndex, read_feature_csv, read_idx, read_npz,
+                         read_tfds)
 from zoo.splits import ArraySplits, IndexSplits, make_splits, normalize_arrays  # noqa: F401
 
 FASHION_MNIST_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
@@ -109,15 +111,15 @@ class DataBundle:
         import numpy as np
         if split in self.examples:
             # Bounded: n examples are decoded, not a whole batch of a big split.
-            xs = [np.asarray(item[0])[None] for item in self.examples[split].take(n)]
-            return np.concatenate(xs)
-        dataset = getattr(self, split)
-        xs = []
-        for batch in dataset:
-            xs.append(np.asarray(batch[0] if isinstance(batch, tuple) else batch))
-            if sum(len(x) for x in xs) >= n:
-                break
-        inputs = np.concatenate(xs)[:n]
+            inputs = np.concatenate([np.asarray(item[0])[None]
+                                     for item in self.examples[split].take(n)])
+        else:
+            xs = []
+            for batch in getattr(self, split):
+                xs.append(np.asarray(batch[0] if isinstance(batch, tuple) else batch))
+                if sum(len(x) for x in xs) >= n:
+                    break
+            inputs = np.concatenate(xs)[:n]
         # Raw text arrives as an object array of bytes; fixed-width bytes keep
         # it loadable by np.load(allow_pickle=False) in the export check.
         return inputs.astype(bytes) if inputs.dtype == object else inputs
@@ -536,11 +538,12 @@ def shard_for_worker(ds, count, workers):
 
 def index_examples(splits, split, *, input_shape=None, one_hot_classes=None, shuffle=False,
                    seed=0, image=True, workers=None):
-    """Unbatched (image, label) examples of one split of an `IndexSplits`, decoded lazily.
+    """Unbatched (input, label) examples of one split of an `IndexSplits`, decoded lazily.
 
-    Folder images: the paths (and labels) are sliced, shuffled by index when
-    `shuffle` (every epoch anew, seeded: memory holds paths, not images), then
-    read, decoded and resized in a parallel, order-keeping map.  TFRecords:
+    Folder images (and text files): the paths (and labels) are sliced,
+    shuffled by index when `shuffle` (every epoch anew, seeded: memory holds
+    paths, not images or texts), then read, decoded and resized (a text: read
+    as one UTF-8 string) in a parallel, order-keeping map.  TFRecords:
     the shards are read in order (interleaved, order kept), each record
     numbered across the shards, and the split's records kept by that number;
     `shuffle` then shuffles the shard order every epoch and a 10,000-record
@@ -561,8 +564,13 @@ def index_examples(splits, split, *, input_shape=None, one_hot_classes=None, shu
     if isinstance(index, streams.StreamIndex):
         return _stream_examples(splits, ids, labels, prepare, shuffle=shuffle, seed=seed,
                                 workers=workers), "OFF" if workers else "DATA"
-    decode = images.decoder(splits.image_shape[:2], splits.image_shape[-1])
-    if isinstance(index, images.ImageIndex):
+    if isinstance(index, (images.ImageIndex, TextIndex)):
+        if isinstance(index, TextIndex):
+            # Undecodable bytes become U+FFFD, as Python's errors="replace" read them.
+            def decode(raw):
+                return tf.strings.unicode_transcode(raw, "UTF-8", "UTF-8", errors="replace")
+        else:
+            decode = images.decoder(splits.image_shape[:2], splits.image_shape[-1])
         paths = np.array([os.path.join(index.root, p) for p in index.paths[ids]], dtype=object)
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
         if shuffle:
@@ -570,6 +578,7 @@ def index_examples(splits, split, *, input_shape=None, one_hot_classes=None, shu
         ds = shard_for_worker(ds, len(ids), workers)
         return ds.map(lambda path, label: prepare(decode(tf.io.read_file(path)), label),
                       num_parallel_calls=tf.data.AUTOTUNE), "OFF" if workers else "DATA"
+    decode = images.decoder(splits.image_shape[:2], splits.image_shape[-1])
     # Record number -> this split's label, -1 for records of other splits.
     label_of = np.full(len(index.labels), -1, "int32")
     label_of[ids] = labels

@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from zoo import io as zio
-from zoo.readers import class_folders
+from zoo.readers import class_folders, listing_key
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # Formats `tf.io.decode_image` reads (PIL's names for them).
@@ -81,10 +81,7 @@ class RecordIndex:
 
 def _listing_key(root, entries, what):
     """A hash of the files' names, sizes and modification times (the cache key)."""
-    digest = hashlib.sha256(f"{what}:{INDEX_VERSION}:{os.path.abspath(root)}".encode())
-    for rel, size, mtime in entries:
-        digest.update(f"\n{rel}\t{size}\t{mtime}".encode())
-    return digest.hexdigest()
+    return listing_key(root, entries, what, INDEX_VERSION)
 
 
 def list_folder(path):

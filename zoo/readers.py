@@ -1,6 +1,6 @@
 """Readers of files and prepared datasets: a source on disk -> Python lists and numpy arrays.
 
-The one place that parses a CSV file, reads a text folder or a prepared
+The one place that parses a CSV file, indexes a text folder, reads a prepared
 TensorFlow Datasets split, and turns label strings into class ids.  The
 generic sources (`zoo.data`) and the task hooks (`zoo.tasks.text`,
 `zoo.tasks.timeseries`) all read through here; splitting the result is
@@ -11,7 +11,8 @@ knows about models or tasks.
   header, file line numbers kept for messages.
 - `encode_labels`: label strings -> ids 0..k-1, one order for every source.
 - `numeric_table`: the numeric columns of a CSV (time series).
-- `read_texts`: (texts, labels) of a `csv:`, `folder:` or `tfds:` text source.
+- `read_texts`: (texts, labels) of a `csv:` or `tfds:` text source (in memory).
+- `index_text_folder`: a `folder:` of text files as paths and labels (streamed).
 - `read_tfds`: the examples of a prepared TFDS dataset, never downloading.
 """
 
@@ -319,35 +320,110 @@ def class_folders(path, what):
     return classes
 
 
-def _read_text_folder(path):
-    classes = class_folders(path, "Text")
-    texts, labels, where = [], [], []
-    for name in classes:
+def listing_key(root, entries, what, version=1):
+    """A hash of a folder's files: (relative path, size, mtime) entries (cache and manifest key)."""
+    import hashlib
+    digest = hashlib.sha256(f"{what}:{version}:{os.path.abspath(root)}".encode())
+    for rel, size, mtime in entries:
+        digest.update(f"\n{rel}\t{size}\t{mtime}".encode())
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass
+class TextIndex:
+    """The text files of a folder: paths relative to `root`, int32 labels, class names.
+
+    What a `folder:PATH` text source is before training: no text is held;
+    `zoo.data.index_examples` reads each file with `tf.io.read_file` inside
+    a parallel `tf.data` map (as Keras's `text_dataset_from_directory` does).
+    """
+
+    root: str
+    paths: np.ndarray
+    labels: np.ndarray
+    class_names: list
+    listing: str
+    counts: np.ndarray
+
+
+# Whitespace-only files are found a block at a time: a file with any text
+# costs one read of at most this many bytes.
+BLANK_CHECK_BYTES = 4096
+
+
+def _blank(path):
+    """Whether the file holds nothing but whitespace (as UTF-8, undecodable bytes are text)."""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(BLANK_CHECK_BYTES)
+            if not block:
+                return True
+            if block.decode("utf-8", errors="replace").strip():
+                return False
+
+
+def index_text_folder(path, *, classes=None):
+    """The `TextIndex` of a `folder:PATH` text source: listed, labelled, empty files refused.
+
+    Each class sub-folder's regular, non-hidden files (not recursive), in
+    sorted order, are its examples.  The one pass over the files reads a
+    block of each (`BLANK_CHECK_BYTES`) to refuse an empty or whitespace-only
+    file by name; nothing is kept.
+
+    Args:
+        path: the folder (one sub-folder of text files per class).
+        classes: class names in id order (see `encode_labels`); None takes
+            the sub-folders, each of which must then hold a file. Defaults
+            to None.
+    """
+    source = f"data='folder:{path}'"
+    folders = class_folders(path, "Text")
+    files = []
+    for name in folders:
         folder = os.path.join(path, name)
         for file in sorted(os.listdir(folder)):
             full = os.path.join(folder, file)
             if file.startswith(".") or not os.path.isfile(full):
                 continue
-            with open(full, encoding="utf-8", errors="replace") as f:
-                texts.append(f.read())
-            labels.append(name)
-            where.append(full)
-    if not texts:
-        raise ValueError(f"Text folder contains no files. Received: data='folder:{path}'")
-    return texts, labels, where, classes
+            try:
+                st = os.stat(full)
+                blank = st.st_size == 0 or _blank(full)
+            except OSError as err:
+                raise ValueError(f"Text file cannot be read: {full} ({err.strerror or err}). "
+                                 f"Received: {source}") from None
+            if blank:
+                raise ValueError(f"Empty text at {full}: every example needs some text. "
+                                 f"Received: {source} with an empty file")
+            files.append((os.path.join(name, file), name, st.st_size, st.st_mtime_ns))
+    if not files:
+        raise ValueError(f"Text folder contains no files. Received: {source}")
+    y, names = encode_labels([f[1] for f in files], folders if classes is None else classes,
+                             argument=f"{source} (class sub-folders)")
+    counts = np.bincount(y, minlength=len(names))
+    if classes is None:
+        empty = [names[i] for i in range(len(names)) if counts[i] == 0]
+        if empty:
+            raise ValueError(f"Text folder: class sub-folder(s) {empty} hold no files; every "
+                             f"class needs examples (or pass classes= to name the classes). "
+                             f"Received: {source}")
+    return TextIndex(root=os.path.abspath(path), paths=np.array([f[0] for f in files], object),
+                     labels=y, class_names=names,
+                     listing=listing_key(path, [(f[0], f[2], f[3]) for f in files], "text"),
+                     counts=counts)
 
 
 def read_texts(source, *, text_column="text", label_column="label", classes=None):
-    """Raw texts and class ids of a text source.
+    """Raw texts and class ids of a text source that is read into memory.
+
+    A `folder:` of text files streams instead (`index_text_folder`).
 
     Args:
-        source: "csv:PATH" (a text and a label column), "folder:PATH" (one
-            sub-folder of text files per class) or "tfds:NAME" (a prepared TFDS
-            dataset of (text, label)).
+        source: "csv:PATH" (a text and a label column) or "tfds:NAME" (a
+            prepared TFDS dataset of (text, label)).
         text_column: the CSV's text column. Defaults to "text".
         label_column: the CSV's label column. Defaults to "label".
         classes: class names in id order (see `encode_labels`); None takes
-            the labels present (the sub-folders, the TFDS label names).
+            the labels present (the TFDS label names).
             Defaults to None.
 
     Returns:
@@ -364,12 +440,6 @@ def read_texts(source, *, text_column="text", label_column="label", classes=None
                      f"text_column={text_column!r}")
         y, names = encode_labels(labels, classes, argument=f"label_column={label_column!r}",
                                  where=[table.where(n) for n in range(len(labels))])
-        return (texts, y), None, names
-    if prefix == "folder":
-        texts, labels, where, folders = _read_text_folder(rest)
-        _check_texts(texts, where, f"data='folder:{rest}'")
-        y, names = encode_labels(labels, folders if classes is None else classes,
-                                 argument=f"data='folder:{rest}' (class sub-folders)")
         return (texts, y), None, names
     if prefix != "tfds":
         return None
