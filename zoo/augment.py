@@ -46,9 +46,85 @@ DESCRIPTIONS = {
 }
 AUGMENTATIONS = tuple(DESCRIPTIONS)
 SOFT_LABEL_AUGMENTATIONS = ("mixup", "cutmix")
+# Losses that train on the soft one-hot labels mixup/cutmix make (None: the
+# task's default, categorical for a classifier with one output per class).
+SOFT_LABEL_LOSSES = (None, "categorical_crossentropy", "sparse_categorical_crossentropy")
 
 
-def make_augmenter(names, *, seed=0, num_classes=None, value_range=(0.0, 1.0), crop_padding=4):
+def check_names(names, *, argument="augment"):
+    """The names as a tuple; unknown or repeated names are a ValueError naming `argument`."""
+    if isinstance(names, str):
+        names = (names,)
+    if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{argument} must be a sequence of augmentation names from "
+                         f"{list(AUGMENTATIONS)}. Received: {argument}={names!r}")
+    names = tuple(names)
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"Unknown augmentation(s) {unknown}. Allowed: {list(AUGMENTATIONS)}. "
+                         f"Received: {argument}={list(names)!r}")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"Each augmentation may appear once. Received: {argument}={list(names)!r}")
+    return names
+
+
+def check_for_model(names, spec, *, loss=None, argument="augment"):
+    """Refuse augmentations that model `spec` cannot train with, before TensorFlow.
+
+    mixup/cutmix replace each label by a soft one-hot vector, which only a
+    classifier with one output per class and a categorical loss can fit; a
+    single sigmoid output (the perceptron, `classifier_activation="sigmoid"`
+    with one unit), a regression or generative task, or a binary / regression
+    loss would fail inside `tf.function` with a shape error.
+
+    Args:
+        names: augmentation names.
+        spec: the model's `ModelSpec`.
+        loss: the loss the run trains with (the recipe's, after overrides; None:
+            the task's default). Defaults to None.
+        argument: the name the user gave the names under. Defaults to "augment".
+    """
+    names = check_names(names, argument=argument)
+    soft = [n for n in names if n in SOFT_LABEL_AUGMENTATIONS]
+    if not soft:
+        return names
+    received = f"Received: {argument}={list(names)!r}"
+    if spec.task != "classification":
+        raise ValueError(f"{soft} mix labels into soft one-hot class vectors, so they apply to "
+                         f"classifiers only; model '{spec.name}' is a {spec.task} model. {received}")
+    # A registered classifier without num_classes has one sigmoid unit (perceptron).
+    single_unit = spec.builder is not None and "num_classes" not in (spec.arguments or {})
+    if single_unit or loss == "binary_crossentropy":
+        raise ValueError(f"{soft} make soft one-hot labels, one value per class, but model "
+                         f"'{spec.name}' has a single sigmoid output (binary labels). Use a "
+                         f"classifier with one output per class (e.g. mlp), or leave out "
+                         f"{soft}. {received}")
+    if loss not in SOFT_LABEL_LOSSES:
+        raise ValueError(f"{soft} make soft one-hot labels, which loss={loss!r} cannot train "
+                         f"on; use 'categorical_crossentropy'. {received}")
+    return names
+
+
+def check_example_shape(names, example_shape, *, argument="augment"):
+    """Refuse augmenting examples that are not images, before any `tf.data` map.
+
+    Every augmentation here (Keras's image layers included) works on
+    (height, width[, channels]) examples; a feature vector (a CSV row, an
+    embedding) would fail inside `tf.function`, so it is refused here with the
+    shape the data has.
+    """
+    names = check_names(names, argument=argument)
+    shape = tuple(example_shape)
+    if names and len(shape) not in (2, 3):
+        raise ValueError(f"Augmentations transform images of shape (height, width[, channels]), "
+                         f"but the examples have shape {shape}: train without augmentation "
+                         f"(CLI: leave out --augment). Received: {argument}={list(names)!r}")
+    return names
+
+
+def make_augmenter(names, *, seed=0, num_classes=None, value_range=(0.0, 1.0), crop_padding=4,
+                   example_shape=None):
     """A callable (images, labels) -> (images, labels) that augments a training batch.
 
     Args:
@@ -61,23 +137,16 @@ def make_augmenter(names, *, seed=0, num_classes=None, value_range=(0.0, 1.0), c
         value_range: (low, high) range of the pixel values; color operations
             keep images inside it. Defaults to (0.0, 1.0).
         crop_padding: pixels of zero padding for "crop". Defaults to 4.
+        example_shape: the shape of one example, checked to be an image's
+            ((H, W) or (H, W, C)) before any `tf.data` map is traced; None
+            leaves the check to the first call. Defaults to None.
 
     Returns:
         An `Augmenter` (callable, with `names`, `seed` and `soft_labels`).
     """
-    if isinstance(names, str):
-        names = (names,)
-    if not isinstance(names, (tuple, list)):
-        raise ValueError(f"names must be a sequence of augmentation names from "
-                         f"{list(AUGMENTATIONS)}. Received: names={names!r}")
-    names = tuple(names)
-    unknown = [n for n in names if n not in AUGMENTATIONS]
-    if unknown:
-        raise ValueError(f"Unknown augmentation(s) {unknown}. Allowed: {list(AUGMENTATIONS)}. "
-                         f"Received: names={names!r}")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"Each augmentation may appear once. Received: names={names!r}")
+    names = check_names(names, argument="names")
+    if example_shape is not None:
+        check_example_shape(names, example_shape, argument="names")
     checks.non_negative_int("seed", seed)
     soft = any(n in SOFT_LABEL_AUGMENTATIONS for n in names)
     if soft:
@@ -159,6 +228,15 @@ class Augmenter:
 
         if seed is not None:
             self.reseed(seed)
+        rank = len(images.shape)
+        if rank == 2:
+            # Reached only when the caller did not pass example_shape: a batch of
+            # feature vectors, which Keras's image layers would misread.
+            check_example_shape(self.names, tuple(images.shape[1:]), argument="names")
+        if rank == 3:
+            # (N, H, W) grayscale batches (digits for a vector model): without a
+            # channel axis Keras's layers would take the batch for one (H, W, C) image.
+            images = ops.expand_dims(images, -1)
         for _, op in self._image_ops:
             images = op(images, training=True)
         if self._mix_ops and labels is not None:
@@ -167,6 +245,8 @@ class Augmenter:
                 mixed = op({"images": images, "labels": labels}, training=True)
                 images, labels = mixed["images"], mixed["labels"]
         images = ops.cast(images, "float32")
+        if rank == 3:
+            images = ops.squeeze(images, -1)
         return images, labels
 
     def _soft(self, labels):
