@@ -823,3 +823,25 @@ def test_an_augmentation_the_model_cannot_take_is_one_line(env, tmp_path, capsys
                      "--no-export"]) == 2
     _one_error_line(capsys, fragment)
     assert not out.exists()
+
+
+def test_a_weights_file_of_another_shape_is_one_line_without_keras_warnings(tmp_path, capsys):
+    """Was: ~80 Keras UserWarnings ("Skipping nested container ...") and a message holding the
+    variable's values; now one line naming --weights, the layer and both shapes."""
+    import warnings
+    path = tmp_path / "resnet32.weights.h5"
+    zoo.build("resnet32", input_shape=(8, 8, 3), include_top=False).save_weights(str(path))
+    out = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = cli.main(["finetune", "resnet20", "--weights", str(path), "--out", str(out),
+                         "--epochs", "1", "--head-init", "random", "--verbose", "0"])
+    assert code == 2
+    line = _one_error_line(capsys, "zoo finetune: error: weights file", "does not fit the "
+                           "backbone resnet20: the first layer that does not match is "
+                           "'conv3_block1_1_conv': it expects weights of shape (3, 3, 16, 32), "
+                           "the file holds (3, 3, 16, 16)", f"Received: weights='{path}'")
+    assert len(line) < 600, line  # no dump of the variable's values
+    assert not [w for w in caught if "keras" in (w.filename or "")], [
+        str(w.message)[:100] for w in caught]
+    assert not out.exists()
