@@ -219,7 +219,17 @@ def test_empty_hyperparameters_give_the_registered_model(name):
     assert hp.values["optimizer"] == spec.recipe.optimizer
     if "learning_rate" in hp.values:
         assert hp.values["learning_rate"] == spec.recipe.learning_rate
-    assert ("augment" in hp.values) == bool(spec.recipe.augment)
+    others = [n for n in spec.recipe.augment if n != "erasing"]
+    assert ("augment" in hp.values) == bool(others)
+    # The modern options are declared at the recipe's values too (issue 20).
+    assert hp.values.get("ema") == (None if spec.task == "generative"
+                                    else spec.recipe.ema_momentum is not None)
+    if spec.task == "classification":
+        assert hp.values["label_smoothing"] == spec.recipe.label_smoothing
+    image_classifier = spec.task == "classification" and spec.input_kind == "image"
+    assert ("erasing" in hp.values) == image_classifier
+    if image_classifier:
+        assert hp.values["erasing"] == ("erasing" in spec.recipe.augment)
 
 
 @pytest.mark.parametrize("name", TRAINABLE)
@@ -260,6 +270,68 @@ def test_a_space_that_misses_the_builder_defaults_is_pinned(monkeypatch):
     hp = kt.HyperParameters()
     hp.Fixed("units", 32)
     assert hypermodel.point(hp).model_kwargs["hidden_units"] == (32, 32)
+
+
+def test_label_smoothing_ema_one_cycle_and_erasing_are_tuner_choices():
+    import keras_tuner as kt
+
+    from tuning.hypermodel import ZooHyperModel
+    spec = zoo.get_spec("resnet9")  # a recipe with all of them: one_cycle, 0.2, erasing
+    hypermodel = ZooHyperModel(_Plan(spec))
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    declared = {h.name: h for h in hp.space}
+    assert list(declared["schedule"].values) == ["one_cycle", "constant", "cosine",
+                                                 "reduce_on_plateau"]
+    assert list(declared["label_smoothing"].values) == [0.0, 0.1, 0.2]
+    assert {"ema", "erasing", "augment"} <= set(declared)
+
+    def recipe_at(model=hypermodel, **values):
+        hp = kt.HyperParameters()
+        for name, value in values.items():
+            hp.Fixed(name, value)
+        return model.point(hp).recipe
+
+    assert recipe_at() == spec.recipe  # trial 0
+    recipe = recipe_at(ema=True, label_smoothing=0.0, schedule="cosine", erasing=False)
+    assert (recipe.ema_momentum, recipe.label_smoothing, recipe.schedule, recipe.augment) == (
+        0.99, 0.0, "cosine", ("crop", "flip"))
+    assert recipe_at(augment=False).augment == ("erasing",)
+    assert recipe_at(augment=False, erasing=False).augment == ()
+    # A recipe without erasing gains it last; without other augmentation there is no
+    # `augment` choice; a vector model has no `erasing`, a regressor no label smoothing.
+    lenet = ZooHyperModel(_Plan(zoo.get_spec("lenet5")))
+    assert recipe_at(lenet, erasing=True).augment == (*zoo.get_spec("lenet5").recipe.augment,
+                                                     "erasing")
+    assert recipe_at(lenet, ema=False).ema_momentum is None
+    names = set()
+    for name in ("mlp", "mlp_regressor"):
+        hp = kt.HyperParameters()
+        ZooHyperModel(_Plan(zoo.get_spec(name))).declare_hyperparameters(hp)
+        names |= {f"{name}:{h.name}" for h in hp.space}
+    assert {"mlp:ema", "mlp:label_smoothing", "mlp_regressor:ema"} <= names
+    assert not names & {"mlp:erasing", "mlp:augment", "mlp_regressor:label_smoothing"}
+
+
+def test_a_trial_trains_with_the_chosen_smoothing_ema_and_one_cycle(tmp_path):
+    import keras
+
+    class Record(keras.callbacks.Callback):
+        seen = []
+
+        def on_train_begin(self, logs=None):
+            optimizer = self.model.optimizer
+            Record.seen.append((optimizer.use_ema, optimizer.ema_momentum,
+                                self.model.loss.get_config()["label_smoothing"],
+                                type(optimizer._learning_rate).__name__))
+
+    space = {"ema": True, "label_smoothing": 0.1, "schedule": "one_cycle"}
+    result = search(tmp_path, max_trials=1, space=space, callbacks=[Record()], **tiny_mlp())
+    assert [r["status"] for r in result.rows] == ["completed"]
+    assert Record.seen == [(True, 0.99, 0.1, "OneCycle")]
+    recipe = result.rows[0]["recipe"]
+    assert (recipe["ema_momentum"], recipe["label_smoothing"], recipe["schedule"]) == (
+        0.99, 0.1, "one_cycle")
 
 
 CHEAP = [n for n in TRAINABLE if zoo.get_spec(n).search_space is not None and
@@ -520,6 +592,11 @@ def test_cli_report_and_errors(finished, capsys, tmp_path):
     ({"space": {"learning_rate": [1e-3, 5.0]}},
      r"\[5.0\] for 'learning_rate' are outside its range: it is in \[0.0001, 0.01\]"),
     ({"space": {"learning_rate": {"min": 0.1}}}, "needs 'min' and 'max'"),
+    ({"space": {"ema": "yes"}}, "Value 'yes' for 'ema' is outside its range: it is True or F"),
+    ({"space": {"label_smoothing": [0.1, 0.5]}},
+     r"\[0.5\] for 'label_smoothing' are outside its range: it is one of \[0.0, 0.1\]"),
+    ({"space": {"schedule": "one-cycle"}}, r"'one-cycle' for 'schedule' .* 'one_cycle'"),
+    ({"space": {"erasing": True}}, r"\['erasing'\] name no hyperparameter of this model"),
     ({"tuner": "grid", "space": {"dropout": {"min": 0.0, "max": 0.3, "step": None}}},
      r"grid search needs discrete values, but \['dropout'\] is a continuous range"),
     ({"objective": "val_accuracy", "model": "mlp_regressor"},
@@ -748,3 +825,15 @@ def test_cli_models_and_time_budget_errors(capsys):
     assert "one of the two" in capsys.readouterr().err
     assert cli.main(["tune", "--models", "nothing*"]) == 2
     assert "No registered model matches" in capsys.readouterr().err
+
+
+def test_cli_space_file_takes_the_new_options_and_refuses_a_bad_value_in_one_line(
+        tmp_path, capsys):
+    from zoo import cli
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"ema": [True, False], "label_smoothing": 0.3}))
+    out = tmp_path / "s"
+    assert cli.main(["tune", "mlp", "--space", str(space), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'label_smoothing' is outside its range" in err, err
+    assert str(space) in err and not out.exists()

@@ -107,13 +107,11 @@ class ZooHyperModel(kt.HyperModel):
             pinned = True
         training = space_module.declare_training_space(
             hp, self.plan.recipe, skip=set(self.spec_names) | self.spec_recipe_fields,
-            grid=self.grid, monitor=self.plan.hooks.monitor)
-        augment = training.pop("augment", None)
+            grid=self.grid, monitor=self.plan.hooks.monitor, task=self.spec.task,
+            input_kind=self.spec.input_kind)
         fields = {**space_recipe, **training}
         if "batch_size" in fields:
             fields["batch_size"] = int(fields["batch_size"])
-        if augment is not None:
-            fields["augment"] = tuple(self.plan.recipe.augment) if augment else ()
         recipe = dataclasses.replace(self.plan.recipe, **fields)
         # The user's fixed builder arguments win over the space.
         model_kwargs = {**kwargs, **self.plan.model_kwargs}

@@ -6,10 +6,13 @@ A trial's configuration has two parts:
   family): builder kwargs and, optionally, recipe fields;
 * the shared training space declared here, whose every default is the
   recipe's value: `learning_rate` (log scale, a decade either side of the
-  recipe's), `optimizer`, `schedule`, `weight_decay`, `batch_size` and, for a
-  recipe with augmentation, `augment` (on/off).  A name the spec's space
-  already declares (e.g. the CNNs' `weight_decay` builder argument) is not
-  declared twice.
+  recipe's), `optimizer`, `schedule` (constant, cosine, one_cycle,
+  reduce_on_plateau), `weight_decay`, `batch_size`, `ema` (an exponential
+  moving average of the weights, on/off; not for generative models), for
+  classifiers `label_smoothing` (0 or 0.1), for image classifiers `erasing`
+  (random erasing on/off) and, for a recipe with other augmentation,
+  `augment` (those on/off).  A name the spec's space already declares (e.g.
+  the CNNs' `weight_decay` builder argument) is not declared twice.
 
 Overrides map hyperparameter names to
 
@@ -31,6 +34,11 @@ from zoo import io as zio
 # Optimizers the training space chooses among (with the recipe's own).
 OPTIMIZER_CHOICES = ("adam", "adamw", "rmsprop", "nesterov")
 WEIGHT_DECAYS = (0.0, 1e-5, 1e-4, 1e-3)
+SCHEDULE_CHOICES = ("constant", "cosine", "one_cycle", "reduce_on_plateau")
+LABEL_SMOOTHINGS = (0.0, 0.1)
+# The momentum of an `ema` trial whose recipe keeps no average (Keras's default:
+# an average over ~100 steps, short enough for a trial of a few epochs).
+EMA_MOMENTUM = 0.99
 RANGE_KEYS = ("min", "max", "step", "sampling", "default")
 
 
@@ -55,21 +63,26 @@ def learning_rates(lr):
     return sorted({_round_sig(lr * f) for f in (0.1, 0.3, 3.0, 10.0)} | {float(lr)})
 
 
-def declare_training_space(hp, recipe, *, skip=(), grid=False, monitor="val_loss"):
+def declare_training_space(hp, recipe, *, skip=(), grid=False, monitor="val_loss",
+                           task="classification", input_kind=None):
     """Declare the shared training hyperparameters on `hp`; return recipe overrides.
 
     Args:
         hp: a `keras_tuner.HyperParameters`.
         recipe: the plan's `Recipe` (every default is its value).
-        skip: names not to declare (the spec's space has them). Defaults to ().
+        skip: names not to declare (the spec's space has them, or the recipe
+            fields they set). Defaults to ().
         grid: declare a discrete learning-rate set instead of a log range.
             Defaults to False.
         monitor: the task's monitored quantity; None drops "reduce_on_plateau".
             Defaults to "val_loss".
+        task: the model's task; "classification" adds `label_smoothing`,
+            "generative" leaves out `ema`. Defaults to "classification".
+        input_kind: the model's input kind; an "image" classifier adds
+            `erasing`. Defaults to None.
 
     Returns:
-        dict of `Recipe` field -> value at `hp`'s current values (`augment`
-        is returned as a bool: the recipe's augmentation on or off).
+        dict of `Recipe` field -> value at `hp`'s current values.
     """
     out = {}
     skip = set(skip)
@@ -84,9 +97,7 @@ def declare_training_space(hp, recipe, *, skip=(), grid=False, monitor="val_loss
         out["optimizer"] = hp.Choice("optimizer", _unique([recipe.optimizer, *OPTIMIZER_CHOICES]),
                                      default=recipe.optimizer)
     if "schedule" not in skip:
-        schedules = ["constant", "cosine"]
-        if monitor:
-            schedules.append("reduce_on_plateau")
+        schedules = [s for s in SCHEDULE_CHOICES if monitor or s != "reduce_on_plateau"]
         out["schedule"] = hp.Choice("schedule", _unique([recipe.schedule, *schedules]),
                                     default=recipe.schedule)
     if "weight_decay" not in skip:
@@ -96,9 +107,37 @@ def declare_training_space(hp, recipe, *, skip=(), grid=False, monitor="val_loss
         bs = int(recipe.batch_size)
         out["batch_size"] = hp.Choice("batch_size", sorted({max(1, bs // 2), bs, bs * 2}),
                                       default=bs)
-    if "augment" not in skip and recipe.augment:
-        out["augment"] = hp.Boolean("augment", default=True)
+    if task == "classification" and "label_smoothing" not in skip:
+        ls = float(recipe.label_smoothing)
+        out["label_smoothing"] = hp.Choice("label_smoothing", sorted({*LABEL_SMOOTHINGS, ls}),
+                                           default=ls)
+    # A GAN's two optimizers would average weights that no step swaps in.
+    if task != "generative" and not skip & {"ema", "ema_momentum"}:
+        ema = hp.Boolean("ema", default=recipe.ema_momentum is not None)
+        out["ema_momentum"] = (recipe.ema_momentum or EMA_MOMENTUM) if ema else None
+    if "augment" not in skip:
+        out["augment"] = _augment(hp, recipe, erasing=task == "classification"
+                                  and input_kind == "image" and "erasing" not in skip)
     return out
+
+
+def _augment(hp, recipe, *, erasing):
+    """The trial's augmentation: the recipe's own (`augment`) and random erasing, each on/off.
+
+    Both on gives the recipe's list as it is (erasing where the recipe has it,
+    else last: after the crop and flip it is meant to follow).
+    """
+    names = tuple(recipe.augment)
+    others = tuple(n for n in names if n != "erasing")
+    keep_others = hp.Boolean("augment", default=True) if others else True
+    with_erasing = "erasing" in names
+    if erasing:
+        with_erasing = hp.Boolean("erasing", default=with_erasing)
+    if not with_erasing:
+        names = others
+    elif "erasing" not in names:
+        names = (*names, "erasing")
+    return names if keep_others else tuple(n for n in names if n == "erasing")
 
 
 # ------------------------------------------------------------------ overrides

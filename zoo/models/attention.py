@@ -33,7 +33,7 @@ def _transformer_space(hp):
         "dropout": hp.Float("dropout", 0.0, 0.3, step=0.1, default=0.1),
         # The tuner's shared schedules plus the warm-up of Vaswani et al.
         "recipe": {"schedule": hp.Choice(
-            "schedule", ["constant", "cosine", "warmup_cosine", "reduce_on_plateau"],
+            "schedule", ["constant", "cosine", "warmup_cosine", "one_cycle", "reduce_on_plateau"],
             default="constant")},
     }
 
