@@ -146,3 +146,37 @@ def test_listing_and_help_do_not_import_tensorflow():
             "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_list_details_shows_the_shipped_results_table(capsys, monkeypatch):
+    # zoo/results.csv is written by benchmarks/results_table.py: every measured row is
+    # shown as it is, beside its plain-Keras baseline; the rest say "not measured".
+    import csv
+    import os
+
+    from zoo import cli
+    with open(os.path.join(os.path.dirname(zoo.__file__), "results.csv"), newline="") as f:
+        table = {row["name"]: row for row in csv.DictReader(f)}
+    assert cli.main(["list", "--details"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert set(lines) == set(zoo.list_models())
+    measured = [n for n, row in table.items() if row["test_accuracy"]]
+    assert measured, "zoo/results.csv holds no measured model"
+    for name, line in lines.items():
+        row = table.get(name, {})
+        if row.get("test_accuracy"):
+            assert f"{float(row['test_accuracy']):.4f} on {row['dataset']}" in line, line
+            assert ("plain Keras not measured" in line) == (not row["baseline_test_accuracy"])
+        else:
+            assert line.endswith("not measured"), line
+    assert cli.main(["list", "lenet5", "--details", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["results"] == table.get("lenet5")
+
+    monkeypatch.setattr(cli, "_results_table", lambda: {"mlp": {
+        "gmacs": "1.7e-05", "dataset": "fashion_mnist", "epochs": "3", "test_accuracy": "0.85",
+        "train_seconds": "40.4", "date": "2026-12-04", "baseline_epochs": "5",
+        "baseline_test_accuracy": "0.8612"}})
+    assert cli.main(["list", "mlp", "--details"]) == 0
+    assert capsys.readouterr().out.split("GMACs  ")[1].strip() == (
+        "0.8500 on fashion_mnist after 3 epochs in 40 s (2026-12-04); plain Keras 0.8612 "
+        "(5 epochs, same wall clock)")

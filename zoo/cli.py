@@ -364,13 +364,18 @@ def cmd_list(args):
         if args.details:
             r = results.get(s.name, {})
             gmacs = f"{float(r['gmacs']):.4g}" if r.get("gmacs") else "-"
+            # zoo/results.csv, written by benchmarks/results_table.py; no figure is made up.
             measured = (f"{float(r['test_accuracy']):.4f} on {r['dataset']} after "
-                        f"{r['epochs']} epochs" if r.get("test_accuracy") else "-")
+                        f"{r['epochs']} epochs" if r.get("test_accuracy") else "not measured")
             if r.get("test_accuracy") and r.get("train_seconds"):
                 measured += f" in {float(r['train_seconds']):.0f} s"
-            if r.get("baseline_test_accuracy"):  # benchmarks/results_table.py
+            if r.get("test_accuracy") and r.get("date"):
+                measured += f" ({r['date']})"
+            if r.get("baseline_test_accuracy"):
                 measured += (f"; plain Keras {float(r['baseline_test_accuracy']):.4f} "
                              f"({r['baseline_epochs']} epochs, same wall clock)")
+            elif r.get("test_accuracy"):
+                measured += "; plain Keras not measured"
             line += f"  {gmacs:>9} GMACs  {measured}"
         else:
             line += f"  {s.description}"
