@@ -641,8 +641,8 @@ def index_pipeline(splits, split, *, batch_size, input_shape=None, shuffle=False
         split: "train", "validation" or "test".
         batch_size / input_shape / shuffle / seed / augmenter / one_hot_classes:
             as in `pipeline`.
-        cache: a file prefix for `tf.data`'s disk cache of the decoded
-            examples (later epochs, tuning trials skip decoding); the shuffle
+        cache: a folder for a `tf.data` snapshot of the decoded examples
+            (`_disk_cache`: later epochs, tuning trials skip decoding); the shuffle
             then runs after the cache over a 10,000-example buffer. Defaults
             to None (decode every epoch; memory stays flat).
         workers: (number of workers, this worker's index) to read only this
@@ -659,12 +659,29 @@ def index_pipeline(splits, split, *, batch_size, input_shape=None, shuffle=False
     if cache is not None:
         if workers:
             cache = f"{cache}-worker{workers[1]}of{workers[0]}"
-        ds = ds.cache(cache)
+        ds = _disk_cache(ds, cache)
         if shuffle:
             ds = ds.shuffle(min(len(splits.split(split)[0]), 10_000), seed=seed,
                             reshuffle_each_iteration=True)
     return _shard_policy(_batched(ds, batch_size=batch_size, seed=seed, augmenter=augmenter),
                          policy)
+
+
+def _disk_cache(ds, path):
+    """`ds` written under `path` by its first complete pass, read from there afterwards.
+
+    `tf.data.Dataset.snapshot`, not `cache(filename)`: TF 2.21's file cache
+    logs "The calling iterator did not fully read the dataset being cached"
+    whenever a writing iterator is destroyed, even after a complete pass
+    (its destructor looks for a shard file the merge has just removed:
+    tensorflow/tensorflow#60174, #122752), and two iterators writing one
+    prefix at once fail (AlreadyExists).  A snapshot keys what it writes by
+    the pipeline's fingerprint and writes a pass that stopped early again
+    on the next one; a single shard keeps the examples in order, so the
+    seeded shuffle after it is the same on resume.
+    """
+    import tensorflow as tf
+    return ds.snapshot(path, shard_func=lambda *item: tf.constant(0, tf.int64))
 
 
 GENERIC_OPTIONS = {
@@ -927,7 +944,7 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
 
 
 def _cache_file(folder, split, what):
-    """The `tf.data` cache file of a split (None: no disk cache), named by what it holds."""
+    """The `tf.data` snapshot folder of a split (None: no disk cache), named by what it holds."""
     if folder is None:
         return None
     os.makedirs(folder, exist_ok=True)

@@ -64,7 +64,10 @@ def vectorizer(texts, *, vocab_size, sequence_length):
 
 
 def with_text_input(model, train_texts):
-    """`model` (int token ids) behind a TextVectorization adapted on `train_texts` (see `vectorizer`)."""
+    """`model` (int token ids) behind a TextVectorization adapted on `train_texts`.
+
+    `train_texts`: an array of strings or a dataset of them (see `vectorizer`).
+    """
     import keras
 
     if model.inputs[0].dtype == "string":
