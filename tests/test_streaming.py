@@ -349,14 +349,22 @@ WORDS = {"neg": ("bad", "awful", "dull"), "pos": ("good", "great", "fine")}
 
 
 def _text_folder(root, per_class=12):
-    """`per_class` files per class, each two of its class's words and its own word f<n>."""
+    """`per_class` files per class, each two of its class's words and its own word f<n>.
+
+    The "neg" files end with a byte that is not UTF-8 (a Latin-1 file).
+    """
     for c, (name, words) in enumerate(WORDS.items()):
         os.makedirs(root / name, exist_ok=True)
         for i in range(per_class):
             n = c * per_class + i
-            (root / name / f"{i:02d}.txt").write_text(
-                f"{words[i % 3]} f{n} {words[(i + 1) % 3]}\n")
+            (root / name / f"{i:02d}.txt").write_bytes(
+                f"{words[i % 3]} f{n} {words[(i + 1) % 3]}".encode()
+                + (b" caf\xe9\n" if name == "neg" else b"\n"))
     return root
+
+
+def _words(path):
+    return path.read_bytes().decode("utf-8", errors="replace").split()
 
 
 def test_text_folder_streams_trains_and_keeps_its_split(tmp_path):
@@ -374,13 +382,13 @@ def test_text_folder_streams_trains_and_keeps_its_split(tmp_path):
     assert len(result.history["loss"]) == 1 and "test_accuracy" in result.metrics
     # The vocabulary came from a streamed pass over the training files only.
     manifest = zio.read_json(str(run_dir / training.SPLIT_FILE))
-    train_words = {w for rel in manifest["files"]["train"]
-                   for w in (root / rel).read_text().split()}
+    train_words = {w for rel in manifest["files"]["train"] for w in _words(root / rel)}
     held_out = {w for part in ("validation", "test") for rel in manifest["files"][part]
-                for w in (root / rel).read_text().split()} - train_words
+                for w in _words(root / rel)} - train_words
     vocabulary = set(result.model.get_layer("text_vectorization").get_vocabulary()) - {"",
                                                                                      "[UNK]"}
     assert held_out and vocabulary <= train_words and not vocabulary & held_out
+    assert "caf\ufffd" in vocabulary and (run_dir / "model.keras").exists()  # saved as text
     assert sum(map(len, manifest["files"].values())) == 2 * 12
     # The same split again (as a resume sees it), and evaluate checks it.
     again = training.plan("gru_classifier", data=source, data_options={"sequence_length": 6})

@@ -566,9 +566,10 @@ def index_examples(splits, split, *, input_shape=None, one_hot_classes=None, shu
                                 workers=workers), "OFF" if workers else "DATA"
     if isinstance(index, (images.ImageIndex, TextIndex)):
         if isinstance(index, TextIndex):
-            # Undecodable bytes become U+FFFD, as Python's errors="replace" read them.
+            # The file's bytes, as a served model receives them (TextVectorization
+            # reads any bytes; zoo.tasks.text cleans its vocabulary pass only).
             def decode(raw):
-                return tf.strings.unicode_transcode(raw, "UTF-8", "UTF-8", errors="replace")
+                return raw
         else:
             decode = images.decoder(splits.image_shape[:2], splits.image_shape[-1])
         paths = np.array([os.path.join(index.root, p) for p in index.paths[ids]], dtype=object)

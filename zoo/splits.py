@@ -43,12 +43,13 @@ class ArraySplits:
 
 @dataclasses.dataclass
 class IndexSplits(ArraySplits):
-    """Splits of a source that streams from disk: `x_*` are example ids, never pixels.
+    """Splits of a source that streams from disk: `x_*` are example ids, never pixels or texts.
 
-    The ids index `index` (a `zoo.images.ImageIndex`: `index.paths[id]`; a
-    `zoo.images.RecordIndex`: the id-th record across the sorted shards);
-    `y_*` are the (possibly relabelled) class ids; `image_shape` is the
-    (height, width, channels) each example is decoded to.
+    The ids index `index` (a `zoo.images.ImageIndex` or `zoo.readers.TextIndex`:
+    `index.paths[id]`; a `zoo.images.RecordIndex`: the id-th record across
+    the sorted shards; a `zoo.streams.StreamIndex`: the id-th example of the
+    stream); `y_*` are the (possibly relabelled) class ids; `image_shape` is
+    the (height, width, channels) each example is decoded to, () for texts.
     """
 
     index: object = None
@@ -80,7 +81,8 @@ def index_splits(index, *, image_shape, class_names=None, seed=0, validation_spl
     """`make_splits` on an index: ids and labels are split, nothing is decoded.
 
     Args:
-        index: a `zoo.images.ImageIndex` or `RecordIndex` (has `labels`).
+        index: a `zoo.images.ImageIndex` or `RecordIndex`, a `zoo.readers.TextIndex`
+            (has `labels`).
         image_shape: (height, width, channels) examples decode to.
         class_names: names of the class ids. Defaults to None.
         seed / validation_split / test_split / classes: as in `make_splits`.

@@ -135,9 +135,15 @@ class TextHooks(TaskHooks):
 
     def wrap_model(self, model, bundle):
         if isinstance(bundle.arrays, IndexSplits):
-            # A streamed folder: the training split's texts, read as the
-            # vocabulary pass consumes them.
-            texts = bundle.examples["train"].map(lambda text, *label: text)
+            import tensorflow as tf
+
+            # A streamed folder: the training split's files, read as the
+            # vocabulary pass consumes them.  Bytes that are not UTF-8 become
+            # U+FFFD here only (a vocabulary is saved as text); the pipelines
+            # keep the raw bytes, which the layer maps to out-of-vocabulary.
+            texts = bundle.examples["train"].map(
+                lambda text, *label: tf.strings.unicode_transcode(text, "UTF-8", "UTF-8",
+                                                                  errors="replace"))
             return with_text_input(model, texts)
         x_train = bundle.arrays.x_train
         if x_train.dtype.kind not in "OUS":
