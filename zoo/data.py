@@ -911,11 +911,14 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
     cache = options.get("cache")
     names = ("train", "validation", "test")
     if streamed:
-        key = splits.manifest()["hashes"]
+        manifest = splits.manifest()
+        # The listing (names, sizes, modification times): a file rewritten in
+        # place is decoded again, not read stale from the cache.
         make = lambda name, **kw: index_pipeline(  # noqa: E731
             splits, name, input_shape=shape, seed=seed,
             one_hot_classes=one_hot_classes, image=is_image,
-            cache=_cache_file(cache, name, (key[name], shape, one_hot_classes)),
+            cache=_cache_file(cache, name, (manifest["listing"], manifest["hashes"][name],
+                                            shape, one_hot_classes)),
             **{"batch_size": batch_size, **kw})
         examples = {name: index_examples(splits, name, input_shape=shape, image=is_image,
                                          one_hot_classes=one_hot_classes)[0] for name in names}
