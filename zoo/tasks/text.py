@@ -143,7 +143,8 @@ class TextHooks(TaskHooks):
             # keep the raw bytes, which the layer maps to out-of-vocabulary.
             texts = bundle.examples["train"].map(
                 lambda text, *label: tf.strings.unicode_transcode(text, "UTF-8", "UTF-8",
-                                                                  errors="replace"))
+                                                                  errors="replace"),
+                num_parallel_calls=tf.data.AUTOTUNE)
             return with_text_input(model, texts)
         x_train = bundle.arrays.x_train
         if x_train.dtype.kind not in "OUS":
