@@ -845,3 +845,29 @@ def test_a_weights_file_of_another_shape_is_one_line_without_keras_warnings(tmp_
     assert not [w for w in caught if "keras" in (w.filename or "")], [
         str(w.message)[:100] for w in caught]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda record: record["model_kwargs"].update(hidden_units=[4_000_000_000]),
+     "more than the limit of 2,147,483,648; use a smaller hidden_units"),
+    (lambda record: record.update(model_kwargs=[1]),
+     "The search directory's trial record is damaged: model_kwargs must be a JSON object"),
+])
+def test_a_best_trial_edited_beyond_reason_is_one_line(tmp_path, capsys, edit, fragment):
+    """Was: a TensorFlow OOM traceback (4e9 units) / a Python error about dict updates."""
+    import json
+    import tuning
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "small.npz", x=rng.normal(size=(60, 5)).astype("float32"),
+             y=np.arange(60) % 3)
+    out = tmp_path / "search"
+    tuning.search("mlp", f"npz:{tmp_path / 'small.npz'}", directory=str(out), max_trials=1,
+                  max_epochs=1, model_kwargs={"hidden_units": (8,)}, verbose=0, report=False,
+                  tensorboard=False)
+    record_file = out / "kt" / "trial_0" / "zoo_trial.json"
+    record = json.loads(record_file.read_text())
+    edit(record)
+    record_file.write_text(json.dumps(record))
+    assert cli.main(["tune", str(out), "--retrain-best", "--verbose", "0"]) == 2
+    _one_error_line(capsys, fragment)
+    assert not (out / "best_run").exists() and not (out / ".lock").exists()

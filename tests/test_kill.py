@@ -159,3 +159,97 @@ def test_two_processes_on_one_run_directory(tmp_path):
     assert "in use by process" in proc.stderr and "Traceback" not in proc.stderr
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
     assert metrics["epochs_run"] == 2
+
+
+# zoo tune ... --retrain-best, killed during the retrain: the search is done, the retrain
+# has a backup; the same command finishes it.  The kill comes from inside (a callback
+# appended to the retrain's `zoo.train` call), so it always lands mid-retrain.
+TUNE = textwrap.dedent("""
+    import os, signal, sys
+    import keras
+    from zoo import cli, training
+
+    if sys.argv[1] == "kill":
+        class Killer(keras.callbacks.Callback):
+            # Aware: a batch hook would force one step per execution, so the killed run
+            # would not compute what the uninterrupted run (no such hook) computes.
+            steps_per_execution_aware = True
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
+            def on_train_batch_end(self, batch, logs=None):
+                if self.epoch == 2:  # inside epoch 2, after two epochs' backups
+                    os.kill(os.getpid(), signal.SIGKILL)
+        train = training.train
+        training.train = lambda *a, callbacks=None, **k: train(
+            *a, callbacks=[*(callbacks or []), Killer()], **k)
+    sys.exit(cli.main(sys.argv[2:]))
+""")
+
+
+@pytest.mark.heavy
+def test_a_killed_retrain_best_is_finished_by_the_same_command(tmp_path, capsys):
+    import numpy as np
+    import keras
+    from zoo import cli
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "small.npz", x=rng.normal(size=(60, 5)).astype("float32"),
+             y=np.arange(60) % 3)
+    # No dropout: its random state is not in the backup (see the dropout test below).
+    (tmp_path / "space.json").write_text('{"dropout": [0.0]}')
+    search = tmp_path / "search"
+    argv = ["tune", "mlp", "--data", f"npz:{tmp_path / 'small.npz'}", "--out", str(search),
+            "--tuner", "random", "--max-trials", "2", "--max-epochs", "1", "--arg",
+            "hidden_units=[8]", "--space", str(tmp_path / "space.json"), "--deterministic",
+            "--retrain-best", "--verbose", "0"]
+    proc = subprocess.run([sys.executable, "-c", TUNE, "kill", *argv], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    best_run = search / "best_run"
+    assert (search / "trials.csv").exists() and (best_run / "backup").exists()
+    assert not (best_run / "metrics.json").exists()
+
+    assert cli.main(argv) == 0  # the same command: the search is done, the retrain resumes
+    assert "run: " + str(best_run) in capsys.readouterr().out
+    assert cli.main(argv) == 0  # and once more: done, nothing changed
+    assert "done: run_dir already holds a finished run" in capsys.readouterr().out
+    # The same trial retrained without a kill ends with the same weights and history.
+    straight = tmp_path / "straight"
+    assert cli.main(["tune", str(search), "--retrain-best", "--run-dir", str(straight),
+                     "--verbose", "0"]) == 0
+    resumed, expected = (keras.saving.load_model(d / "model.keras", compile=False)
+                         for d in (best_run, straight))
+    for a, b in zip(resumed.get_weights(), expected.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    epochs = [(d / "history.csv").read_text().splitlines() for d in (best_run, straight)]
+    assert [r.split(",")[0] for r in epochs[0]] == [r.split(",")[0] for r in epochs[1]]
+    assert not (best_run / "backup").exists() and (best_run / "saved_model").exists()
+    leftovers = [n for top, dirs, files in os.walk(search) for n in dirs + files
+                 if ".partial" in n or ".old-" in n or n == ".lock"]
+    assert not leftovers, leftovers
+
+
+@pytest.mark.xfail(strict=True, reason="Keras's save_weights leaves out the Dropout layers' "
+                   "SeedGenerator state, and the run's backup (zoo/runs.py) does not add it")
+def test_a_resumed_run_with_dropout_ends_with_the_uninterrupted_weights(tmp_path):
+    """Stopped after epoch 2 of 4 and resumed: the dropout masks of epochs 3-4 must be the
+    uninterrupted run's (measured: max weight difference 0.0044 with dropout=0.3)."""
+    import keras
+    import numpy as np
+    import zoo
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt("stopped after epoch 2")
+
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(60, 5)).astype("float32"), np.arange(60) % 3)
+    kwargs = dict(epochs=4, seed=1, deterministic=True, verbose=0, export=False,
+                  model_kwargs={"hidden_units": (8,), "dropout": 0.3})
+    straight = zoo.train("mlp", data, run_dir=str(tmp_path / "a"), **kwargs).model
+    with pytest.raises(KeyboardInterrupt):
+        zoo.train("mlp", data, run_dir=str(tmp_path / "b"), callbacks=[Stop()], **kwargs)
+    resumed = zoo.train("mlp", data, run_dir=str(tmp_path / "b"), **kwargs).model
+    for a, b in zip(resumed.get_weights(), straight.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

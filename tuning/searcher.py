@@ -807,6 +807,8 @@ def load_search(directory):
     objective = search_config.get("objective") or {}
     direction = objective.get("direction", "max")
     best = results.best_row(rows, direction)
+    if best is not None:
+        _check_trial_record(best, directory)
     return SearchResult(
         directory=directory, objective=objective.get("name"), direction=direction, rows=rows,
         best_trial_id=best["trial_id"] if best else None,
@@ -865,6 +867,27 @@ def _recipe_from(d):
     if "augment" in d:
         d["augment"] = tuple(d["augment"] or ())
     return Recipe(**d)
+
+
+def _check_trial_record(row, directory):
+    """A trial's record as retrain_best reads it, or a SearchError naming the damaged file.
+
+    The record is a file a user can edit; what it holds is checked again by
+    the builder and `zoo.train` (sizes beyond memory included), but its shape
+    is checked here so that a list where an object belongs is named, not met
+    as a Python error.
+    """
+    where = os.path.join(results.project_dir(directory), f"trial_{row['trial_id']}",
+                         results.RECORD_FILE)
+    for key in ("model_kwargs", "recipe"):
+        if row.get(key) is not None and not isinstance(row[key], dict):
+            raise SearchError(f"The search directory's trial record is damaged: {key} must be "
+                              f"a JSON object (argument names to values). Received: "
+                              f"{key}={row[key]!r} in {where}")
+    for key in (row.get("model_kwargs") or {}):
+        if not isinstance(key, str) or not key.isidentifier():
+            raise SearchError(f"The search directory's trial record is damaged: {key!r} is not "
+                              f"an argument name in model_kwargs of {where}")
 
 
 def _builder_kwargs(d):
@@ -945,6 +968,7 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
         raise SearchError(f"No trial {trial_id!r} in the search: {directory}")
     if chosen is None or chosen["recipe"] is None:
         raise SearchError(f"The search has no completed trial to retrain yet: {directory}")
+    _check_trial_record(chosen, directory)
     if config["data"] == "<arrays>" and data is None:
         raise SearchError("This search ran on in-memory arrays: pass the same data= to "
                           "retrain_best.")
