@@ -311,6 +311,20 @@ def test_label_smoothing_ema_one_cycle_and_erasing_are_tuner_choices():
         names |= {f"{name}:{h.name}" for h in hp.space}
     assert {"mlp:ema", "mlp:label_smoothing", "mlp_regressor:ema"} <= names
     assert not names & {"mlp:erasing", "mlp:augment", "mlp_regressor:label_smoothing"}
+    # An augment list fixed by the caller (zoo tune --augment ...) fixes both switches.
+    import dataclasses
+
+    from tuning.searcher import _space
+    for fixed, expected in ((("flip",), {"augment": True, "erasing": False}),
+                            (("erasing",), {"erasing": True}),
+                            (("crop", "erasing"), {"augment": True, "erasing": True})):
+        plan = _Plan(spec)
+        plan.recipe = dataclasses.replace(spec.recipe, augment=fixed)
+        space, _ = _space(ZooHyperModel(plan), {"augment": fixed},
+                          {"space_overrides": {}, "tuner": "random"})
+        values = {h.name: getattr(h, "value", "searched") for h in space.space
+                  if h.name in ("augment", "erasing")}
+        assert values == expected, (fixed, values)
 
 
 def test_a_trial_trains_with_the_chosen_smoothing_ema_and_one_cycle(tmp_path):

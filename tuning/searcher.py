@@ -495,8 +495,13 @@ def _space(hypermodel, fixed_recipe, call):
     overrides = {}
     for key, value in fixed_recipe.items():
         if key == "augment":
+            # The caller's list settles both switches of `tuning.space._augment`:
+            # the recipe's other augmentations and random erasing.
+            value = tuple(value or ())
             if "augment" in names:
-                overrides["augment"] = bool(value)
+                overrides["augment"] = any(n != "erasing" for n in value)
+            if "erasing" in names:
+                overrides["erasing"] = "erasing" in value
         elif key in names:
             overrides[key] = value
     clash = sorted(set(overrides) & set(call["space_overrides"]))
