@@ -329,6 +329,10 @@ def finetune(backbone, data="digits", *, method="two_phase", weights=None, weigh
         for index, phase in enumerate(settings.phases):
             if index >= session.done_phases:
                 session.train_phase(index, phase, callbacks=callbacks, verbose=verbose)
+        if session.done_phases == len(settings.phases):
+            # Killed after the last phase was recorded (evaluating or saving): the
+            # loaded weights are final; compiled as the last phase left them.
+            session.compile_phase(len(settings.phases) - 1, settings.phases[-1])
         return session.finish(export=export)
 
 
@@ -462,10 +466,20 @@ def _start(source, data, settings, run, *, channels, num_classes, name, tf_strat
         **{"recipe": FINETUNE_RECIPE, **plan_options})
     state = None if overwrite else _interrupted_state(run.run_dir, settings)
     resumed = bool(run_plan.resumed or state)
+    done = state["completed_phases"] if state else 0
+    # Killed between two phases (or after the last): the finished phase removed
+    # its backup, so the claim, which keeps the epochs a backup holds, would
+    # empty history.csv; those epochs are the recorded phases' instead.
+    between = bool(done) and runs.completed_epochs(run.run_dir) == 0
+    epochs_done = settings.phases[done - 1].end if done else 0
+    history_path = os.path.join(run.run_dir, runs.HISTORY_FILE)
+    kept_history = (_read_text(history_path) if between and run.chief else None)
     run.claim(run_plan.config, resumed=resumed)
+    if kept_history is not None:
+        zio.write_text(history_path, kept_history, newline="")
+        runs.trim_history(history_path, epochs_done)
     if run.chief:
         run_plan.record_split()
-    done = state["completed_phases"] if state else 0
     if done:
         model.load_weights(os.path.join(run.run_dir, state["weights"]))
     if settings.head_init == "probe" and not resumed:
@@ -474,6 +488,14 @@ def _start(source, data, settings, run, *, channels, num_classes, name, tf_strat
     return _Session(run=run, plan=run_plan, model=model, backbone=backbone_model,
                     stages=source.stages, strategy=tf_strategy, settings=settings,
                     resumed=resumed, done_phases=done)
+
+
+def _read_text(path):
+    """history.csv's text (None: absent), read as the run's other files are."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return None
+    with zio.open_regular(path, newline="", max_bytes=runs.MAX_HISTORY_BYTES) as f:
+        return f.read()
 
 
 def _interrupted_state(run_dir, settings):
@@ -502,16 +524,16 @@ class _Session:
     settings: FinetuneSettings
     resumed: bool
     done_phases: int  # phases an interrupted run had completed
+    orders_used: int = 0  # training-data orders (iterators) this process has drawn
 
     @property
     def resumed_phase(self):
         return self.done_phases if self.resumed else None
 
-    def train_phase(self, index, phase, *, callbacks=None, verbose="auto"):
-        """Set the phase's freeze plan, recompile, fit; the chief records the phase."""
+    def compile_phase(self, index, phase):
+        """Set the phase's freeze plan and recompile; returns the phase's recipe."""
         from zoo import training
 
-        run_dir, monitor = self.run.run_dir, self.plan.hooks.monitor
         set_freeze_plan(self.backbone, self.stages, phase.unfrozen)
         recipe = self.plan.recipe.replace(
             learning_rate=self.plan.recipe.learning_rate * phase.lr_scale)
@@ -521,14 +543,31 @@ class _Session:
             if self.settings.layer_decay is not None and phase.unfrozen:
                 _scale_updates(self.model, layer_decay_scales(
                     self.model, self.backbone, self.stages, self.settings.layer_decay))
+        return recipe
+
+    def train_phase(self, index, phase, *, callbacks=None, verbose="auto"):
+        """Set the phase's freeze plan, recompile, fit; the chief records the phase."""
+        from zoo import training
+
+        run_dir, monitor = self.run.run_dir, self.plan.hooks.monitor
+        recipe = self.compile_phase(index, phase)
+        # Keras's BackupAndRestore sets model._initial_epoch when it restores and
+        # fit prefers it to its initial_epoch argument, and nothing resets it
+        # (Keras 3.15): a phase after a resumed one would restart at the resumed
+        # epoch (history 0,1,1,2,3).  Each phase starts where its plan says.
+        self.model._initial_epoch = None
+        self._align_data_order(index, phase)
         best = os.path.join(run_dir, "checkpoints", "best.keras")
         previous_best = os.path.join(run_dir, "checkpoints", "best_before_phase.keras")
         best_so_far = _history_best(run_dir, monitor, 0, phase.start) if monitor else math.inf
         if self.run.chief and index and os.path.exists(best):
             shutil.copyfile(best, previous_best)
-        training.fit(self.plan, self.model, run_dir=run_dir, epochs=phase.end,
-                     initial_epoch=phase.start, resume=self.resumed or index > 0, recipe=recipe,
-                     callbacks=callbacks, verbose=verbose)
+        advanced = runs.completed_epochs(run_dir) if (self.resumed or index > 0) else 0
+        fitted = training.fit(self.plan, self.model, run_dir=run_dir, epochs=phase.end,
+                              initial_epoch=phase.start, resume=self.resumed or index > 0,
+                              recipe=recipe, callbacks=callbacks, verbose=verbose)
+        ran = len((getattr(fitted, "history", None) or {}).get("loss", []))
+        self.orders_used += advanced + (ran + 1 if ran else 0)
         if not self.run.chief:
             return  # multi-worker: the chief alone writes the run directory
         # The best checkpoint is kept across phases: Keras's checkpoint starts
@@ -539,6 +578,31 @@ class _Session:
             else:
                 os.remove(previous_best)
         self._record_phase(index)
+
+    def _align_data_order(self, index, phase):
+        """Draw the training-data orders an uninterrupted run had drawn before this fit.
+
+        The training pipeline reshuffles once per iterator, and Keras's fit
+        draws one iterator per epoch plus one after its last epoch (Keras
+        3.15; none when it runs no epoch).  `zoo.training.fit` replays the
+        backup's completed epochs, which is all a single fit needs; the phases
+        of one process also drew one extra order per earlier phase, and a run
+        resumed between phases has no backup at all.  What the uninterrupted
+        run drew comes from history.csv: each earlier phase's epochs plus one,
+        then the epochs of this phase already done (the backup's).
+        """
+        run_dir = self.run.run_dir
+        epochs = runs.read_history(os.path.join(run_dir, runs.HISTORY_FILE)).get("epoch", [])
+        epochs = [int(e) for e in epochs]
+        backed_up = runs.completed_epochs(run_dir)
+        start = max(backed_up, phase.start)
+        wanted = sum(n + 1 for n in (
+            sum(1 for e in epochs if earlier.start <= e < earlier.end)
+            for earlier in self.settings.phases[:index]) if n) + (start - phase.start)
+        replayed = backed_up if (self.resumed or index > 0) else 0  # by training.fit
+        for _ in range(max(0, wanted - self.orders_used - replayed)):
+            iter(self.plan.bundle.train)
+            self.orders_used += 1
 
     def finish(self, *, export=True):
         """Evaluate and save the run (`zoo.training.finish_run`), curves with phase lines."""
