@@ -98,7 +98,13 @@ def perceptron(*, input_shape=(64,), name="perceptron"):
           test_input_shape=(12,), num_params=17_226,
           paper="Rumelhart, Hinton & Williams 1986",
           params_note="64 inputs, hidden (128, 64), 10 classes",
-          recipe=Recipe(optimizer="adam", learning_rate=1e-3, epochs=50),
+          # Measured on Fashion-MNIST against plain Keras at equal wall clock
+          # (issue 20, README "Fast training"), as for lenet5: batch 128 (many
+          # steps per execution), a one-cycle rate and label smoothing; the
+          # former recipe (batch 32, constant Adam 1e-3, 50 epochs) had 0.867
+          # after 3 epochs where a plain Keras script had 0.874 in that time.
+          recipe=Recipe(optimizer="adam", learning_rate=3e-3, schedule="one_cycle", epochs=20,
+                        batch_size=128, label_smoothing=0.1, early_stopping_patience=20),
           search_space=_mlp_space, test_kwargs={"num_classes": 3, "hidden_units": (8,)})
 def mlp(*, input_shape=(64,), num_classes=10, hidden_units=(128, 64), activation="relu",
         dropout=0.0, batch_norm=False, l1=0.0, l2=0.0, initializer="he",
