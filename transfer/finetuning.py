@@ -627,7 +627,11 @@ class _Session:
             "settings": self.settings.to_dict()})
         # The phase is safely recorded: its backup (kept past fit for kill
         # safety) must not seed the next phase's optimizer or early stopping.
-        shutil.rmtree(os.path.join(run_dir, runs.BACKUP_DIR), ignore_errors=True)
+        # The last phase's stays, as zoo.train's does, until metrics.json is
+        # written (`zoo.training.save_run`): a kill while the run is saved
+        # then resumes instead of leaving "a trained model but no metrics.json".
+        if index + 1 < len(self.settings.phases):
+            shutil.rmtree(os.path.join(run_dir, runs.BACKUP_DIR), ignore_errors=True)
         earlier = os.path.join(run_dir, f"phase_{index}.weights.h5")
         if index and os.path.exists(earlier):
             os.remove(earlier)
