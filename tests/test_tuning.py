@@ -501,7 +501,9 @@ class FailSome:
 
 
 def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path):
-    result = search(tmp_path, callbacks=[FailSome()], **tiny_mlp(max_trials=4))
+    # Batch 32 (the mlp recipe's is 128): several steps an epoch, so the NaN
+    # weights of trial 2 reach a training step's loss.
+    result = search(tmp_path, callbacks=[FailSome()], **tiny_mlp(max_trials=4, batch_size=32))
     rows = {r["trial_id"]: r for r in result.rows}
     assert [rows[i]["status"] for i in "0123"] == ["completed", "failed", "failed", "completed"]
     assert rows["1"]["reason"] == "error" and "something broke" in rows["1"]["message"]
@@ -604,12 +606,12 @@ def test_cli_report_and_errors(finished, capsys, tmp_path):
     ({"space": {"depth": 3}}, r"\['depth'\] name no hyperparameter.*'learning_rate'"),
     ({"space": {"batch_size": 48}}, "Value 48 for 'batch_size' is outside its range: it is one"),
     ({"space": {"learning_rate": [1e-3, 5.0]}},
-     r"\[5.0\] for 'learning_rate' are outside its range: it is in \[0.0001, 0.01\]"),
+     r"\[5.0\] for 'learning_rate' are outside its range: it is in \[0\.0003\d*, 0\.03\]"),
     ({"space": {"learning_rate": {"min": 0.1}}}, "needs 'min' and 'max'"),
     ({"space": {"ema": "yes"}}, "Value 'yes' for 'ema' is outside its range: it is True or F"),
     ({"space": {"label_smoothing": [0.1, 0.5]}},
      r"\[0.5\] for 'label_smoothing' are outside its range: it is one of \[0.0, 0.1\]"),
-    ({"space": {"schedule": "one-cycle"}}, r"'one-cycle' for 'schedule' .* 'one_cycle'"),
+    ({"space": {"schedule": "one-cycle"}}, r"'one-cycle' for 'schedule' .*'one_cycle'"),
     ({"space": {"erasing": True}}, r"\['erasing'\] name no hyperparameter of this model"),
     ({"tuner": "grid", "space": {"dropout": {"min": 0.0, "max": 0.3, "step": None}}},
      r"grid search needs discrete values, but \['dropout'\] is a continuous range"),
@@ -812,7 +814,7 @@ def test_retrain_inside_the_budget_trains_the_trials_epochs(tmp_path):
     result = search(tmp_path / "s", time_budget="10m", retrain_best=True,
                     **tiny_mlp(max_trials=2, max_epochs=2))
     run = tuning.retrain_best(result.directory, data=vectors(), export=False, verbose=0)
-    # The trial's 2 epochs, not the recipe's 50 (zoo.get_spec("mlp").recipe.epochs).
+    # The trial's 2 epochs, not the recipe's 20 (zoo.get_spec("mlp").recipe.epochs).
     assert run.history and len(run.history["loss"]) == 2
     clock = json.load(open(os.path.join(result.directory, budget.CLOCK_FILE)))
     assert clock["budget_s"] == 600 and clock["spent_s"] > 0
