@@ -806,8 +806,6 @@ def test_augmentations_a_model_or_its_examples_cannot_take_are_refused_by_name()
     assert not np.array_equal(flipped, images)  # seed 3 mirrors some of the 6
 
 
-@pytest.mark.xfail(strict=True, reason="needs zoo/data.py load() and zoo/training.py plan() to "
-                                       "call zoo.augment.check_example_shape / check_for_model")
 @pytest.mark.parametrize("argv, fragment", [
     (["train", "mlp", "--data", "npz:{data}/binary.npz", "--augment", "flip"],
      "but the examples have shape (5,): train without augmentation (CLI: leave out --augment). "

@@ -902,6 +902,7 @@ def load(spec_or_name, data="digits", *, batch_size=32, seed=0, input_shape=None
 
     augmenter = None
     if augment:
+        augment_module.check_example_shape(augment, data_shape)
         augmenter = augment_module.make_augmenter(tuple(augment), seed=seed,
                                                   num_classes=splits.num_classes)
     soft = bool(getattr(augmenter, "soft_labels", False))

@@ -346,6 +346,8 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
                                  optimizer=optimizer, learning_rate=learning_rate,
                                  schedule=schedule, loss=loss, weight_decay=weight_decay,
                                  augment=augment)
+    from zoo import augment as augment_module
+    augment_module.check_for_model(recipe_asked.augment, spec, loss=recipe_asked.loss)
     checks.non_negative_int("seed", seed)
     model_kwargs = _check_model_kwargs(spec, user_model, model_kwargs)
     per_replica_batch = _check_run_options(
