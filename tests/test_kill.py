@@ -229,8 +229,6 @@ def test_a_killed_retrain_best_is_finished_by_the_same_command(tmp_path, capsys)
     assert not leftovers, leftovers
 
 
-@pytest.mark.xfail(strict=True, reason="Keras's save_weights leaves out the Dropout layers' "
-                   "SeedGenerator state, and the run's backup (zoo/runs.py) does not add it")
 def test_a_resumed_run_with_dropout_ends_with_the_uninterrupted_weights(tmp_path):
     """Stopped after epoch 2 of 4 and resumed: the dropout masks of epochs 3-4 must be the
     uninterrupted run's (measured: max weight difference 0.0044 with dropout=0.3)."""

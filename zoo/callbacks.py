@@ -323,7 +323,10 @@ class CallbackState(keras.callbacks.Callback):
     callback writes that state (EarlyStopping, ModelCheckpoint,
     ReduceLROnPlateau) to backup/callbacks.json after every epoch, atomically,
     and puts it back at the start of a resumed `fit`; early stopping's best
-    weights come back from checkpoints/best.keras.
+    weights come back from checkpoints/best.keras.  It also keeps the
+    state of the model's random layers (Dropout's `SeedGenerator`s), which
+    `save_weights` leaves out: without it a resumed run drew other dropout
+    masks than the uninterrupted one and ended with other weights.
 
     Args:
         backup_dir: the BackupAndRestore directory.
@@ -350,6 +353,11 @@ class CallbackState(keras.callbacks.Callback):
         if not os.path.exists(self.path):
             return
         state = zio.read_json(self.path)
+        generators = _seed_generators(self.model)
+        for key, value in (state.get("seed_generators") or {}).items():
+            if key in generators:
+                variable = generators[key].state
+                variable.assign(np.asarray(value, dtype=variable.dtype))
         for index, callback in enumerate(self.callbacks):
             kind = self._kind(callback)
             saved = state.get(str(index))
@@ -372,8 +380,21 @@ class CallbackState(keras.callbacks.Callback):
             if kind:
                 state[str(index)] = {"kind": kind, **{
                     field: _plain(getattr(callback, field, None)) for field in self.FIELDS[kind]}}
+        state["seed_generators"] = {key: np.asarray(generator.state.value).tolist()
+                                    for key, generator in _seed_generators(self.model).items()}
         os.makedirs(self.backup_dir, exist_ok=True)
         zio.write_json(self.path, state)
+
+
+def _seed_generators(model):
+    """{layer path/index: SeedGenerator} of every random layer in `model` (nested ones too)."""
+    found = {}
+    if model is None:
+        return found
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for index, generator in enumerate(getattr(layer, "_seed_generators", None) or ()):
+            found[f"{getattr(layer, 'path', layer.name)}/{index}"] = generator
+    return found
 
 
 def _plain(value):
