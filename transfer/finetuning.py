@@ -481,7 +481,9 @@ def _start(source, data, settings, run, *, channels, num_classes, name, tf_strat
     if run.chief:
         run_plan.record_split()
     if done:
+        from zoo.callbacks import restore_seed_states
         model.load_weights(os.path.join(run.run_dir, state["weights"]))
+        restore_seed_states(model, state.get("seed_generators"))
     if settings.head_init == "probe" and not resumed:
         run_plan.config.extra["head_probe"] = probe_head(model, run_plan, seed=seed)
         run.write_config(run_plan.config)
@@ -622,9 +624,13 @@ class _Session:
         weights_name = f"phase_{index + 1}.weights.h5"
         runs.atomic_write(os.path.join(run_dir, weights_name), self.model.save_weights,
                           suffix=".weights.h5")
+        from zoo.callbacks import seed_states
         runs.write_json(os.path.join(run_dir, STATE_FILE), {
             "completed_phases": index + 1, "weights": weights_name,
-            "settings": self.settings.to_dict()})
+            "settings": self.settings.to_dict(),
+            # Dropout's random state, which weights files leave out: the next
+            # phase of a run resumed here draws the uninterrupted run's masks.
+            "seed_generators": seed_states(self.model)})
         # The phase is safely recorded: its backup (kept past fit for kill
         # safety) must not seed the next phase's optimizer or early stopping.
         # The last phase's stays, as zoo.train's does, until metrics.json is

@@ -353,11 +353,7 @@ class CallbackState(keras.callbacks.Callback):
         if not os.path.exists(self.path):
             return
         state = zio.read_json(self.path)
-        generators = _seed_generators(self.model)
-        for key, value in (state.get("seed_generators") or {}).items():
-            if key in generators:
-                variable = generators[key].state
-                variable.assign(np.asarray(value, dtype=variable.dtype))
+        restore_seed_states(self.model, state.get("seed_generators"))
         for index, callback in enumerate(self.callbacks):
             kind = self._kind(callback)
             saved = state.get(str(index))
@@ -380,8 +376,7 @@ class CallbackState(keras.callbacks.Callback):
             if kind:
                 state[str(index)] = {"kind": kind, **{
                     field: _plain(getattr(callback, field, None)) for field in self.FIELDS[kind]}}
-        state["seed_generators"] = {key: np.asarray(generator.state.value).tolist()
-                                    for key, generator in _seed_generators(self.model).items()}
+        state["seed_generators"] = seed_states(self.model)
         os.makedirs(self.backup_dir, exist_ok=True)
         zio.write_json(self.path, state)
 
@@ -395,6 +390,21 @@ def _seed_generators(model):
         for index, generator in enumerate(getattr(layer, "_seed_generators", None) or ()):
             found[f"{getattr(layer, 'path', layer.name)}/{index}"] = generator
     return found
+
+
+def seed_states(model):
+    """{layer path/index: state as a list} of `model`'s random layers, JSON-ready."""
+    return {key: np.asarray(generator.state.value).tolist()
+            for key, generator in _seed_generators(model).items()}
+
+
+def restore_seed_states(model, states):
+    """Put back what `seed_states` recorded (layers it does not name are left as they are)."""
+    generators = _seed_generators(model)
+    for key, value in (states or {}).items():
+        if key in generators:
+            variable = generators[key].state
+            variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
 def _plain(value):
