@@ -20,12 +20,9 @@ architecture, *, sha256)`, `value`, `sha256`, `preprocessing` and `load`,
 added to `WEIGHT_KINDS`.
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import os
-import re
-import warnings
 from typing import ClassVar, Optional
 
 from zoo import checks, runs
@@ -385,13 +382,15 @@ class WeightsFile:
         return cls(path, digest)
 
     def load(self, make, channels, *, size, first_conv):
+        from zoo.models import weights as weights_module
+
         what = f"weights file {self.value!r}"
         target = make(channels)
         if channels == 3:
             _load_file(target, self.value, what)
         else:
             try:  # a file saved at the data's own channels
-                with _quiet_loading():
+                with weights_module.quiet_loading():
                     target.load_weights(self.value)
             except Exception:
                 loaded = make(3)
@@ -627,36 +626,6 @@ def copy_weights(source_model, target, *, first_conv, what):
         dst.set_weights(values)
 
 
-@contextlib.contextmanager
-def _quiet_loading():
-    """Keras's own warnings silenced around a weights load.
-
-    A file that does not fit makes Keras warn once per container it skips (80
-    lines for a ResNet-20); the caller reports the mismatch in one line instead.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-def _mismatch(err):
-    """(expected shape, file's shape, objects that failed, first layer) from Keras's error, or None.
-
-    Keras names them only in its message ("... variable.shape=(3, 3, 16, 32),
-    Received: value.shape=(3, 3, 16, 16) ... A total of 21 objects could not be
-    loaded"); anything else is left to the layer name.
-    """
-    text = str(err)
-    shapes = re.search(r"variable\.shape=(\([0-9, ]*\)),\s*Received: value\.shape=(\([0-9, ]*\))",
-                       text)
-    if shapes is None:
-        return None
-    total = re.search(r"A total of (\d+) objects could not be loaded", text)
-    name = re.search(r"error message for object <\w+ name=([^,>]+)", text)
-    return (shapes.group(1), shapes.group(2), int(total.group(1)) if total else None,
-            name.group(1) if name else None)
-
-
 def _load_file(model, path, what):
     """`model.load_weights(path)`; a file that does not fit is one ValueError naming the layer.
 
@@ -664,8 +633,10 @@ def _load_file(model, path, what):
     and the shape the file holds (never Keras's dump of the variable's values).
     """
     import numpy as np
+
+    from zoo.models import weights as weights_module
     try:
-        with _quiet_loading():
+        with weights_module.quiet_loading():
             model.load_weights(path)
         return
     except Exception as err:  # Keras raises ValueError, KeyError or h5py errors here
@@ -674,13 +645,13 @@ def _load_file(model, path, what):
     for variable in model.weights:
         variable.assign(np.full(variable.shape, np.nan, variable.dtype))
     try:
-        with _quiet_loading():
+        with weights_module.quiet_loading():
             model.load_weights(path, skip_mismatch=True)
     except Exception:
         pass
     layer = next((layer for layer in _weighted_layers(model)
                   if any(np.isnan(np.asarray(w)).all() for w in layer.get_weights())), None)
-    mismatch = _mismatch(first_error)
+    mismatch = weights_module.load_mismatch(first_error)
     if mismatch is not None:
         expected, found, total, name = mismatch
         name = name or (layer.name if layer is not None else None)
@@ -690,15 +661,9 @@ def _load_file(model, path, what):
     elif layer is not None:
         shapes = [tuple(w.shape) for w in layer.weights]
         detail = (f"the first layer that does not match is {layer.name!r} (expects "
-                  f"{shapes}): {_first_line(first_error)}")
+                  f"{shapes}): {weights_module.first_line(first_error)}")
     else:
-        detail = _first_line(first_error)
+        detail = weights_module.first_line(first_error)
     raise ValueError(f"{what} does not fit the backbone {model.name}: {detail}. It must be "
                      f"saved from the same architecture (same widths, channels and "
                      f"include_top). Received: weights={path!r}") from None
-
-
-def _first_line(err):
-    """An error's first line, cut to 300 characters (Keras appends whole tensors)."""
-    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return line if len(line) <= 300 else line[:297] + "..."

@@ -100,13 +100,23 @@ def load_weights(model, path, **args):
         app = get_spec(args.pop("spec_name")).features.imagenet
         path = imagenet_weights(app, include_top=args.get("include_top", False))
     args.pop("spec_name", None)
+    from zoo.models import weights as weights_module
     try:
-        model.load_weights(path)
+        with weights_module.quiet_loading():  # one warning per skipped container otherwise
+            model.load_weights(path)
     except (ValueError, KeyError) as err:
         described = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        mismatch = weights_module.load_mismatch(err)
+        if mismatch is not None:
+            expected, found, total, name = mismatch
+            more = f" ({total} layers do not fit)" if total and total > 1 else ""
+            detail = (f"layer {name!r} " if name else "a layer ") + \
+                f"expects weights of shape {expected}, the file holds {found}{more}"
+        else:
+            detail = weights_module.first_line(err)
         raise ValueError(f"weights file {path!r} does not fit {model.name} built with "
                          f"{described} (channels, include_top and num_classes must match the "
-                         f"model the file was saved from): {err}") from err
+                         f"model the file was saved from): {detail}") from None
     return model
 
 

@@ -9,7 +9,10 @@ backbone sources both come here, so a file fetched once serves both.
 No Keras at import time.
 """
 
+import contextlib
 import os
+import re
+import warnings
 
 from zoo import checks
 
@@ -105,3 +108,41 @@ def imagenet_weights(app, *, include_top, rows=224):
     except Exception as err:  # urllib raises assorted errors; Keras wraps some in Exception
         raise ValueError(f"weights='imagenet': download failed ({type(err).__name__}: {err}); "
                          f"{where}. Received: weights='imagenet'") from None
+
+
+# ------------------------------------------------------------ loading a weights file
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Keras's own warnings silenced around a weights load.
+
+    A file that does not fit makes Keras warn once per container it skips (80
+    lines for a ResNet-20); the caller reports the mismatch in one line instead.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def load_mismatch(err):
+    """(expected shape, file's shape, objects that failed, first layer) from Keras's error, or None.
+
+    Keras names them only in its message ("... variable.shape=(3, 3, 16, 32),
+    Received: value.shape=(3, 3, 16, 16) ... A total of 21 objects could not be
+    loaded"); anything else is left to the layer name.
+    """
+    text = str(err)
+    shapes = re.search(r"variable\.shape=(\([0-9, ]*\)),\s*Received: value\.shape=(\([0-9, ]*\))",
+                       text)
+    if shapes is None:
+        return None
+    total = re.search(r"A total of (\d+) objects could not be loaded", text)
+    name = re.search(r"error message for object <\w+ name=([^,>]+)", text)
+    return (shapes.group(1), shapes.group(2), int(total.group(1)) if total else None,
+            name.group(1) if name else None)
+
+
+def first_line(err):
+    """An error's first line, cut to 300 characters (Keras appends whole tensors)."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return line if len(line) <= 300 else line[:297] + "..."
