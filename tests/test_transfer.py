@@ -243,14 +243,17 @@ def test_probe_head_is_the_logistic_regression_of_the_frozen_features():
                                          batch_size=8),
             config=types.SimpleNamespace(strategy=None))
         info = probe_head(model, p)
-        assert info["examples"] == 30 and info["train_accuracy"] > 0.5
+        assert info["examples"] == 30 and info["train_accuracy"] > 0.5 and info["converged"]
         feats = keras.Model(model.inputs, model.get_layer("avg_pool").output).predict(
-            x, verbose=0)
-        expected = LogisticRegression(max_iter=1000).fit(feats.astype("float64"), y)
+            x, verbose=0).astype("float64")
+        # scikit-learn's probe on standardized features, folded into the Dense layer.
+        mean, scale = feats.mean(0), feats.std(0)
+        scale[scale < 1e-12] = 1.0
+        expected = LogisticRegression(max_iter=1000).fit((feats - mean) / scale, y)
         probs = model.predict(x, verbose=0)
         assert probs.shape == (30, classes)
-        np.testing.assert_allclose(probs[:, list(present)], expected.predict_proba(feats),
-                                   atol=1e-3)
+        np.testing.assert_allclose(probs[:, list(present)],
+                                   expected.predict_proba((feats - mean) / scale), atol=1e-3)
         assert probs[:, [c for c in range(classes) if c not in present]].max(initial=0) < 1e-3
     keras.backend.clear_session()
 
