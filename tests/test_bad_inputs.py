@@ -696,8 +696,10 @@ def test_every_configuration_over_max_params_is_the_searchs_one_line(tmp_path, c
 
 def test_a_first_trial_that_diverges_is_the_searchs_one_line(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "huge.npz", x=(rng.normal(size=(120, 5)) * 1e30).astype("float32"),
-             y=np.arange(120) % 3)
+    # 600 examples: several of the recipe's batches of 128 (one step alone keeps the
+    # smoothed loss finite; the next overflows).
+    np.savez(tmp_path / "huge.npz", x=(rng.normal(size=(600, 5)) * 1e30).astype("float32"),
+             y=np.arange(600) % 3)
     out = tmp_path / "search"
     assert cli.main(_tune(out, "--data", f"npz:{tmp_path / 'huge.npz'}", "--verbose", "0")) == 2
     _one_error_line(capsys, "zoo tune: no trial completed: trial 0 diverged: loss became "

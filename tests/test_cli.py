@@ -142,6 +142,8 @@ def test_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path):
     (["train", "mlp", "--arg", "batch_norm=no"], "--arg"),
     (["train", "mlp", "--classes", "3,x"], "--classes"),
     (["evaluate", "runs/x", "--batch-size", "0"], "--batch-size"),
+    (["train", "mlp", "--label-smoothing", "1"], "--label-smoothing"),
+    (["train", "mlp", "--ema", "0"], "--ema"),
 ])
 def test_argument_types_are_checked(argv, flag, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -194,6 +196,11 @@ def test_no_command_prints_help(capsys):
     assert "usage: zoo" in capsys.readouterr().out
 
 
+def test_label_smoothing_zero_turns_a_recipes_smoothing_off():
+    args = cli.build_parser().parse_args(["train", "mlp", "--label-smoothing", "0"])
+    assert cli.recipe_option_changes(args)["label_smoothing"] == 0.0
+
+
 def test_a_diverging_run_ends_failed_not_finished(tmp_path, capsys):
     """--lr 1e30: one line, exit 2, metrics.json valid JSON marking the run failed."""
     run_dir = tmp_path / "nan"
@@ -202,6 +209,8 @@ def test_a_diverging_run_ends_failed_not_finished(tmp_path, capsys):
     assert code == 2 and "Training diverged" in out.err and "Traceback" not in out.err
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "nan" in metrics["reason"]
+    # The epoch that blew up, counted once (the backup of that epoch is not added again).
+    assert metrics["epochs_run"] <= 3 and f"in epoch {metrics['epochs_run']}" in out.err
     assert not (run_dir / "model.keras").exists() and not (run_dir / "backup").exists()
     code, out = _run(["evaluate", str(run_dir)], capsys)
     assert code == 2 and "failed run" in out.err

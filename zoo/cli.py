@@ -181,14 +181,25 @@ def _open_fraction(text):
     return value
 
 
+def _smoothing(text):
+    """Label smoothing in [0, 1): 0 turns off a recipe's smoothing."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1) (0: none), got {text!r}")
+    return value
+
+
 def add_recipe_option_arguments(parser):
     """`zoo train`'s flags for the recipe's training options (speed, averaging, smoothing)."""
     group = parser.add_argument_group("training options (recipe fields)")
     group.add_argument("--steps-per-execution", type=_steps_per_execution, metavar="N|auto",
                        help="training steps per call into TensorFlow (default auto: 32 for "
                             "small models, 1 with callbacks that need every batch)")
-    group.add_argument("--label-smoothing", type=_open_fraction, metavar="E",
-                       help="label smoothing of categorical losses, e.g. 0.1")
+    group.add_argument("--label-smoothing", type=_smoothing, metavar="E",
+                       help="label smoothing of categorical losses, e.g. 0.1 (0: none)")
     group.add_argument("--ema", type=_open_fraction, metavar="MOMENTUM", dest="ema_momentum",
                        help="exponential moving average of the weights (e.g. 0.999), used "
                             "for validation, checkpoints, evaluation and export")

@@ -912,7 +912,10 @@ def _refuse_diverged(run_plan, fitted, run_dir):
     losses = list((getattr(fitted, "history", None) or {}).get("loss", []))
     if not losses or (losses[-1] is not None and math.isfinite(losses[-1])):
         return
-    epoch = len(losses) + (runs.completed_epochs(run_dir) if run_dir else 0)
+    # History.epoch holds the absolute indices of the epochs this fit ran (a
+    # resumed fit starts after the backup's), so this is the epoch that blew up.
+    ran = list(getattr(fitted, "epoch", None) or [])
+    epoch = ran[-1] + 1 if ran else len(losses)
     reason = f"the training loss became {losses[-1]} in epoch {epoch}"
     if run_dir is not None:
         runs.write_json(os.path.join(run_dir, runs.METRICS_FILE), {
