@@ -52,7 +52,8 @@ TRAIN = textwrap.dedent("""
             replace(temporary, path)
     for run_dir in run_dirs:  # one after another, as if the command were typed again
         result = zoo.train("mlp", data="digits", epochs=4, seed=1, deterministic=True,
-                           run_dir=run_dir, verbose=0, export=kill_at == "during_export",
+                           batch_size=32, run_dir=run_dir, verbose=0,
+                           export=kill_at == "during_export",
                            callbacks=[Killer()], model_kwargs={"hidden_units": (16,)})
         np.savez(run_dir + ".weights.npz", *result.model.get_weights())
 """)
