@@ -652,7 +652,6 @@ def index_pipeline(splits, split, *, batch_size, input_shape=None, shuffle=False
             before the cache, each worker caching its own) and shuffled
             within. Defaults to None (all examples; tf.distribute shards).
     """
-    import tensorflow as tf
     workers = check_workers(workers, len(splits.split(split)[0]), f"{split} split")
     ds, policy = index_examples(splits, split, input_shape=input_shape,
                                 one_hot_classes=one_hot_classes, image=image,
