@@ -258,7 +258,11 @@ def _describe(hp):
         return "True or False"
     if kind == "Fixed":
         return f"fixed at {hp.value!r}"
-    return f"in [{hp.min_value}, {hp.max_value}]"
+    # 12 significant digits: a bound computed as lr / 10 reads 0.0003, not
+    # 0.00030000000000000003.
+    def number(v):
+        return str(v) if isinstance(v, numbers.Integral) else f"{v:.12g}"
+    return f"in [{number(hp.min_value)}, {number(hp.max_value)}]"
 
 
 def _allowed(hp, value):

@@ -246,10 +246,20 @@ _IMAGENET_RECIPE = Recipe(optimizer="momentum", learning_rate=0.1, momentum=0.9,
                           augment=("crop", "flip"), early_stopping_patience=None)
 # Section 4.2: batch 128, lr 0.1 divided by 10 at 32k and 48k of 64k iterations
 # (50% / 75%), momentum 0.9, weight decay 1e-4, 4-pixel pad + 32x32 crop + flip;
-# 64k iterations x 128 / 45k training images = 182 epochs.
-_CIFAR_RECIPE = Recipe(optimizer="momentum", learning_rate=0.1, momentum=0.9, schedule="step",
-                       batch_size=128, epochs=182, augment=("crop", "flip"),
-                       early_stopping_patience=None)
+# 64k iterations x 128 / 45k training images = 182 epochs.  The architecture
+# stays as published; the training is modernised (issue 20): the step schedule
+# left a short run at the high rate for half its steps (after 1 epoch on
+# Fashion-MNIST 0.822 against 0.850 for a plain Adam script in the same time),
+# so the rate follows one cycle over the run's own epochs (peak 0.1), with
+# label smoothing 0.1 and random erasing, which Zhong et al. 2017 ("Random
+# Erasing Data Augmentation") measured on this very ResNet-20 on CIFAR-10 and
+# Fashion-MNIST.  The test set is also scored with flip test-time augmentation
+# (`test_tta_accuracy`, beside the plain `test_accuracy`): the model trains on
+# mirrored images, and the extra pass over the test set is cheap.
+_CIFAR_RECIPE = Recipe(optimizer="momentum", learning_rate=0.1, momentum=0.9,
+                       schedule="one_cycle", batch_size=128, epochs=182, label_smoothing=0.1,
+                       augment=("crop", "flip", "erasing"), early_stopping_patience=None,
+                       tta=True)
 
 
 def _resnet_space(hp):
