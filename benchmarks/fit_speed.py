@@ -143,6 +143,9 @@ def main(argv=None):
     parser.add_argument("--train-examples", type=int, default=None, metavar="N",
                         help="train on the first N training examples (default: all)")
     args = parser.parse_args(argv)
+    if args.train_examples is not None and args.train_examples < args.batch_size:
+        parser.error(f"--train-examples must be at least --batch-size ({args.batch_size}). "
+                     f"Received: train_examples={args.train_examples}")
     if args.epochs < 2 or args.repeats < 1:
         parser.error(f"--epochs must be at least 2 and --repeats at least 1. Received: "
                      f"epochs={args.epochs}, repeats={args.repeats}")
