@@ -528,7 +528,7 @@ class ZooTuner(kt.Tuner):
             model = None  # a failed trial's traceback must not hold its model
         bad = nan_epoch(recorder.epochs)
         if bad is not None:
-            raise record.fail("nan", f"loss became NaN/inf at epoch {bad + 1}",
+            raise record.fail("nan", f"loss or val_loss became NaN/inf at epoch {bad + 1}",
                               epochs_run=len(recorder.epochs),
                               curve=curve(recorder.epochs, self.oracle.objective))
         return recorder.epochs, None if median is None else median.stopped_epoch
