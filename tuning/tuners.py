@@ -28,7 +28,7 @@ and the chief/worker protocol.  What this module changes around them:
   failures in a row (skips do not count) stop the search, and they stop it
   cleanly, naming the last error (KerasTuner raises from inside
   `end_trial`, holding the oracle's lock);
-* a NaN loss fails the trial with reason `nan` (KerasTuner marks NaN scores
+* a NaN loss or validation loss fails the trial with reason `nan` (KerasTuner marks NaN scores
   INVALID and retries or counts them);
 * every trial gets a seed derived from the search seed and its trial id;
 * the median-stopping rule ends a trial whose best objective so far is worse
