@@ -45,6 +45,7 @@ import dataclasses
 import functools
 import gc
 import io
+import math
 import os
 import time
 import traceback
@@ -528,7 +529,9 @@ class ZooTuner(kt.Tuner):
             model = None  # a failed trial's traceback must not hold its model
         bad = nan_epoch(recorder.epochs)
         if bad is not None:
-            raise record.fail("nan", f"loss or val_loss became NaN/inf at epoch {bad + 1}",
+            logs = next(e for e in recorder.epochs if e["epoch"] == bad)
+            which = ("loss" if not math.isfinite(logs.get("loss", 0.0)) else "val_loss")
+            raise record.fail("nan", f"{which} became NaN/inf at epoch {bad + 1}",
                               epochs_run=len(recorder.epochs),
                               curve=curve(recorder.epochs, self.oracle.objective))
         return recorder.epochs, None if median is None else median.stopped_epoch
