@@ -530,7 +530,8 @@ class ZooTuner(kt.Tuner):
         bad = nan_epoch(recorder.epochs)
         if bad is not None:
             logs = next(e for e in recorder.epochs if e["epoch"] == bad)
-            which = ("loss" if not math.isfinite(logs.get("loss", 0.0)) else "val_loss")
+            loss = logs.get("loss", 0.0)  # None where a resumed log stored NaN as null
+            which = "val_loss" if loss is not None and math.isfinite(loss) else "loss"
             raise record.fail("nan", f"{which} became NaN/inf at epoch {bad + 1}",
                               epochs_run=len(recorder.epochs),
                               curve=curve(recorder.epochs, self.oracle.objective))
