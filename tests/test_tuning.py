@@ -195,8 +195,8 @@ def test_a_non_finite_validation_loss_fails_the_trial_even_with_a_finite_accurac
     fine = {"epoch": 0, "loss": 0.5, "val_loss": 0.6, "val_accuracy": 0.8}
     assert nan_epoch([fine]) is None
     assert nan_epoch([fine, {"epoch": 1, "loss": 0.4, "val_loss": nan,
-                             "val_accuracy": 0.85}]) == 1
-    assert nan_epoch([{"epoch": 0, "loss": float("inf")}]) == 0
+                             "val_accuracy": 0.85}]) == (1, "val_loss")
+    assert nan_epoch([{"epoch": 0, "loss": float("inf"), "val_loss": nan}]) == (0, "loss")
     assert nan_epoch([{"epoch": 0, "loss": 0.3}]) is None  # no validation: the loss decides
 
 

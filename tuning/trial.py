@@ -122,14 +122,14 @@ def _finite(value):
 
 
 def nan_epoch(epochs_log):
-    """The first epoch whose loss or validation loss is not finite, or None.
+    """(epoch, "loss" or "val_loss") of the first loss that is not finite, or None.
 
     A NaN/inf `val_loss` beside a finite training loss means the model
     outputs NaN/inf on some validation inputs: its accuracy there is still a
     number (argmax of NaN), so without this check such a trial could win.
     """
-    return next((e["epoch"] for e in epochs_log
-                 if not (_finite(e.get("loss", 0.0)) and _finite(e.get("val_loss", 0.0)))), None)
+    return next(((e["epoch"], key) for e in epochs_log for key in ("loss", "val_loss")
+                 if not _finite(e.get(key, 0.0))), None)
 
 
 def curve(epochs_log, objective):

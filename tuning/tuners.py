@@ -45,7 +45,6 @@ import dataclasses
 import functools
 import gc
 import io
-import math
 import os
 import time
 import traceback
@@ -529,10 +528,8 @@ class ZooTuner(kt.Tuner):
             model = None  # a failed trial's traceback must not hold its model
         bad = nan_epoch(recorder.epochs)
         if bad is not None:
-            logs = next(e for e in recorder.epochs if e["epoch"] == bad)
-            loss = logs.get("loss", 0.0)  # None where a resumed log stored NaN as null
-            which = "val_loss" if loss is not None and math.isfinite(loss) else "loss"
-            raise record.fail("nan", f"{which} became NaN/inf at epoch {bad + 1}",
+            epoch, which = bad
+            raise record.fail("nan", f"{which} became NaN/inf at epoch {epoch + 1}",
                               epochs_run=len(recorder.epochs),
                               curve=curve(recorder.epochs, self.oracle.objective))
         return recorder.epochs, None if median is None else median.stopped_epoch
