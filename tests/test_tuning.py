@@ -746,6 +746,14 @@ def test_clock_estimates_from_finished_trials_and_keeps_the_retrain(tmp_path):
     skips = {str(i): _record("lenet5", 0, 0, status="skipped", reason=budget.SKIP_REASON)
              for i in range(2, 5)}
     assert "last 3 trials" in clock.stop_reason({**records, **skips}, ["mlp", "lenet5"])
+    # The retrain gets what is left: here (100 s, 5.5 s an epoch with the margin,
+    # 40 s of overhead) 10 epochs, at most the recipe's and at least the trial's.
+    best = records["0"]
+    assert clock.epochs_for_retrain(best, most=30) == int(
+        (clock.remaining() - budget.RETRAIN_OVERHEAD_S) // 5.5) == 10
+    assert clock.epochs_for_retrain(best, most=4) == 4
+    assert budget.Clock(str(tmp_path), 100.0, started=0.0).epochs_for_retrain(best, most=30) == 2
+    assert budget.Clock(str(tmp_path)).epochs_for_retrain(best, most=30) == 2  # no budget
     # Spent time carries over to the next session through clock.json.
     clock.save()
     assert budget.Clock(str(tmp_path), 100.0).spent() >= clock.spent() - 1.0
@@ -819,14 +827,32 @@ def test_time_budget_stops_starting_trials_and_resumes_with_the_rest(tmp_path):
     assert config["status"] == "finished" and config["call"]["time_budget"] == 4
 
 
-def test_retrain_inside_the_budget_trains_the_trials_epochs(tmp_path):
+def test_retrain_inside_the_budget_trains_what_the_rest_of_the_budget_holds(tmp_path,
+                                                                            monkeypatch):
     import tuning
     from tuning import budget
     result = search(tmp_path / "s", time_budget="10m", retrain_best=True,
                     **tiny_mlp(max_trials=2, max_epochs=2))
+    # Killed in its 3rd epoch, then resumed with 10 s of the budget left: the
+    # resumed retrain keeps the epochs it started with (a run resumes only with
+    # its own recipe), not the 2 that 10 s would now give.
+    with monkeypatch.context() as patch:
+        patch.setattr(budget, "deadline_callback", lambda clock: Interrupt(at=3))
+        with pytest.raises(KeyboardInterrupt):
+            tuning.retrain_best(result.directory, data=vectors(), export=False, verbose=0)
+    clock_file = os.path.join(result.directory, budget.CLOCK_FILE)
+    with open(clock_file, "w") as f:
+        json.dump({"spent_s": 590.0, "budget_s": 600}, f)
     run = tuning.retrain_best(result.directory, data=vectors(), export=False, verbose=0)
-    # The trial's 2 epochs, not the recipe's 20 (zoo.get_spec("mlp").recipe.epochs).
-    assert run.history and len(run.history["loss"]) == 2
+    # Trials of 2 epochs, a budget with minutes left: the recipe's full 20 epochs
+    # (as without a budget), its one-cycle schedule spread over them.
+    recipe_epochs = zoo.get_spec("mlp").recipe.epochs
+    assert recipe_epochs == 20 and run.resumed
+    config = json.load(open(os.path.join(run.run_dir, "config.json")))
+    assert config["recipe"]["epochs"] == recipe_epochs
+    from zoo import runs
+    assert len(runs.read_history(os.path.join(run.run_dir, runs.HISTORY_FILE))["epoch"]) \
+        == recipe_epochs
     clock = json.load(open(os.path.join(result.directory, budget.CLOCK_FILE)))
     assert clock["budget_s"] == 600 and clock["spent_s"] > 0
 

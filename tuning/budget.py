@@ -138,6 +138,25 @@ class Clock:
                   or best.get("epochs") or best["epochs_run"])
         return 1.1 * float(best["seconds"]) / best["epochs_run"] * epochs + RETRAIN_OVERHEAD_S
 
+    def epochs_for_retrain(self, trial, *, most):
+        """Epochs for retraining `trial` in what is left of the budget.
+
+        As many as fit (its seconds per epoch plus a tenth, and
+        RETRAIN_OVERHEAD_S, as `reserve` counts them), at most `most` (the
+        registered recipe's, which a retrain without a budget trains) and never
+        fewer than the trial's own, which `reserve` kept time for: a search that
+        ended early leaves its unused time to the retrain, and a schedule (one-cycle,
+        cosine) then spans the epochs that actually run instead of being cut off.
+        """
+        epochs = int((trial.get("recipe") or {}).get("epochs") or trial.get("epochs")
+                     or trial["epochs_run"])
+        remaining = self.remaining()
+        if remaining is None or not trial.get("epochs_run") or not trial.get("seconds"):
+            return epochs
+        rate = 1.1 * float(trial["seconds"]) / trial["epochs_run"]
+        fit = int((remaining - RETRAIN_OVERHEAD_S) // rate)
+        return max(epochs, min(fit, int(most)))
+
     def left_for_trials(self, records):
         """Seconds a new trial may use: what is left less the retrain's reserve (None: no budget)."""
         remaining = self.remaining()

@@ -39,7 +39,7 @@ def add_arguments(parser):
     group.add_argument("--time-budget", metavar="DURATION",
                        help="wall-clock budget of the whole search (3600, 3600s, 90m, 1h): no "
                             "trial starts that the rest cannot finish; with --retrain-best the "
-                            "retrain fits in it too")
+                            "retrain fits in it too and trains the epochs the rest holds")
     group.add_argument("--tuner", choices=TUNERS, default="hyperband",
                        help="KerasTuner oracle (default hyperband)")
     group.add_argument("--objective", help="metric to optimise, e.g. val_accuracy, val_mae:min "

@@ -936,6 +936,27 @@ def load_best_model(directory, *, data=None, hypermodel=None):
     return model
 
 
+def _interrupted_retrain_epochs(run_dir, directory, chosen, overwrite):
+    """The epochs of an interrupted retrain of `chosen` in `run_dir`, or None.
+
+    The budget's epochs depend on the time left, which an interrupted retrain
+    has partly spent: resuming it must keep the epochs it started with (a run
+    resumes only with the same recipe).
+    """
+    if overwrite:
+        return None
+    # Missing or damaged: None (zoo.train reports a damaged one).
+    previous = zio.read_json(os.path.join(run_dir, runs.CONFIG_FILE), default=None)
+    if not isinstance(previous, dict):
+        return None
+    tuning_key = previous.get("tuning") or {}
+    if (not isinstance(tuning_key, dict) or tuning_key.get("trial_id") != chosen["trial_id"]
+            or tuning_key.get("search_dir") != directory):
+        return None
+    epochs = (previous.get("recipe") or {}).get("epochs")
+    return epochs if isinstance(epochs, int) and epochs > 0 else None
+
+
 def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=None,
                  export=True, verbose="auto", trial_id=None):
     """Train the best configuration through `zoo.train` into an ordinary run directory.
@@ -943,9 +964,11 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
     The recipe is the trial's with the registered recipe's full epochs (and its
     early stopping), so `zoo export` / `zoo evaluate` work on the run unchanged;
     its config.json names the search and trial (`tuning` key).  A search run
-    with a `time_budget` and `retrain_best=True` (which kept time for this)
-    retrains for the trial's own epochs instead, and stops after the epoch
-    that leaves less than an epoch's time of the budget.
+    with a `time_budget` and `retrain_best=True` (which kept time for the
+    trial's own epochs) retrains for as many epochs as the rest of the budget
+    holds: at least the trial's, at most the registered recipe's
+    (`budget.Clock.epochs_for_retrain`); it stops after the epoch that leaves less
+    than an epoch's time of the budget.
 
     Args:
         directory: a search directory.
@@ -978,10 +1001,12 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
         raise SearchError("This search ran on in-memory arrays: pass the same data= to "
                           "retrain_best.")
     spec = get_spec(chosen.get("model") or model_names(config["model"])[0])
+    run_dir = run_dir or os.path.join(directory, "best_run")
     clock, extra_callbacks = None, []
     if config.get("time_budget") and config.get("retrain_best"):
         clock = budget_module.Clock(directory, config["time_budget"])
-        epochs = epochs or (chosen["recipe"] or {}).get("epochs") or chosen["epochs_run"]
+        epochs = (epochs or _interrupted_retrain_epochs(run_dir, directory, chosen, overwrite)
+                  or clock.epochs_for_retrain(chosen, most=spec.recipe.epochs))
         extra_callbacks.append(budget_module.deadline_callback(clock))
     recipe = _recipe_from(chosen["recipe"]).replace(epochs=epochs or spec.recipe.epochs)
     options = {**config.get("options", {}), **config.get("runtime_options", {})}
@@ -1003,7 +1028,7 @@ def retrain_best(directory, *, run_dir=None, overwrite=False, data=None, epochs=
         raise SearchError(str(err)) from None
     try:
         return train(spec.name, data if data is not None else config["data"],
-                     run_dir=run_dir or os.path.join(directory, "best_run"), overwrite=overwrite,
+                     run_dir=run_dir, overwrite=overwrite,
                      model_kwargs=_builder_kwargs(chosen["model_kwargs"]), recipe=recipe,
                      seed=config["seed"], export=export, verbose=verbose,
                      callbacks=extra_callbacks or None,
