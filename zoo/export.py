@@ -370,7 +370,9 @@ def _max_diff(path, expected, served, atol):
         if key not in served:
             raise ExportVerificationError(f"Output {key!r} missing from the SavedModel {path} "
                                           f"(has {sorted(served)}).")
-        worst = max(worst, float(np.max(np.abs(value - served[key]))))
+        # float32: a bfloat16 output (mixed_bfloat16) has no numpy arithmetic.
+        diff = np.asarray(value).astype("float32") - np.asarray(served[key]).astype("float32")
+        worst = max(worst, float(np.max(np.abs(diff))))
     if worst > atol:
         raise ExportVerificationError(f"SavedModel {path} outputs differ from Keras by "
                                       f"{worst:.3g} (allowed {atol}).")

@@ -218,7 +218,7 @@ class RunConfig:
     loss: Optional[str] = None
     num_examples: dict = dataclasses.field(default_factory=dict)
     jit_compile: bool = False
-    mixed_precision: bool = False
+    mixed_precision: object = False  # False (float32), "float16" or "bfloat16"
     started: Optional[str] = None
     extra: dict = dataclasses.field(default_factory=dict)
 
@@ -259,7 +259,7 @@ _FIELD_TYPES = {
     "data_options": "dict", "classes": "list?", "strategy": "str?", "deterministic": "bool",
     "task": "str", "registered": "bool", "base_model": "str?", "input_shape": "shape",
     "input_kind": "str?", "num_classes": "int?", "class_names": "list?", "loss": "str?",
-    "num_examples": "dict", "jit_compile": "bool", "mixed_precision": "bool", "started": "str?"}
+    "num_examples": "dict", "jit_compile": "bool", "mixed_precision": "precision", "started": "str?"}
 _JSON_TYPES = {"str": str, "dict": dict, "list": (list, tuple), "bool": bool,
                "int": numbers.Integral}
 
@@ -269,7 +269,10 @@ def _check_field(key, value):
     kind = _FIELD_TYPES.get(key, "")
     if value is None and kind.endswith("?"):
         return
-    if kind == "shape":
+    if kind == "precision":  # true was float16 before bfloat16 existed
+        ok = isinstance(value, bool) or value in ("float16", "bfloat16")
+        wanted = 'false, "float16" or "bfloat16"'
+    elif kind == "shape":
         ok = isinstance(value, (list, tuple)) and value and all(
             d is None or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0)
             for d in value)

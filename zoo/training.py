@@ -141,7 +141,7 @@ class Plan:
     seed: int = 0
     strategy: object = None
     jit_compile: bool = False
-    mixed_precision: bool = False
+    mixed_precision: object = False  # False, "float16" or "bfloat16"
     user_model: object = None
     run_dir: Optional[str] = None
     resumed: bool = False
@@ -317,7 +317,10 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
             `tf.distribute.Strategy`, recorded for the caller's scope. Defaults to None.
         deterministic: enable TensorFlow op determinism. Defaults to False.
         jit_compile: XLA; None means on with a GPU, off on CPU. Defaults to None.
-        mixed_precision: float16 compute; None means on with a GPU. Defaults to None.
+        mixed_precision: "float16" or "bfloat16" compute (True: float16), or
+            False. None: float16 with a GPU; bfloat16 for the batch-normalized
+            convnets (`CPU_BFLOAT16_FAMILIES`) on a CPU with AMX-BF16; else
+            float32. Defaults to None.
         task: task of a plain `keras.Model`. Defaults to "classification".
         base_model: registered spec a plain `keras.Model` derives from (a
             fine-tuned backbone), recorded in the run. Defaults to None.
@@ -349,6 +352,7 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
     from zoo import augment as augment_module
     augment_module.check_for_model(recipe_asked.augment, spec, loss=recipe_asked.loss)
     checks.non_negative_int("seed", seed)
+    _check_mixed_precision(mixed_precision)
     model_kwargs = _check_model_kwargs(spec, user_model, model_kwargs)
     per_replica_batch = _check_run_options(
         spec, classes=classes, strategy=strategy, batch_size=batch_size,
@@ -366,7 +370,8 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
                                  reference_batch=(recipe or spec.recipe).batch_size,
                                  per_replica_batch=per_replica_batch, scale_lr=scale_lr)
     jit_compile, mixed_precision = _set_up_runtime(
-        seed, deterministic=deterministic, jit_compile=jit_compile, mixed_precision=mixed_precision)
+        seed, deterministic=deterministic, jit_compile=jit_compile, mixed_precision=mixed_precision,
+        family=spec.family if user_model is None else None)
     hooks = get_hooks(spec)
     bundle = load_data(spec, data, hooks=hooks, batch_size=recipe.batch_size, seed=seed,
                        input_shape=model_kwargs.get("input_shape") or (
@@ -533,8 +538,52 @@ def _distribute_batches(recipe, config, *, strategy, reference_batch, per_replic
     return recipe
 
 
-def _set_up_runtime(seed, *, deterministic, jit_compile, mixed_precision):
-    """Seed Keras, op determinism; (jit_compile, mixed_precision) with None: on with a GPU."""
+# Families whose training a bfloat16 policy speeds up on a CPU with AMX-BF16
+# tiles (oneDNN runs their convolutions there): the batch-normalized convnets,
+# whose `zoo.models.layers.cnn.BatchNormalization` keeps bfloat16 fused.
+# Measured on a 2-core Sapphire Rapids, batch 128, steps/s float32 ->
+# bfloat16: resnet20 4.4 -> 11.6, wrn16_4 0.98 -> 1.95, resnet9 1.19 -> 2.34;
+# lenet5 80 -> 83 and mlp 454 -> 431 gain nothing, so they stay float32.
+CPU_BFLOAT16_FAMILIES = frozenset({"resnet", "resnet9", "vgg", "wide_resnet"})
+PRECISIONS = ("float16", "bfloat16")
+
+
+def _check_mixed_precision(mixed_precision):
+    if mixed_precision is None or isinstance(mixed_precision, bool) or (
+            isinstance(mixed_precision, str) and mixed_precision in PRECISIONS):
+        return
+    raise ValueError(f"mixed_precision must be None (automatic), True, False, \"float16\" or "
+                     f"\"bfloat16\". Received: mixed_precision={mixed_precision!r}")
+
+
+def cpu_has_amx_bf16():
+    """Whether this CPU advertises AMX-BF16 (Linux's /proc/cpuinfo flags; False elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def _precision(mixed_precision, *, on_gpu, family):
+    """False, "float16" or "bfloat16" for `plan`'s `mixed_precision` argument."""
+    if mixed_precision is None:
+        if on_gpu:
+            return "float16"
+        return "bfloat16" if family in CPU_BFLOAT16_FAMILIES and cpu_has_amx_bf16() else False
+    if mixed_precision is True:
+        return "float16"
+    return mixed_precision or False
+
+
+def _set_up_runtime(seed, *, deterministic, jit_compile, mixed_precision, family=None):
+    """Seed Keras, op determinism; (jit_compile, mixed_precision) resolved for this machine.
+
+    jit_compile None: on with a GPU. mixed_precision: see `_precision`.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -543,8 +592,7 @@ def _set_up_runtime(seed, *, deterministic, jit_compile, mixed_precision):
         tf.config.experimental.enable_op_determinism()
     on_gpu = _on_gpu()
     jit_compile = on_gpu if jit_compile is None else bool(jit_compile)
-    mixed_precision = on_gpu if mixed_precision is None else bool(mixed_precision)
-    return jit_compile, mixed_precision
+    return jit_compile, _precision(mixed_precision, on_gpu=on_gpu, family=family)
 
 
 def _head_activation(model):
@@ -638,7 +686,7 @@ def build_model(run_plan, *, model_kwargs=None, recipe=None, model=None, epochs=
         _check_tta(run_plan.spec, bundle)
     previous_policy = keras.config.dtype_policy().name
     if run_plan.mixed_precision:
-        keras.config.set_dtype_policy("mixed_float16")
+        keras.config.set_dtype_policy(f"mixed_{run_plan.mixed_precision}")
     spec, hooks = run_plan.spec, run_plan.hooks
     loss = run_plan.loss_for(recipe, bundle)
     try:
@@ -988,7 +1036,10 @@ def train(model_or_name, data="digits", *, epochs=None, batch_size=None, optimiz
         classes: keep only these labels. Defaults to None.
         deterministic: enable TensorFlow op determinism. Defaults to False.
         jit_compile: XLA; None means on with a GPU, off on CPU. Defaults to None.
-        mixed_precision: float16 compute; None means on with a GPU. Defaults to None.
+        mixed_precision: "float16" or "bfloat16" compute (True: float16), or
+            False. None: float16 with a GPU; bfloat16 for the batch-normalized
+            convnets (`CPU_BFLOAT16_FAMILIES`) on a CPU with AMX-BF16; else
+            float32. Defaults to None.
         task: task of a plain `keras.Model`. Defaults to "classification".
         callbacks: extra Keras callbacks. Defaults to None.
         backup_freq: BackupAndRestore frequency ("epoch" or batches). Defaults to "epoch".

@@ -120,6 +120,15 @@ def load_weights(model, path, **args):
     return model
 
 
+def batch_norm(**kwargs):
+    """`keras.layers.BatchNormalization(**kwargs)` that trains with TensorFlow's fused kernel.
+
+    The same layer, weights and arithmetic (see `zoo.models.layers.cnn.BatchNormalization`).
+    """
+    from zoo.models.layers.cnn import BatchNormalization
+    return BatchNormalization(**kwargs)
+
+
 def l2(weight_decay):
     """Kernel regularizer equal to SGD weight decay `weight_decay` (or None).
 
@@ -128,6 +137,16 @@ def l2(weight_decay):
     `l * sum(w**2)`, hence the halving.
     """
     return keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
+
+
+def output_dtype():
+    """dtype for a classifier's last layer: "float32" under a mixed policy, else the policy's.
+
+    Keras's mixed-precision guide: a float16/bfloat16 softmax loses the
+    precision the loss needs (bfloat16 keeps 8 bits), and served outputs
+    should stay float32 whatever the model trained in.
+    """
+    return "float32" if keras.config.dtype_policy().name.startswith("mixed_") else None
 
 
 def head(x, *, include_top, pooling, num_classes, classifier_activation, regularizer=None,
@@ -139,7 +158,8 @@ def head(x, *, include_top, pooling, num_classes, classifier_activation, regular
             return flatten_top(x)
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         return layers.Dense(num_classes, activation=classifier_activation,
-                            kernel_regularizer=regularizer, name="predictions")(x)
+                            kernel_regularizer=regularizer, name="predictions",
+                            dtype=output_dtype())(x)
     if pooling == "avg":
         return layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if pooling == "max":

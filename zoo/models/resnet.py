@@ -20,7 +20,7 @@ the paper; recipes therefore keep the optimizer's decoupled decay at 0.
 """
 
 from zoo._lazy import keras
-from zoo.models._blocks import cnn_model
+from zoo.models._blocks import batch_norm, cnn_model
 from zoo.registry import FeatureInfo, Recipe, register_variant
 
 BN_EPSILON = 1.001e-5  # keras.applications' value (its weights were converted with it)
@@ -39,7 +39,7 @@ def _conv(filters, kernel, *, strides=1, padding="valid", use_bias=True, reg=Non
 
 
 def _bn(name, epsilon=BN_EPSILON):
-    return keras.layers.BatchNormalization(axis=-1, epsilon=epsilon, momentum=BN_MOMENTUM,
+    return batch_norm(axis=-1, epsilon=epsilon, momentum=BN_MOMENTUM,
                                            name=name)
 
 

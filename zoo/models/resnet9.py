@@ -14,7 +14,7 @@ one-cycle schedule's high peak rate needs.
 """
 
 from zoo._lazy import keras
-from zoo.models._blocks import cnn_model
+from zoo.models._blocks import batch_norm, cnn_model, output_dtype
 from zoo.registry import FeatureInfo, Recipe, register
 
 
@@ -22,7 +22,7 @@ def _conv_bn(x, filters, *, reg, name):
     layers = keras.layers
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg,
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"{name}_bn")(x)
+    x = batch_norm(epsilon=1e-5, momentum=0.9, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
@@ -96,7 +96,8 @@ def resnet9(*, input_shape=(32, 32, 3), num_classes=10, include_top=True, weight
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
         x = layers.Dense(num_classes, use_bias=False, kernel_regularizer=reg, name="classifier")(x)
         x = layers.Rescaling(float(logit_scale), name="logit_scale")(x)
-        return layers.Activation(classifier_activation, name="predictions")(x)
+        return layers.Activation(classifier_activation, name="predictions",
+                                 dtype=output_dtype())(x)
 
     return cnn_model(body, spec_name="resnet9", min_size=8, input_shape=input_shape,
                      num_classes=num_classes, include_top=include_top, weights=weights,

@@ -12,7 +12,7 @@ Weight decay: `weight_decay` (the paper's 5e-4) adds an L2 kernel penalty of
 """
 
 from zoo._lazy import keras
-from zoo.models._blocks import cnn_model
+from zoo.models._blocks import batch_norm as batch_norm_layer, cnn_model, output_dtype
 from zoo.registry import FeatureInfo, Recipe, register_variant
 
 # Convolutions per block (each block ends with 2x2 max-pooling); filters 64-128-256-512-512.
@@ -51,8 +51,8 @@ def vgg(*, depth, batch_norm, spec_name, input_shape=(224, 224, 3), num_classes=
                 if batch_norm:
                     x = layers.Conv2D(filters, 3, padding="same", kernel_regularizer=reg,
                                       name=prefix)(x)
-                    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
-                                                  name=f"block{block}_bn{i}")(x)
+                    x = batch_norm_layer(momentum=0.9, epsilon=1e-5,
+                                         name=f"block{block}_bn{i}")(x)
                     x = layers.Activation("relu", name=f"block{block}_relu{i}")(x)
                 else:
                     x = layers.Conv2D(filters, 3, padding="same", activation="relu",
@@ -66,7 +66,7 @@ def vgg(*, depth, batch_norm, spec_name, input_shape=(224, 224, 3), num_classes=
             x = layers.Dense(4096, activation="relu", kernel_regularizer=reg, name=f"fc{i}")(x)
             x = layers.Dropout(0.5, name=f"fc{i}_dropout")(x)
         return layers.Dense(num_classes, activation=classifier_activation,
-                            kernel_regularizer=reg, name="predictions")(x)
+                            kernel_regularizer=reg, name="predictions", dtype=output_dtype())(x)
 
     return cnn_model(body, spec_name=spec_name, min_size=32, input_shape=input_shape,
                      num_classes=num_classes, include_top=include_top, weights=weights,

@@ -19,7 +19,7 @@ penalty of `weight_decay / 2`, as `zoo.models.resnet` does.
 
 from zoo import checks
 from zoo._lazy import keras
-from zoo.models._blocks import cnn_model
+from zoo.models._blocks import batch_norm, cnn_model
 from zoo.registry import FeatureInfo, Recipe, register_variant
 
 
@@ -38,7 +38,7 @@ def _conv3x3(x, filters, *, stride, reg, name):
 
 
 def _bn_relu(x, name):
-    x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"{name}_bn")(x)
+    x = batch_norm(epsilon=1e-5, momentum=0.9, name=f"{name}_bn")(x)
     return keras.layers.Activation("relu", name=f"{name}_relu")(x)
 
 
