@@ -21,12 +21,21 @@ of resnet20 on 10,000 images took either ~13 s or ~20 s whichever side ran
 two sides; `--statistic median` is the other choice.  Every repeat builds
 fresh models; the ratio zoo / best plain is printed with its median and range
 over repeats.
+`--mixed-precision auto` lets the zoo choose its compute dtype as `zoo train`
+does (bfloat16 for the batch-normalized convnets on a CPU with AMX, where
+the zoo's fused `BatchNormalization` keeps it fast) and gives the plain side
+the same global policy (`keras.config.set_dtype_policy("mixed_bfloat16")`,
+what a Keras user sets); the default `off` compares float32 with float32.
+The plain side always builds the architecture with Keras's own
+`BatchNormalization` (the zoo's builder, its fused layers swapped back).
 Goal (issue 20): >= 1.0x.  Both sides train without augmentation (the
 recipe's own is left out: the plain side has none), and `--train-examples N`
 takes the first N training images, so that a convnet's epochs stay short.
 
     python benchmarks/fit_speed.py --models mlp lenet5 --data fashion_mnist --epochs 3
     python benchmarks/fit_speed.py --models resnet20 --train-examples 10000 --repeats 2
+    python benchmarks/fit_speed.py --models resnet20 --train-examples 10000 --repeats 2 \
+        --mixed-precision auto
 """
 
 import argparse
@@ -73,8 +82,23 @@ def _steady(seconds, steps, statistic="min"):
     return steps / (min(steady) if statistic == "min" else statistics.median(steady))
 
 
-def measure(name, data, *, epochs, batch_size, repeats, train_examples=None, statistic="min"):
-    """{side: [steps/s per repeat]} for model `name`, and the zoo's steps per execution."""
+def _keras_batch_norm(model):
+    """`model` rebuilt with `keras.layers.BatchNormalization` where the zoo has its fused one."""
+    import keras
+
+    from zoo.models.layers.cnn import BatchNormalization
+
+    def clone(layer):
+        if type(layer) is BatchNormalization:
+            return keras.layers.BatchNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def measure(name, data, *, epochs, batch_size, repeats, train_examples=None, statistic="min",
+            mixed_precision="off"):
+    """{side: [steps/s per repeat]}, the zoo's steps per execution, and the dtype policy."""
     import keras
     import numpy as np
 
@@ -85,7 +109,9 @@ def measure(name, data, *, epochs, batch_size, repeats, train_examples=None, sta
         (x, y), _, _ = zdata.read_source(data)
         data = (x[:train_examples], y[:train_examples])
     run_plan = training.plan(name, data, batch_size=batch_size, epochs=epochs, augment=(),
-                             jit_compile=False, mixed_precision=False)
+                             jit_compile=False,
+                             mixed_precision=None if mixed_precision == "auto" else False)
+    policy = (f"mixed_{run_plan.mixed_precision}" if run_plan.mixed_precision else "float32")
     bundle, recipe = run_plan.bundle, run_plan.recipe
     steps = run_plan.steps_per_epoch()
     arrays = {split: [np.concatenate(part) for part in zip(*[(b[0].numpy(), b[1].numpy())
@@ -111,7 +137,11 @@ def measure(name, data, *, epochs, batch_size, repeats, train_examples=None, sta
 
     def plain_side(steps_per_execution):
         keras.utils.set_random_seed(0)
-        model = run_plan.spec.build(**run_plan.builder_kwargs())
+        keras.config.set_dtype_policy(policy)
+        try:
+            model = _keras_batch_norm(run_plan.spec.build(**run_plan.builder_kwargs()))
+        finally:
+            keras.config.set_dtype_policy("float32")
         optimizer = training.make_optimizer(recipe.optimizer, recipe.learning_rate,
                                             momentum=recipe.momentum,
                                             weight_decay=recipe.weight_decay)
@@ -134,7 +164,7 @@ def measure(name, data, *, epochs, batch_size, repeats, train_examples=None, sta
         results["zoo"].append(_steady(seconds, steps, statistic))
         results["plain_spe1"].append(_steady(plain_side(1), steps, statistic))
         results["plain_spe32"].append(_steady(plain_side(32), steps, statistic))
-    return results, chosen, steps
+    return results, chosen, steps, policy
 
 
 def main(argv=None):
@@ -150,6 +180,9 @@ def main(argv=None):
     parser.add_argument("--statistic", choices=("min", "median"), default="min",
                         help="each fit's steps/s from its fastest steady epoch (default) or "
                              "their median")
+    parser.add_argument("--mixed-precision", choices=("off", "auto"), default="off",
+                        help="off: float32 on both sides (default); auto: the zoo's choice "
+                             "for this machine, and the same global policy on the plain side")
     args = parser.parse_args(argv)
     if args.train_examples is not None and args.train_examples < args.batch_size:
         parser.error(f"--train-examples must be at least --batch-size ({args.batch_size}). "
@@ -165,17 +198,17 @@ def main(argv=None):
     print(f"{'model':<10} {'zoo':>16} {'plain numpy':>16} {'plain tf.data+32':>16} "
           f"{'zoo / best plain':>26}")
     for name in args.models:
-        results, chosen, steps = measure(name, args.data, epochs=args.epochs,
-                                         batch_size=args.batch_size, repeats=args.repeats,
-                                         train_examples=args.train_examples,
-                                         statistic=args.statistic)
+        results, chosen, steps, policy = measure(
+            name, args.data, epochs=args.epochs, batch_size=args.batch_size,
+            repeats=args.repeats, train_examples=args.train_examples,
+            statistic=args.statistic, mixed_precision=args.mixed_precision)
         ratios = [z / max(a, b) for z, a, b in zip(results["zoo"], results["plain_spe1"],
                                                     results["plain_spe32"])]
         cells = [f"{statistics.median(v):8.1f} ({min(v):.0f}-{max(v):.0f})"
                  for v in (results["zoo"], results["plain_spe1"], results["plain_spe32"])]
         print(f"{name:<10} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16} "
               f"{statistics.median(ratios):>8.2f}x (range {min(ratios):.2f}-{max(ratios):.2f})"
-              f"   [zoo steps_per_execution={chosen}, {steps} steps/epoch]")
+              f"   [zoo steps_per_execution={chosen}, {steps} steps/epoch, {policy}]")
     return 0
 
 

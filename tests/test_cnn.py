@@ -369,3 +369,74 @@ def test_count_macs_hand_computed():
     assert count_macs(zoo.build("lenet5")) == 117_600 + 240_000 + 48_000 + 10_080 + 840
     # He et al. Table 1 prints 3.8e9 multiply-adds for ResNet-50.
     assert count_macs(zoo.build("resnet50")) == pytest.approx(3.8e9, rel=0.02)
+
+
+@pytest.mark.parametrize("options", [{}, {"center": False, "scale": False, "momentum": 0.9,
+                                          "epsilon": 1e-5}])
+def test_fused_batch_normalization_trains_as_keras_does(rng, options):
+    import tensorflow as tf
+
+    from zoo.models.layers.cnn import BatchNormalization
+    x = tf.constant(rng.normal(2.0, 3.0, (4, 3, 5, 6)).astype("float32"))
+    ours, theirs = BatchNormalization(**options), keras.layers.BatchNormalization(**options)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    if ours.scale:
+        ours.gamma.assign(rng.normal(1.0, 0.1, 6).astype("float32"))
+        theirs.gamma.assign(ours.gamma)
+    weights = tf.range(6, dtype="float32")  # a loss that is not symmetric in the channels
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_ours, y_theirs = ours(x, training=True), theirs(x, training=True)
+        loss_ours, loss_theirs = (tf.reduce_sum(y * weights) for y in (y_ours, y_theirs))
+    np.testing.assert_allclose(y_ours, y_theirs, atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(loss_ours, x), tape.gradient(loss_theirs, x),
+                               atol=1e-5)
+    for a, b in zip(ours.trainable_weights, theirs.trainable_weights):
+        np.testing.assert_allclose(tape.gradient(loss_ours, a), tape.gradient(loss_theirs, b),
+                                   atol=1e-4)
+    # Moving averages of the biased batch variance, as Keras keeps them.
+    np.testing.assert_allclose(ours.moving_mean, theirs.moving_mean, atol=1e-6)
+    np.testing.assert_allclose(ours.moving_variance, theirs.moving_variance, atol=1e-6)
+    np.testing.assert_allclose(ours(x, training=False), theirs(x, training=False), atol=1e-5)
+    # Frozen (fine-tuning) and not 4-D: the Keras layer's own path.
+    ours.trainable = theirs.trainable = False
+    np.testing.assert_allclose(ours(x, training=True), theirs(x, training=True), atol=1e-5)
+    flat = tf.reshape(x, (-1, 6))
+    ours.trainable = theirs.trainable = True
+    np.testing.assert_allclose(ours(flat, training=True), theirs(flat, training=True), atol=1e-5)
+
+
+# One model per family that `zoo.training` trains in bfloat16 on an AMX CPU.
+FUSED_BN_MODELS = ("resnet20", "wrn16_4", "resnet9", "vgg11_bn")
+
+
+def test_every_bfloat16_family_is_checked_for_the_fused_layer():
+    from zoo.training import CPU_BFLOAT16_FAMILIES
+    assert {zoo.get_spec(name).family for name in FUSED_BN_MODELS} == set(CPU_BFLOAT16_FAMILIES)
+
+
+@pytest.mark.parametrize("name", FUSED_BN_MODELS)
+def test_batch_normalized_convnets_use_the_fused_layer_and_a_float32_head(tmp_path, name):
+    from zoo.models.layers.cnn import BatchNormalization
+    spec = zoo.get_spec(name)
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = zoo.build(name, input_shape=spec.test_input_shape, num_classes=3)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    norms = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(type(layer) is BatchNormalization for layer in norms)
+    assert norms[0].compute_dtype == "bfloat16"
+    assert model.layers[-1].compute_dtype == "float32"  # the softmax and what is served
+    assert model.outputs[0].dtype == "float32"
+    if name != "resnet20":
+        return
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    again = keras.saving.load_model(path)
+    assert type(again.get_layer(norms[0].name)) is BatchNormalization
+    x = np.random.default_rng(0).random((2, *spec.test_input_shape), dtype="float32")
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0))

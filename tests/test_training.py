@@ -420,3 +420,48 @@ def test_an_interrupted_ema_run_resumes_to_the_same_weights(tmp_path):
     assert resumed.resumed  # the backup held the raw weights and their average
     for a, b in zip(whole.model.get_weights(), resumed.model.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_mixed_precision_is_chosen_for_the_model_and_the_machine(monkeypatch):
+    choose = training._precision
+    monkeypatch.setattr(training, "cpu_has_amx_bf16", lambda: True)
+    assert choose(None, on_gpu=False, family="resnet") == "bfloat16"
+    assert choose(None, on_gpu=False, family="wide_resnet") == "bfloat16"
+    assert choose(None, on_gpu=False, family="lenet") is False  # measured: no gain
+    assert choose(None, on_gpu=False, family=None) is False  # a user's model
+    assert choose(None, on_gpu=True, family="lenet") == "float16"
+    assert choose(False, on_gpu=False, family="resnet") is False
+    assert choose(True, on_gpu=False, family="mlp") == "float16"
+    assert choose("bfloat16", on_gpu=True, family="mlp") == "bfloat16"
+    monkeypatch.setattr(training, "cpu_has_amx_bf16", lambda: False)
+    assert choose(None, on_gpu=False, family="resnet") is False
+    for bad in ("fp8", "mixed_bfloat16", 1):
+        with pytest.raises(ValueError, match=r"mixed_precision must be .*Received: "
+                                             r"mixed_precision="):
+            training.plan("mlp", mixed_precision=bad)
+
+
+def test_bfloat16_training_records_exports_and_reloads(tmp_path):
+    import keras
+    from zoo import runs
+    result = _train(tmp_path, name="resnet20", epochs=1, mixed_precision="bfloat16",
+                    export=True)
+    assert np.isfinite(result.metrics["test_loss"])
+    assert keras.config.dtype_policy().name == "float32"  # restored afterwards
+    config = json.load(open(os.path.join(result.run_dir, "config.json")))
+    assert config["mixed_precision"] == "bfloat16"
+    assert runs.read_config(result.run_dir).mixed_precision == "bfloat16"
+    model = runs.load_model(result.run_dir)
+    assert model.layers[1].compute_dtype == "bfloat16" and model.outputs[0].dtype == "float32"
+    # Served in float32 (LiteRT, ONNX and CPUs without AMX have no bfloat16
+    # kernels), with the trained weights; the SavedModel was verified against it.
+    from zoo import export
+    served = export.float32_model(model)
+    assert {layer.compute_dtype for layer in served.layers} == {"float32"}
+    x = result.bundle.take_inputs("test", 8)
+    np.testing.assert_allclose(served.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=0.05)
+    card = json.load(open(os.path.join(result.run_dir, "model_card.json")))
+    assert card["exports"]["saved_model"]["max_abs_diff"] < 1e-4
+    if export.litert_available():  # a float32 graph converts as any other
+        assert export.export_run(result.run_dir, ("tflite",))["tflite"]["max_abs_diff"] < 1e-4

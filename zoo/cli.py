@@ -127,6 +127,10 @@ def add_training_arguments(parser, *, recipe=True, distribute=True):
     parser.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                         help="XLA (default: on with a GPU, off on CPU)")
+    parser.add_argument("--mixed-precision", choices=("auto", "off", "float16", "bfloat16"),
+                        default="auto",
+                        help="compute dtype (default auto: float16 with a GPU; bfloat16 for "
+                             "the batch-normalized convnets on a CPU with AMX; else float32)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 in "
                              "a terminal, else 2)")
@@ -149,6 +153,8 @@ def training_options(args):
                if getattr(args, k, None) is not None}
     kwargs = dict(data=args.data, seed=args.seed, strategy=args.strategy, classes=args.classes,
                   deterministic=args.deterministic, jit_compile=args.jit_compile,
+                  mixed_precision={"auto": None, "off": False}.get(args.mixed_precision,
+                                                                   args.mixed_precision),
                   data_options=options or None,
                   verbose=args.verbose if args.verbose is not None else (
                       1 if sys.stdout.isatty() else 2))

@@ -519,9 +519,10 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
     if os.path.exists(card_path):
         exports = runs.read_json(card_path).get("exports", {})
     if set(formats) & {"saved_model", "tflite", "onnx"}:
-        signatures = (hooks or get_hooks(runs.spec_of(config))).export_signatures(model)
-        scoring = _quantize_data(run_dir, config, model, bundle) if quantize else None
-        exports.update(_export_serving(model, config, formats, targets, signatures=signatures,
+        serving = float32_model(model)
+        signatures = (hooks or get_hooks(runs.spec_of(config))).export_signatures(serving)
+        scoring = _quantize_data(run_dir, config, serving, bundle) if quantize else None
+        exports.update(_export_serving(serving, config, formats, targets, signatures=signatures,
                                        samples=samples if verify else None,
                                        overwrite=overwrite, quantize=quantize, scoring=scoring))
     if "keras" in formats:
@@ -533,6 +534,30 @@ def export_run(run_dir, formats=("saved_model",), *, model=None, bundle=None, ho
         if name.startswith(".partial-"):
             shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
     return exports
+
+
+def float32_model(model):
+    """`model` computing in float32 where it trained in bfloat16 (same weights), else itself.
+
+    bfloat16 is a training speed-up of CPUs with AMX (`zoo.training.CPU_BFLOAT16_FAMILIES`);
+    what serves the model (LiteRT, ONNX Runtime, TensorFlow on a CPU without
+    AMX) has float32 kernels, so the serving formats get a float32 copy.  Its
+    weights are the trained ones (mixed-precision variables are float32).
+    """
+    layers = getattr(model, "layers", None) or ()
+    if not any(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", None)
+               == "bfloat16" for layer in layers):
+        return model
+    import keras
+
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _check_quantize(quantize, formats):
