@@ -403,7 +403,7 @@ def test_fused_batch_normalization_trains_as_keras_does(rng, options):
     ours.trainable = theirs.trainable = False
     np.testing.assert_allclose(ours(x, training=True), theirs(x, training=True), atol=1e-5)
     flat = tf.reshape(x, (-1, 6))
-    ours.trainable = theirs.trainable = True
+    ours, theirs = BatchNormalization(**options), keras.layers.BatchNormalization(**options)
     np.testing.assert_allclose(ours(flat, training=True), theirs(flat, training=True), atol=1e-5)
 
 

@@ -451,7 +451,7 @@ def test_bfloat16_training_records_exports_and_reloads(tmp_path):
     config = json.load(open(os.path.join(result.run_dir, "config.json")))
     assert config["mixed_precision"] == "bfloat16"
     assert runs.read_config(result.run_dir).mixed_precision == "bfloat16"
-    model = runs.load_model(result.run_dir)
+    _, model = runs.load_run(result.run_dir)
     assert model.layers[1].compute_dtype == "bfloat16" and model.outputs[0].dtype == "float32"
     # Served in float32 (LiteRT, ONNX and CPUs without AMX have no bfloat16
     # kernels), with the trained weights; the SavedModel was verified against it.
