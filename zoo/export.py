@@ -555,7 +555,10 @@ def float32_model(model):
         config["dtype"] = "float32"
         return layer.__class__.from_config(config)
 
-    copy = keras.models.clone_model(model, clone_function=clone)
+    try:
+        copy = keras.models.clone_model(model, clone_function=clone)
+    except ValueError:  # a subclassed model cannot be cloned: served as it trained
+        return model
     copy.set_weights(model.get_weights())
     return copy
 
