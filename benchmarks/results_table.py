@@ -11,11 +11,16 @@ shape, `zoo.flops.count_macs`; 1 MAC = 2 FLOPs).  Those with at most
 
 * zoo: `zoo train NAME --data fashion_mnist --seed 0` in a fresh process: the
   model's own recipe (optimizer, schedule, batch size, augmentation, early
-  stopping), its epochs capped by `--epochs`; the row records the command,
+  stopping) and compute dtype (bfloat16 for the batch-normalized convnets on
+  a CPU with AMX, `zoo train --mixed-precision auto`; rows measured before
+  2026-12-05 19:00 are float32), its epochs capped by `--epochs`; the row records the command,
   the epochs run, the test accuracy (metrics.json) and the wall time of the
   whole process (start-up, data, training, evaluation);
-* plain Keras: the same architecture (`zoo.build`, which uses keras.layers
-  only) in a fresh process with the 20-line script a Keras user writes: the
+* plain Keras: the same architecture (`zoo.build`: keras.layers, and for
+  the batch-normalized convnets the zoo's `BatchNormalization`, Keras's layer
+  with a fused training step, so the baseline trains at least as fast as with
+  Keras's own; float32, the default policy) in a fresh process with the
+  20-line script a Keras user writes: the
   images scaled to [0, 1] and resized to the input the zoo run used, Adam
   1e-3, batch 128, `fit(validation_split=0.1)`, then `evaluate` on the test
   set; it trains for as many epochs as fit in the zoo run's wall time (equal

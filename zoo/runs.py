@@ -259,7 +259,8 @@ _FIELD_TYPES = {
     "data_options": "dict", "classes": "list?", "strategy": "str?", "deterministic": "bool",
     "task": "str", "registered": "bool", "base_model": "str?", "input_shape": "shape",
     "input_kind": "str?", "num_classes": "int?", "class_names": "list?", "loss": "str?",
-    "num_examples": "dict", "jit_compile": "bool", "mixed_precision": "precision", "started": "str?"}
+    "num_examples": "dict", "jit_compile": "bool", "mixed_precision": "precision",
+    "started": "str?"}
 _JSON_TYPES = {"str": str, "dict": dict, "list": (list, tuple), "bool": bool,
                "int": numbers.Integral}
 

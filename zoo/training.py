@@ -370,8 +370,8 @@ def plan(model_or_name, data="digits", *, epochs=None, batch_size=None, optimize
                                  reference_batch=(recipe or spec.recipe).batch_size,
                                  per_replica_batch=per_replica_batch, scale_lr=scale_lr)
     jit_compile, mixed_precision = _set_up_runtime(
-        seed, deterministic=deterministic, jit_compile=jit_compile, mixed_precision=mixed_precision,
-        family=spec.family if user_model is None else None)
+        seed, deterministic=deterministic, jit_compile=jit_compile,
+        mixed_precision=mixed_precision, family=spec.family if user_model is None else None)
     hooks = get_hooks(spec)
     bundle = load_data(spec, data, hooks=hooks, batch_size=recipe.batch_size, seed=seed,
                        input_shape=model_kwargs.get("input_shape") or (
