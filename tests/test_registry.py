@@ -175,8 +175,14 @@ def test_list_details_shows_the_shipped_results_table(capsys, monkeypatch):
     monkeypatch.setattr(cli, "_results_table", lambda: {"mlp": {
         "gmacs": "1.7e-05", "dataset": "fashion_mnist", "epochs": "3", "test_accuracy": "0.85",
         "train_seconds": "40.4", "date": "2026-12-04", "baseline_epochs": "5",
-        "baseline_test_accuracy": "0.8612"}})
+        "baseline_test_accuracy": "0.8612", "baseline_seconds": "39.6"},
+        "lenet5": {"gmacs": "0.0004", "dataset": "fashion_mnist", "epochs": "1",
+                   "test_accuracy": "0.8", "baseline_epochs": "1",
+                   "baseline_test_accuracy": "0.79"}})
     assert cli.main(["list", "mlp", "--details"]) == 0
     assert capsys.readouterr().out.split("GMACs  ")[1].strip() == (
         "0.8500 on fashion_mnist after 3 epochs in 40 s (2026-12-04); plain Keras 0.8612 "
-        "(5 epochs, same wall clock)")
+        "(5 epochs in 40 s)")
+    assert cli.main(["list", "lenet5", "--details"]) == 0
+    assert capsys.readouterr().out.split("GMACs  ")[1].strip() == (
+        "0.8000 on fashion_mnist after 1 epoch; plain Keras 0.7900 (1 epoch)")

@@ -343,6 +343,12 @@ def _results_table():
         return {row["name"]: row for row in csv.DictReader(f)}
 
 
+def _epochs(count):
+    """'1 epoch', '3 epochs' for a results-table cell."""
+    n = int(float(count))
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def cmd_list(args):
     from zoo.registry import get_spec, list_models
     if args.backbones:
@@ -383,14 +389,18 @@ def cmd_list(args):
             gmacs = f"{float(r['gmacs']):.4g}" if r.get("gmacs") else "-"
             # zoo/results.csv, written by benchmarks/results_table.py; no figure is made up.
             measured = (f"{float(r['test_accuracy']):.4f} on {r['dataset']} after "
-                        f"{r['epochs']} epochs" if r.get("test_accuracy") else "not measured")
+                        f"{_epochs(r['epochs'])}" if r.get("test_accuracy") else "not measured")
             if r.get("test_accuracy") and r.get("train_seconds"):
                 measured += f" in {float(r['train_seconds']):.0f} s"
             if r.get("test_accuracy") and r.get("date"):
                 measured += f" ({r['date']})"
             if r.get("baseline_test_accuracy"):
+                # The script trains for the zoo run's wall time, but at least one epoch.
+                baseline = _epochs(r["baseline_epochs"])
+                if r.get("baseline_seconds"):
+                    baseline += f" in {float(r['baseline_seconds']):.0f} s"
                 measured += (f"; plain Keras {float(r['baseline_test_accuracy']):.4f} "
-                             f"({r['baseline_epochs']} epochs, same wall clock)")
+                             f"({baseline})")
             elif r.get("test_accuracy"):
                 measured += "; plain Keras not measured"
             line += f"  {gmacs:>9} GMACs  {measured}"
