@@ -345,7 +345,10 @@ def _results_table():
 
 def _epochs(count):
     """'1 epoch', '3 epochs' for a results-table cell."""
-    n = int(float(count))
+    try:
+        n = int(float(count))
+    except (TypeError, ValueError):  # a hand-edited table: shown as written
+        return f"{count} epochs"
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
