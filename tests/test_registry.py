@@ -186,3 +186,4 @@ def test_list_details_shows_the_shipped_results_table(capsys, monkeypatch):
     assert cli.main(["list", "lenet5", "--details"]) == 0
     assert capsys.readouterr().out.split("GMACs  ")[1].strip() == (
         "0.8000 on fashion_mnist after 1 epoch; plain Keras 0.7900 (1 epoch)")
+    assert cli._epochs("about 3") == "about 3 epochs"  # a hand-edited cell, as written
