@@ -261,6 +261,8 @@ _FIELD_TYPES = {
     "input_kind": "str?", "num_classes": "int?", "class_names": "list?", "loss": "str?",
     "num_examples": "dict", "jit_compile": "bool", "mixed_precision": "precision",
     "started": "str?"}
+# The mixed-precision compute dtypes a run can train in (`zoo.training.plan`).
+PRECISIONS = ("float16", "bfloat16")
 _JSON_TYPES = {"str": str, "dict": dict, "list": (list, tuple), "bool": bool,
                "int": numbers.Integral}
 
@@ -271,7 +273,7 @@ def _check_field(key, value):
     if value is None and kind.endswith("?"):
         return
     if kind == "precision":  # true was float16 before bfloat16 existed
-        ok = isinstance(value, bool) or value in ("float16", "bfloat16")
+        ok = isinstance(value, bool) or value in PRECISIONS
         wanted = 'false, "float16" or "bfloat16"'
     elif kind == "shape":
         ok = isinstance(value, (list, tuple)) and value and all(

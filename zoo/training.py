@@ -548,12 +548,11 @@ def _distribute_batches(recipe, config, *, strategy, reference_batch, per_replic
 # lenet5 80 -> 83 and mlp 454 -> 431 gain nothing, so they stay float32.
 # `benchmarks/fit_speed.py --mixed-precision auto` measures it against Keras.
 CPU_BFLOAT16_FAMILIES = frozenset({"resnet", "resnet9", "vgg", "wide_resnet"})
-PRECISIONS = ("float16", "bfloat16")
 
 
 def _check_mixed_precision(mixed_precision):
     if mixed_precision is None or isinstance(mixed_precision, bool) or (
-            isinstance(mixed_precision, str) and mixed_precision in PRECISIONS):
+            isinstance(mixed_precision, str) and mixed_precision in runs.PRECISIONS):
         return
     raise ValueError(f"mixed_precision must be None (automatic), True, False, \"float16\" or "
                      f"\"bfloat16\". Received: mixed_precision={mixed_precision!r}")

@@ -39,8 +39,7 @@ def _conv(filters, kernel, *, strides=1, padding="valid", use_bias=True, reg=Non
 
 
 def _bn(name, epsilon=BN_EPSILON):
-    return batch_norm(axis=-1, epsilon=epsilon, momentum=BN_MOMENTUM,
-                                           name=name)
+    return batch_norm(axis=-1, epsilon=epsilon, momentum=BN_MOMENTUM, name=name)
 
 
 def _relu(name):
